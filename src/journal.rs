@@ -1,0 +1,120 @@
+//! The journal: what a run created, and how to undo it.
+//!
+//! Every object koko creates is recorded together with its inverse. If a
+//! one-shot command fails half-way, or a script fails (or asks for
+//! `cleanup()`), the journal is undone newest-first. Undo is best-effort and
+//! thorough: it keeps going past failures and returns every error, because a
+//! teardown that stops at the first problem leaves the most behind. Objects
+//! that are already gone (a veth end that went with its peer, a namespace
+//! deleted by someone else) count as undone.
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result};
+use crate::net::{addr, link, sysctl, Session};
+use crate::ns::{named, Namespace};
+
+/// How to undo one step.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    /// Delete a link (for a veth, its peer goes too).
+    DeleteLink { ns: Namespace, name: String },
+    /// Remove an address from a link.
+    DeleteAddress { ns: Namespace, link: String, addr: IpNet },
+    /// Delete a named namespace this run created.
+    DeleteNamespace { name: String },
+    /// Put a sysctl back to its old value.
+    RestoreSysctl { ns: Namespace, key: String, value: String },
+}
+
+/// One recorded step: a description for reports, and its inverse.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub what: String,
+    pub undo: Undo,
+}
+
+#[derive(Debug, Default)]
+pub struct Journal {
+    entries: Vec<Entry>,
+}
+
+impl Journal {
+    pub fn new() -> Journal {
+        Journal::default()
+    }
+
+    pub fn record(&mut self, what: impl Into<String>, undo: Undo) {
+        self.entries.push(Entry { what: what.into(), undo });
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forget everything recorded (the run keeps what it built).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Undo everything, newest first, and empty the journal. Returns every
+    /// error met on the way (an empty list means all is undone).
+    pub fn undo_all(&mut self, session: &Session) -> Vec<Error> {
+        let mut errors = Vec::new();
+        while let Some(entry) = self.entries.pop() {
+            if let Err(e) = undo_one(session, &entry.undo) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
+    match undo {
+        Undo::DeleteLink { ns, name } => {
+            if !ns.exists() {
+                return Ok(()); // the namespace, and the link with it, is gone
+            }
+            let t = session.target(ns)?;
+            match session.block_on(link::delete(&t, name)) {
+                Err(Error::LinkNotFound { .. }) => Ok(()),
+                other => other,
+            }
+        }
+        Undo::DeleteAddress { ns, link: name, addr: a } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            match session.block_on(addr::del(&t, name, *a)) {
+                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(Error::Kernel { errno: Some(e), .. })
+                    if e == nix::errno::Errno::EADDRNOTAVAIL =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+        Undo::DeleteNamespace { name } => {
+            if let Ok(ns) = Namespace::netns(name) {
+                session.forget(&ns);
+            }
+            match named::delete(name) {
+                Err(Error::NamespaceNotFound { .. }) => Ok(()),
+                other => other,
+            }
+        }
+        Undo::RestoreSysctl { ns, key, value } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            sysctl::write(ns, key, value).map(drop)
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Links: create veth pairs, look links up, set them up/down or change their
+//! MTU, delete them.
+//!
+//! A veth pair is made with ONE `RTM_NEWLINK` sent on the socket of the first
+//! end's namespace. The peer's part of the message (`VETH_INFO_PEER`) carries
+//! its own name, MTU, flags and `IFLA_NET_NS_FD`, so the kernel creates each
+//! end directly in its namespace under its final name. Nothing ever appears
+//! in koko's own namespace, no temporary name can leak, and the kernel either
+//! creates both ends or neither (a taken name fails the whole request).
+
+use std::os::fd::RawFd;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use nix::errno::Errno;
+
+use super::Target;
+use crate::error::{Error, Result};
+
+/// The kernel's limit on interface names: IFNAMSIZ (16) including the NUL.
+pub const MAX_NAME_LEN: usize = 15;
+
+/// Check an interface name the way the kernel's `dev_valid_name` does, up
+/// front, so a bad name is a usage error rather than a late kernel refusal.
+pub fn validate_name(name: &str) -> Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!(
+            "is {} bytes long; the kernel allows at most {MAX_NAME_LEN}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." {
+        Some("is reserved".to_string())
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some(format!("contains {c:?}, which the kernel does not allow"))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Error::Invalid(format!("interface name '{name}' {p}"))),
+        None => Ok(()),
+    }
+}
+
+/// What the kernel says about one link.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    /// "veth", "vxlan", ... (None for links without a kind, like `lo`).
+    pub kind: Option<String>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Carrier present (IFF_LOWER_UP).
+    pub lower_up: bool,
+    pub mtu: u32,
+    /// IFLA_LINK: the peer's (or parent's) ifindex, in `link_netnsid`'s
+    /// namespace if that is given.
+    pub link_index: Option<u32>,
+    /// The peer's namespace as this namespace's nsid, if it is elsewhere.
+    pub link_netnsid: Option<i32>,
+    pub group: u32,
+}
+
+impl LinkState {
+    fn from_message(msg: &LinkMessage) -> LinkState {
+        let mut state = LinkState {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            lower_up: msg.header.flags.contains(LinkFlags::LowerUp),
+            mtu: 0,
+            link_index: None,
+            link_netnsid: None,
+            group: 0,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => state.name = n.clone(),
+                LinkAttribute::Mtu(m) => state.mtu = *m,
+                LinkAttribute::Link(i) => state.link_index = Some(*i),
+                LinkAttribute::LinkNetNsId(id) => state.link_netnsid = Some(*id),
+                LinkAttribute::Group(g) => state.group = *g,
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            state.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        state
+    }
+
+    /// "up", "down" (as `link.state` in scripts reports it).
+    pub fn state_word(&self) -> &'static str {
+        if self.up {
+            "up"
+        } else {
+            "down"
+        }
+    }
+}
+
+/// The options of a veth pair.
+#[derive(Debug, Clone)]
+pub struct VethOptions {
+    pub mtu: u32,
+    /// IFLA_GROUP for both ends (0 is the kernel's default group).
+    pub group: u32,
+}
+
+impl Default for VethOptions {
+    fn default() -> Self {
+        VethOptions { mtu: 1500, group: 0 }
+    }
+}
+
+/// The RTM_NEWLINK message for a veth pair: end `name` in the namespace of
+/// the socket it is sent on, end `peer` in the namespace behind `peer_ns_fd`.
+/// The first end is created up; both get the same MTU and group.
+pub fn veth_request(name: &str, peer: &str, peer_ns_fd: RawFd, options: &VethOptions) -> LinkMessage {
+    // The peer cannot be created up: the kernel configures it before the
+    // two ends are joined, and opening a veth without a peer fails with
+    // ENOTCONN. The caller brings it up on the peer namespace's socket.
+    let mut peer_msg = LinkMessage::default();
+    peer_msg.attributes = vec![
+        LinkAttribute::IfName(peer.to_string()),
+        LinkAttribute::Mtu(options.mtu),
+        LinkAttribute::NetNsFd(peer_ns_fd),
+    ];
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_string()),
+        LinkAttribute::Mtu(options.mtu),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]),
+    ];
+    if options.group != 0 {
+        msg.attributes.push(LinkAttribute::Group(options.group));
+        if let Some(LinkAttribute::LinkInfo(infos)) = msg.attributes.get_mut(2) {
+            if let Some(LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p)))) = infos.get_mut(1) {
+                p.attributes.push(LinkAttribute::Group(options.group));
+            }
+        }
+    }
+    msg
+}
+
+/// Create a veth pair: `name` in `a`'s namespace, `peer` in `b`'s. Returns
+/// the raw errno so the caller (who knows both ends) can explain a clash.
+pub async fn create_veth(
+    a: &Target,
+    name: &str,
+    b: &Target,
+    peer: &str,
+    options: &VethOptions,
+) -> Result<(), VethError> {
+    use std::os::fd::AsRawFd;
+    // The peer's namespace fd only has to live until the kernel answered.
+    let peer_fd = b.ns.open().map_err(VethError::Namespace)?;
+    let msg = veth_request(name, peer, peer_fd.as_raw_fd(), options);
+    let result = a
+        .socket
+        .ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        .await;
+    drop(peer_fd);
+    result.map_err(VethError::Kernel)
+}
+
+/// Why [`create_veth`] failed.
+#[derive(Debug)]
+pub enum VethError {
+    Namespace(Error),
+    Kernel(Errno),
+}
+
+/// Look a link up by name; `Ok(None)` if there is none.
+pub async fn get(t: &Target, name: &str) -> Result<Option<LinkState>> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    match t.socket.request(RouteNetlinkMessage::GetLink(msg), 0).await {
+        Ok(answers) => Ok(answers.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(LinkState::from_message(l)),
+            _ => None,
+        })),
+        Err(Errno::ENODEV) => Ok(None),
+        Err(errno) => Err(Error::kernel(format!("looking up link '{name}' in {}", t.ns), errno)),
+    }
+}
+
+/// Look a link up by name; a missing link is an error naming it.
+pub async fn require(t: &Target, name: &str) -> Result<LinkState> {
+    get(t, name).await?.ok_or_else(|| Error::LinkNotFound {
+        link: name.to_string(),
+        ns: t.ns.to_string(),
+    })
+}
+
+/// Every link of the namespace, in ifindex order.
+pub async fn list(t: &Target) -> Result<Vec<LinkState>> {
+    let answers = t
+        .socket
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .await
+        .map_err(|errno| Error::kernel(format!("listing links of {}", t.ns), errno))?;
+    let mut links: Vec<LinkState> = answers
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(LinkState::from_message(l)),
+            _ => None,
+        })
+        .collect();
+    links.sort_by_key(|l| l.index);
+    Ok(links)
+}
+
+/// A change to an existing link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkChange {
+    pub up: Option<bool>,
+    pub mtu: Option<u32>,
+}
+
+/// The RTM_SETLINK message applying `change` to link `index`.
+pub fn set_request(index: u32, change: LinkChange) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if let Some(up) = change.up {
+        msg.header.change_mask = LinkFlags::Up;
+        if up {
+            msg.header.flags = LinkFlags::Up;
+        }
+    }
+    if let Some(mtu) = change.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    msg
+}
+
+/// Set link `name` up or down and/or change its MTU.
+pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
+    let link = require(t, name).await?;
+    let what = describe_change(name, &t.ns, change);
+    t.socket
+        .ack(RouteNetlinkMessage::SetLink(set_request(link.index, change)), 0)
+        .await
+        .map_err(|errno| match errno {
+            Errno::EINVAL if change.mtu.is_some() => Error::Kernel {
+                what,
+                cause: "the MTU is outside what this link allows".into(),
+                errno: Some(errno),
+            },
+            Errno::ENODEV => Error::LinkNotFound {
+                link: name.to_string(),
+                ns: t.ns.to_string(),
+            },
+            _ => Error::kernel(what, errno),
+        })
+}
+
+fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
+    let mut parts = Vec::new();
+    if let Some(up) = change.up {
+        parts.push(if up { "up".to_string() } else { "down".to_string() });
+    }
+    if let Some(mtu) = change.mtu {
+        parts.push(format!("mtu {mtu}"));
+    }
+    format!("setting link '{name}' in {ns} {}", parts.join(" "))
+}
+
+/// Delete link `name` (a veth's peer goes with it, wherever it lives).
+pub async fn delete(t: &Target, name: &str) -> Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    t.socket
+        .ack(RouteNetlinkMessage::DelLink(msg), 0)
+        .await
+        .map_err(|errno| match errno {
+            Errno::ENODEV => Error::LinkNotFound {
+                link: name.to_string(),
+                ns: t.ns.to_string(),
+            },
+            Errno::EOPNOTSUPP => Error::Kernel {
+                what: format!("deleting link '{name}' in {}", t.ns),
+                cause: "this kind of link cannot be deleted (is it a physical device or lo?)".into(),
+                errno: Some(errno),
+            },
+            _ => Error::kernel(format!("deleting link '{name}' in {}", t.ns), errno),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_kernel_rules() {
+        assert!(validate_name("link1").is_ok());
+        assert!(validate_name("a23456789012345").is_ok());
+        for bad in ["", "a234567890123456", "a/b", "a b", "a:b", ".", "..", "a\tb"] {
+            let err = validate_name(bad).unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{bad:?}");
+            assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
+        }
+        assert!(validate_name("a234567890123456")
+            .unwrap_err()
+            .to_string()
+            .contains("at most 15"));
+    }
+
+    #[test]
+    fn veth_request_puts_the_peer_in_its_namespace_in_one_message() {
+        let msg = veth_request("link1", "link2", 42, &VethOptions { mtu: 9000, group: 0 });
+        assert!(msg.header.flags.contains(LinkFlags::Up));
+        assert!(msg.attributes.contains(&LinkAttribute::IfName("link1".into())));
+        assert!(msg.attributes.contains(&LinkAttribute::Mtu(9000)));
+        let peer = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => Some(p.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("peer message");
+        assert!(peer.attributes.contains(&LinkAttribute::IfName("link2".into())));
+        assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
+        assert!(peer.attributes.contains(&LinkAttribute::Mtu(9000)));
+        assert!(!peer.header.flags.contains(LinkFlags::Up), "the kernel refuses an up peer");
+        // No fd for the first end: it is born where the request is sent.
+        assert!(!msg.attributes.iter().any(|a| matches!(a, LinkAttribute::NetNsFd(_))));
+    }
+
+    #[test]
+    fn veth_request_tags_both_ends_with_the_group() {
+        let msg = veth_request("a", "b", 3, &VethOptions { mtu: 1500, group: 77 });
+        assert!(msg.attributes.contains(&LinkAttribute::Group(77)));
+        let text = format!("{msg:?}");
+        assert_eq!(text.matches("Group(77)").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn set_request_only_touches_what_changes() {
+        let down = set_request(7, LinkChange { up: Some(false), mtu: None });
+        assert_eq!(down.header.index, 7);
+        assert!(down.header.change_mask.contains(LinkFlags::Up));
+        assert!(!down.header.flags.contains(LinkFlags::Up));
+        assert!(down.attributes.is_empty());
+        let mtu = set_request(7, LinkChange { up: None, mtu: Some(1400) });
+        assert!(mtu.header.change_mask.is_empty());
+        assert_eq!(mtu.attributes, vec![LinkAttribute::Mtu(1400)]);
+    }
+}

@@ -1,0 +1,138 @@
+//! Netlink, one socket per namespace.
+//!
+//! A netlink socket talks to the network stack of the namespace it was
+//! *created* in, for its whole life, whatever namespace the thread is in
+//! later. So koko opens one socket per namespace inside a short
+//! [`NetnsGuard`](crate::ns::NetnsGuard) window and does all the work from
+//! home. A [`Session`] owns the async runtime and caches one socket per
+//! namespace for a whole run; requests to the same namespace are pipelined on
+//! its socket.
+//!
+//! The submodules build typed requests ([`link`], [`addr`]) and translate the
+//! kernel's errno into errors that name the object.
+
+pub mod addr;
+pub mod link;
+pub mod sysctl;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+
+use futures::StreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::RouteNetlinkMessage;
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::ns::{with_netns, Namespace, NsId};
+
+/// A route-netlink socket bound (by birth) to one namespace.
+#[derive(Clone)]
+pub struct Socket {
+    handle: rtnetlink::Handle,
+}
+
+impl Socket {
+    /// Open a socket inside `ns`. Must be called inside the runtime's context
+    /// (see [`Session::socket`]): the connection task is spawned on it.
+    fn open(ns: &Namespace) -> Result<Socket> {
+        let (connection, handle, _unsolicited) = with_netns(ns, rtnetlink::new_connection)?
+            .map_err(|e| Error::io(format!("opening a netlink socket in {ns}"), e))?;
+        tokio::spawn(connection);
+        Ok(Socket { handle })
+    }
+
+    /// Send one request and wait for its acknowledgement.
+    pub async fn ack(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), Errno> {
+        self.request(message, flags | NLM_F_ACK).await.map(drop)
+    }
+
+    /// Send a dump request and collect every answer.
+    pub async fn dump(&self, message: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, Errno> {
+        self.request(message, NLM_F_DUMP).await
+    }
+
+    /// Send one request with `flags` (NLM_F_REQUEST is added) and collect the
+    /// messages it returns until the kernel's ACK, DONE or error.
+    pub async fn request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, Errno> {
+        let mut request = NetlinkMessage::from(message);
+        request.header.flags = NLM_F_REQUEST | flags;
+        let mut handle = self.handle.clone();
+        let mut responses = handle.request(request).map_err(|_| Errno::EIO)?;
+        let mut answers = Vec::new();
+        while let Some(message) = responses.next().await {
+            match message.payload {
+                NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                NetlinkPayload::Error(err) => {
+                    if let Some(code) = err.code {
+                        return Err(Errno::from_raw(-code.get()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// A namespace together with its socket: what every `net::` operation takes,
+/// so errors can name the namespace they happened in.
+#[derive(Clone)]
+pub struct Target {
+    pub socket: Socket,
+    pub ns: Namespace,
+}
+
+/// One run's access to the kernel: the async runtime and a socket per
+/// namespace, opened on first use and reused until [`Session::forget`].
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    sockets: RefCell<HashMap<NsId, Socket>>,
+}
+
+impl Session {
+    pub fn new() -> Result<Session> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting koko's runtime", e))?;
+        Ok(Session {
+            runtime,
+            sockets: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The socket for `ns`, opened on first use.
+    pub fn socket(&self, ns: &Namespace) -> Result<Socket> {
+        if let Some(socket) = self.sockets.borrow().get(&ns.id()) {
+            return Ok(socket.clone());
+        }
+        let _context = self.runtime.enter();
+        let socket = Socket::open(ns)?;
+        self.sockets.borrow_mut().insert(ns.id(), socket.clone());
+        Ok(socket)
+    }
+
+    /// The namespace with its socket, ready for `net::` operations.
+    pub fn target(&self, ns: &Namespace) -> Result<Target> {
+        Ok(Target {
+            socket: self.socket(ns)?,
+            ns: ns.clone(),
+        })
+    }
+
+    /// Close the socket of `ns` (if open), so koko no longer keeps it alive.
+    pub fn forget(&self, ns: &Namespace) {
+        self.sockets.borrow_mut().remove(&ns.id());
+    }
+
+    /// Run a future to completion on this session's runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}

@@ -1,0 +1,105 @@
+//! `net.*` sysctls inside a namespace.
+//!
+//! The files under /proc/sys/net belong to the network namespace of the
+//! thread that *opens* them (the kernel picks the namespace's sysctl table at
+//! lookup time). So koko opens the file inside a short setns window and reads
+//! or writes it after coming home, like it does with sockets.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::ns::{with_netns, Namespace};
+
+/// The /proc/sys path of a `net.*` key. Dots separate components; a link
+/// name containing dots can be given with slashes instead
+/// (`net/ipv4/conf/eth0.10/forwarding`), as sysctl(8) allows.
+pub fn key_path(key: &str) -> Result<PathBuf> {
+    let parts: Vec<&str> = if key.contains('/') {
+        key.split('/').collect()
+    } else {
+        key.split('.').collect()
+    };
+    if parts.first() != Some(&"net") || parts.len() < 2 || parts.iter().any(|p| p.is_empty() || *p == "..") {
+        return Err(Error::Invalid(format!(
+            "sysctl '{key}': only net.* keys belong to a network namespace"
+        )));
+    }
+    let mut path = PathBuf::from("/proc/sys");
+    path.extend(parts);
+    Ok(path)
+}
+
+fn open(ns: &Namespace, key: &str, write: bool) -> Result<std::fs::File> {
+    let path = key_path(key)?;
+    with_netns(ns, || OpenOptions::new().read(true).write(write).open(&path))?.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Invalid(format!("sysctl '{key}' does not exist in {ns}"))
+        } else {
+            Error::io(format!("opening sysctl '{key}' in {ns}"), e)
+        }
+    })
+}
+
+/// Read a sysctl's value (trimmed).
+pub fn read(ns: &Namespace, key: &str) -> Result<String> {
+    let mut file = open(ns, key, false)?;
+    let mut value = String::new();
+    file.read_to_string(&mut value)
+        .map_err(|e| Error::io(format!("reading sysctl '{key}' in {ns}"), e))?;
+    Ok(value.trim().to_string())
+}
+
+/// Write a sysctl; returns the previous value (for undo).
+pub fn write(ns: &Namespace, key: &str, value: &str) -> Result<String> {
+    let mut file = open(ns, key, true)?;
+    let mut old = String::new();
+    file.read_to_string(&mut old)
+        .map_err(|e| Error::io(format!("reading sysctl '{key}' in {ns}"), e))?;
+    file.rewind().map_err(|e| Error::io(format!("sysctl '{key}' in {ns}"), e))?;
+    file.write_all(value.as_bytes())
+        .map_err(|e| Error::io(format!("setting sysctl '{key}' to '{value}' in {ns}"), e))?;
+    Ok(old.trim().to_string())
+}
+
+/// Make sure IPv6 is enabled on link `name` (Docker disables it in many
+/// containers; an IPv6 address on such a link is refused).
+pub fn enable_ipv6_on(ns: &Namespace, name: &str) -> Result<()> {
+    let key = format!("net/ipv6/conf/{name}/disable_ipv6");
+    match read(ns, &key) {
+        Ok(v) if v == "1" => write(ns, &key, "0").map(drop),
+        Ok(_) => Ok(()),
+        // No ipv6 tree at all: the kernel was booted without IPv6; the
+        // address request will report that.
+        Err(Error::Invalid(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// IPv4 and IPv6 forwarding on or off for the whole namespace.
+pub fn set_forwarding(ns: &Namespace, on: bool) -> Result<()> {
+    let v = if on { "1" } else { "0" };
+    write(ns, "net.ipv4.ip_forward", v)?;
+    match write(ns, "net.ipv6.conf.all.forwarding", v) {
+        Ok(_) | Err(Error::Invalid(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_proc_sys() {
+        assert_eq!(key_path("net.ipv4.ip_forward").unwrap(), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(
+            key_path("net/ipv4/conf/eth0.10/forwarding").unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/conf/eth0.10/forwarding")
+        );
+        assert!(key_path("kernel.hostname").is_err());
+        assert!(key_path("net..x").is_err());
+        assert!(key_path("net/../../etc").is_err());
+    }
+}
