@@ -39,35 +39,95 @@ fn sandbox_with(names: &[&str]) -> Sandbox {
 #[test]
 fn malformed_cidrs() {
     let sb = sandbox_with(&["a", "b"]);
-    refused(&sb, &["-n", "a,l1,10.0.0.300/24", "-n", "b,l2"], 2, "'10.0.0.300' is not an IPv4 or IPv6 address");
-    refused(&sb, &["-n", "a,l1,10.0.0.1", "-n", "b,l2"], 2, "address '10.0.0.1' has no prefix length");
-    refused(&sb, &["-n", "a,l1,10.0.0.1/33", "-n", "b,l2"], 2, "prefix length '33'");
-    refused(&sb, &["-n", "a,l1", "-n", "b,l2,fd00::1/129"], 2, "prefix length '129'");
+    refused(
+        &sb,
+        &["-n", "a,l1,10.0.0.300/24", "-n", "b,l2"],
+        2,
+        "'10.0.0.300' is not an IPv4 or IPv6 address",
+    );
+    refused(
+        &sb,
+        &["-n", "a,l1,10.0.0.1", "-n", "b,l2"],
+        2,
+        "address '10.0.0.1' has no prefix length",
+    );
+    refused(
+        &sb,
+        &["-n", "a,l1,10.0.0.1/33", "-n", "b,l2"],
+        2,
+        "prefix length '33'",
+    );
+    refused(
+        &sb,
+        &["-n", "a,l1", "-n", "b,l2,fd00::1/129"],
+        2,
+        "prefix length '129'",
+    );
 }
 
 #[test]
 fn bad_interface_names() {
     let sb = sandbox_with(&["a", "b"]);
-    refused(&sb, &["-n", "a,this-is-16-bytes", "-n", "b,l2"], 2, "the kernel allows at most 15");
-    refused(&sb, &["-n", "a,", "-n", "b,l2"], 2, "interface name '' is empty");
+    refused(
+        &sb,
+        &["-n", "a,this-is-16-bytes", "-n", "b,l2"],
+        2,
+        "the kernel allows at most 15",
+    );
+    refused(
+        &sb,
+        &["-n", "a,", "-n", "b,l2"],
+        2,
+        "interface name '' is empty",
+    );
     refused(&sb, &["-n", "a,x/y", "-n", "b,l2"], 2, "contains '/'");
     refused(&sb, &["-n", "a,x y", "-n", "b,l2"], 2, "contains ' '");
-    refused(&sb, &["-c", "x:y,10.0.0.1/24", "-n", "b,l2"], 2, "contains ':'");
+    refused(
+        &sb,
+        &["-c", "x:y,10.0.0.1/24", "-n", "b,l2"],
+        2,
+        "contains ':'",
+    );
 }
 
 #[test]
 fn grammar_errors() {
     let sb = sandbox_with(&["a", "b", "c"]);
-    refused(&sb, &["-n", "a:l1:10.0.0.1/24", "-n", "b:l2:10.0.0.2/24"], 2, "-n a,l1,10.0.0.1/24");
+    refused(
+        &sb,
+        &["-n", "a:l1:10.0.0.1/24", "-n", "b:l2:10.0.0.2/24"],
+        2,
+        "-n a,l1,10.0.0.1/24",
+    );
     refused(&sb, &["-q", "a,l1", "-n", "b,l2"], 2, "unknown option '-q'");
-    refused(&sb, &["--bogus", "-n", "a,l1", "-n", "b,l2"], 2, "unknown option '--bogus'");
+    refused(
+        &sb,
+        &["--bogus", "-n", "a,l1", "-n", "b,l2"],
+        2,
+        "unknown option '--bogus'",
+    );
     refused(&sb, &["-n", "a,l1"], 2, "single endpoint");
-    refused(&sb, &["-n", "a,l1", "-n", "b,l2", "-n", "c,l3"], 2, "3 endpoints");
+    refused(
+        &sb,
+        &["-n", "a,l1", "-n", "b,l2", "-n", "c,l3"],
+        2,
+        "3 endpoints",
+    );
     refused(&sb, &["-n", "a,l1", "-N", "b,l2"], 2, "cannot be mixed");
-    refused(&sb, &["-p", "twelve,l1", "-n", "b,l2"], 2, "'twelve' is not a process id");
+    refused(
+        &sb,
+        &["-p", "twelve,l1", "-n", "b,l2"],
+        2,
+        "'twelve' is not a process id",
+    );
     refused(&sb, &[], 2, "nothing to do");
     refused(&sb, &["-n"], 2, "needs a value");
-    refused(&sb, &["-e", "crio1,l1", "-n", "b,l2"], 2, "CRI-O endpoints (-e/-E) are not supported yet");
+    refused(
+        &sb,
+        &["-e", "crio1,l1", "-n", "b,l2"],
+        2,
+        "CRI-O endpoints (-e/-E) are not supported yet",
+    );
     // Usage errors also say where to find help.
     sb.koko(&["-n", "a,l1"]).fails(2, "koko -h");
 }
@@ -75,17 +135,42 @@ fn grammar_errors() {
 #[test]
 fn namespaces_that_do_not_exist() {
     let sb = sandbox_with(&["a"]);
-    refused(&sb, &["-n", "ghost,l1", "-n", "a,l2"], 1, "netns 'ghost': does not exist");
-    refused(&sb, &["-n", "a,l1", "-p", "4000000,l2"], 1, "pid 4000000: no such process");
-    refused(&sb, &["-a", "/tmp/not-a-namespace,l1", "-n", "a,l2"], 1, "/tmp/not-a-namespace");
-    refused(&sb, &["-a", "/etc/hostname,l1", "-n", "a,l2"], 1, "is not a namespace file");
+    refused(
+        &sb,
+        &["-n", "ghost,l1", "-n", "a,l2"],
+        1,
+        "netns 'ghost': does not exist",
+    );
+    refused(
+        &sb,
+        &["-n", "a,l1", "-p", "4000000,l2"],
+        1,
+        "pid 4000000: no such process",
+    );
+    refused(
+        &sb,
+        &["-a", "/tmp/not-a-namespace,l1", "-n", "a,l2"],
+        1,
+        "/tmp/not-a-namespace",
+    );
+    refused(
+        &sb,
+        &["-a", "/etc/hostname,l1", "-n", "a,l2"],
+        1,
+        "is not a namespace file",
+    );
     refused(&sb, &["-N", "ghost,l1"], 1, "netns 'ghost'");
 }
 
 #[test]
 fn same_name_twice_in_one_namespace() {
     let sb = sandbox_with(&["a"]);
-    refused(&sb, &["-n", "a,twin", "-n", "a,twin"], 2, "both ends are named 'twin' in netns 'a'");
+    refused(
+        &sb,
+        &["-n", "a,twin", "-n", "a,twin"],
+        2,
+        "both ends are named 'twin' in netns 'a'",
+    );
     // Different names in the same namespace are fine (a hairpin veth).
     sb.koko(&["-n", "a,left", "-n", "a,right"]).ok();
     assert_eq!(sb.link_names(Some("a")).len(), 2);
@@ -97,8 +182,18 @@ fn name_already_taken_leaves_no_half_pair() {
     sb.sh("ip -n b link add taken type veth peer name other");
     // The clash is on b's side; nothing may appear in a (the original left
     // a temp-named end behind).
-    refused(&sb, &["-n", "a,fresh", "-n", "b,taken"], 1, "link 'taken' already exists in netns 'b'");
-    refused(&sb, &["-n", "b,taken", "-n", "a,fresh"], 1, "link 'taken' already exists in netns 'b'");
+    refused(
+        &sb,
+        &["-n", "a,fresh", "-n", "b,taken"],
+        1,
+        "link 'taken' already exists in netns 'b'",
+    );
+    refused(
+        &sb,
+        &["-n", "b,taken", "-n", "a,fresh"],
+        1,
+        "link 'taken' already exists in netns 'b'",
+    );
     assert!(sb.link_names(Some("a")).is_empty());
 }
 
@@ -109,7 +204,12 @@ fn kernel_refusal_after_creation_rolls_back() {
     // and the first address exist: both must be undone.
     refused(
         &sb,
-        &["-n", "a,l1,10.0.0.1/24,10.0.0.1/24", "-n", "b,l2,10.0.0.2/24"],
+        &[
+            "-n",
+            "a,l1,10.0.0.1/24,10.0.0.1/24",
+            "-n",
+            "b,l2,10.0.0.2/24",
+        ],
         1,
         "address 10.0.0.1/24: already on l1 in netns 'a'",
     );
@@ -125,8 +225,18 @@ fn kernel_refusal_after_creation_rolls_back() {
 #[test]
 fn deleting_what_is_not_there() {
     let sb = sandbox_with(&["a"]);
-    refused(&sb, &["-N", "a,nothing"], 1, "no link 'nothing' in netns 'a'");
-    refused(&sb, &["-C", "nothing"], 1, "no link 'nothing' in koko's own namespace");
+    refused(
+        &sb,
+        &["-N", "a,nothing"],
+        1,
+        "no link 'nothing' in netns 'a'",
+    );
+    refused(
+        &sb,
+        &["-C", "nothing"],
+        1,
+        "no link 'nothing' in koko's own namespace",
+    );
 }
 
 #[test]
@@ -135,7 +245,13 @@ fn not_root_says_so() {
     let before = inventory(&sb);
     let out = sb
         .command("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(support::koko_bin())
         .args(["-n", "a,l1", "-n", "b,l2"])
         .output()
