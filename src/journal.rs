@@ -33,6 +33,8 @@ pub enum Undo {
         key: String,
         value: String,
     },
+    /// Stop a traffic responder koko started.
+    StopServer(std::sync::Arc<std::sync::Mutex<crate::probe::HttpServer>>),
 }
 
 /// One recorded step: a description for reports, and its inverse.
@@ -129,6 +131,12 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             sysctl::write(ns, key, value).map(drop)
+        }
+        Undo::StopServer(server) => {
+            if let Ok(mut s) = server.lock() {
+                s.stop();
+            }
+            Ok(())
         }
     }
 }

@@ -18,5 +18,7 @@ pub mod error;
 pub mod journal;
 pub mod net;
 pub mod ns;
+pub mod probe;
+pub mod script;
 
 pub use error::{Error, Result};

@@ -26,6 +26,8 @@ Usage:
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
   koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
+  koko run FILE [--keep|--cleanup] [-- ARGS...]   run a Rhai script
+  koko repl                               interactive prompt with the script API
   koko -h | -v
 
 ENDPOINT:
@@ -57,6 +59,8 @@ pub fn main(args: Vec<String>) -> i32 {
     let rest = &args[1.min(args.len())..];
     match rest.first().map(String::as_str) {
         Some("netns") => finish(netns_command(&rest[1..]), false),
+        Some("run") => run_command(&rest[1..]),
+        Some("repl") => repl_command(&rest[1..]),
         _ => legacy_main(rest),
     }
 }
@@ -117,10 +121,27 @@ fn execute(plan: Plan) -> Result<Outcome> {
             lines: vec![format!("koko {VERSION}")],
             json: json!({"ok": true, "version": VERSION}),
         }),
+        action => {
+            ns::check_privileges()?;
+            let session = Session::new()?;
+            atomically(&session, |journal| {
+                execute_action(&session, journal, action)
+            })
+        }
+    }
+}
+
+/// Carry out a parsed koko command line with the caller's session and
+/// journal (the CLI uses a fresh one and rolls back on error; scripts use
+/// their run's). Help and version have nothing to execute.
+pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) -> Result<Outcome> {
+    match action {
+        Action::Help | Action::Version => Err(Error::Invalid(
+            "-h and -v have nothing to execute here".into(),
+        )),
         Action::Veth { a, b, mtu } => {
             reject_mirrors(&a)?;
             reject_mirrors(&b)?;
-            ns::check_privileges()?;
             let req = VethRequest {
                 a: EndRequest {
                     ns: Namespace::resolve(&a.ns)?,
@@ -137,8 +158,7 @@ fn execute(plan: Plan) -> Result<Outcome> {
                     ..VethOptions::default()
                 },
             };
-            let session = Session::new()?;
-            let ends = atomically(&session, |journal| connect::veth(&session, journal, &req))?;
+            let ends = connect::veth(session, journal, &req)?;
             Ok(Outcome {
                 lines: vec![format!(
                     "Create veth {} in {} <-> {} in {}...done",
@@ -156,13 +176,11 @@ fn execute(plan: Plan) -> Result<Outcome> {
             }
         ))),
         Action::Delete(targets) => {
-            ns::check_privileges()?;
-            let session = Session::new()?;
             let mut lines = Vec::new();
             let mut deleted = Vec::new();
             for (spec, name) in targets {
                 let ns = Namespace::resolve(&spec)?;
-                connect::delete_link(&session, &ns, &name)?;
+                connect::delete_link(session, &ns, &name)?;
                 lines.push(format!("Delete link {name} in {ns}...done"));
                 deleted.push(
                     json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}),
@@ -199,6 +217,77 @@ fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>
             Err(e)
         }
     }
+}
+
+/// `koko run FILE [--keep] [--cleanup] [--max-ops N] [-- ARGS...]`
+#[derive(clap::Parser, Debug)]
+#[command(name = "koko run", about = "Run a koko script (Rhai)")]
+struct RunArgs {
+    /// The script to run.
+    file: std::path::PathBuf,
+    /// If the script fails, keep what it created (default: undo it).
+    #[arg(long)]
+    keep: bool,
+    /// Undo everything the script created when it ends, even on success.
+    #[arg(long)]
+    cleanup: bool,
+    /// Stop the script after this many operations (runaway loops).
+    #[arg(long, value_name = "N")]
+    max_ops: Option<u64>,
+    /// Arguments for the script (the ARGS array).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn parse_sub<T: clap::Parser>(name: &str, args: &[String]) -> std::result::Result<T, i32> {
+    let argv = std::iter::once(format!("koko {name}")).chain(args.iter().cloned());
+    T::try_parse_from(argv).map_err(|e| {
+        let code = if e.use_stderr() { 2 } else { 0 };
+        let _ = e.print();
+        code
+    })
+}
+
+fn run_command(args: &[String]) -> i32 {
+    let parsed: RunArgs = match parse_sub("run", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if parsed.keep && parsed.cleanup {
+        eprintln!("koko run: --keep and --cleanup contradict each other");
+        return 2;
+    }
+    let mut limits = crate::script::Limits::default();
+    if let Some(n) = parsed.max_ops {
+        limits.max_operations = n;
+    }
+    crate::script::run_file(&crate::script::RunOptions {
+        file: parsed.file,
+        args: parsed.args,
+        keep: parsed.keep,
+        cleanup: parsed.cleanup,
+        limits,
+    })
+}
+
+/// `koko repl [--history FILE]`
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "koko repl",
+    about = "Explore and change namespaces interactively"
+)]
+struct ReplArgs {
+    /// Where to keep the line history (default: ~/.koko_history).
+    #[arg(long, value_name = "FILE")]
+    history: Option<std::path::PathBuf>,
+}
+
+fn repl_command(args: &[String]) -> i32 {
+    let parsed: ReplArgs = match parse_sub("repl", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    crate::script::repl::run(parsed.history)
 }
 
 fn netns_command(args: &[String]) -> Result<Outcome> {
