@@ -11,7 +11,7 @@
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
-use crate::net::{addr, link, sysctl, Session};
+use crate::net::{addr, link, sysctl, tc, Session};
 use crate::ns::{named, Namespace};
 
 /// How to undo one step.
@@ -20,11 +20,28 @@ pub enum Undo {
     /// Delete a link (for a veth, its peer goes too).
     DeleteLink { ns: Namespace, name: String },
     /// Remove an address from a link.
-    DeleteAddress { ns: Namespace, link: String, addr: IpNet },
+    DeleteAddress {
+        ns: Namespace,
+        link: String,
+        addr: IpNet,
+    },
     /// Delete a named namespace this run created.
     DeleteNamespace { name: String },
     /// Put a sysctl back to its old value.
-    RestoreSysctl { ns: Namespace, key: String, value: String },
+    RestoreSysctl {
+        ns: Namespace,
+        key: String,
+        value: String,
+    },
+    /// Remove koko's mirror filters on link `source` that copy to the link
+    /// with ifindex `target_index` (and the clsact qdisc, if koko added it
+    /// and nothing else is left on it).
+    DeleteMirror {
+        ns: Namespace,
+        source: String,
+        target_index: u32,
+        remove_qdisc: bool,
+    },
 }
 
 /// One recorded step: a description for reports, and its inverse.
@@ -45,7 +62,10 @@ impl Journal {
     }
 
     pub fn record(&mut self, what: impl Into<String>, undo: Undo) {
-        self.entries.push(Entry { what: what.into(), undo });
+        self.entries.push(Entry {
+            what: what.into(),
+            undo,
+        });
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -86,7 +106,11 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 other => other,
             }
         }
-        Undo::DeleteAddress { ns, link: name, addr: a } => {
+        Undo::DeleteAddress {
+            ns,
+            link: name,
+            addr: a,
+        } => {
             if !ns.exists() {
                 return Ok(());
             }
@@ -115,6 +139,33 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             sysctl::write(ns, key, value).map(drop)
+        }
+        Undo::DeleteMirror {
+            ns,
+            source,
+            target_index,
+            remove_qdisc,
+        } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            let Some(src) = session.block_on(link::get(&t, source))? else {
+                return Ok(()); // the source is gone, and its filters with it
+            };
+            let policy = if *remove_qdisc {
+                tc::QdiscPolicy::RemoveIfEmpty
+            } else {
+                tc::QdiscPolicy::Keep
+            };
+            session
+                .block_on(tc::remove_mirror_filters(
+                    &t,
+                    src.index,
+                    *target_index,
+                    policy,
+                ))
+                .map(drop)
         }
     }
 }

@@ -6,10 +6,11 @@ pub mod legacy;
 
 use serde_json::json;
 
-use crate::connect::{self, EndRequest, VethRequest};
+use crate::connect::{self, EndRequest, MirrorRequest, TunnelRequest, VethRequest};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::net::link::VethOptions;
+use crate::net::tunnel::{TunnelKind, VxlanOptions};
 use crate::net::Session;
 use crate::ns::{self, named, Namespace};
 use legacy::{Action, EndpointArg, Plan};
@@ -17,7 +18,7 @@ use legacy::{Action, EndpointArg, Plan};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const HELP: &str = "\
-koko: connect containers and network namespaces with veth links
+koko: connect containers and network namespaces with veth, vxlan, vlan and macvlan links
 
 Usage:
   koko ENDPOINT ENDPOINT [--mtu N]        veth pair between two endpoints
@@ -109,35 +110,108 @@ pub struct Outcome {
 
 fn execute(plan: Plan) -> Result<Outcome> {
     match plan.action {
-        Action::Help => Ok(Outcome { lines: vec![HELP.trim_end().to_string()], json: json!({"ok": true, "help": HELP}) }),
-        Action::Version => Ok(Outcome { lines: vec![format!("koko {VERSION}")], json: json!({"ok": true, "version": VERSION}) }),
+        Action::Help => Ok(Outcome {
+            lines: vec![HELP.trim_end().to_string()],
+            json: json!({"ok": true, "help": HELP}),
+        }),
+        Action::Version => Ok(Outcome {
+            lines: vec![format!("koko {VERSION}")],
+            json: json!({"ok": true, "version": VERSION}),
+        }),
         Action::Veth { a, b, mtu } => {
-            reject_mirrors(&a)?;
-            reject_mirrors(&b)?;
             ns::check_privileges()?;
             let req = VethRequest {
-                a: EndRequest { ns: Namespace::resolve(&a.ns)?, name: a.link, addrs: a.addrs },
-                b: EndRequest { ns: Namespace::resolve(&b.ns)?, name: b.link, addrs: b.addrs },
-                options: VethOptions { mtu, ..VethOptions::default() },
+                a: EndRequest {
+                    ns: Namespace::resolve(&a.ns)?,
+                    name: a.link.clone(),
+                    addrs: a.addrs.clone(),
+                },
+                b: EndRequest {
+                    ns: Namespace::resolve(&b.ns)?,
+                    name: b.link.clone(),
+                    addrs: b.addrs.clone(),
+                },
+                options: VethOptions {
+                    mtu,
+                    ..VethOptions::default()
+                },
             };
+            let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, &a)
+                .into_iter()
+                .chain(mirror_requests(&req.b, &b))
+                .collect();
             let session = Session::new()?;
-            let ends = atomically(&session, |journal| connect::veth(&session, journal, &req))?;
+            let ends = atomically(&session, |journal| {
+                let ends = connect::veth(&session, journal, &req)?;
+                for m in &mirrors {
+                    connect::mirror(&session, journal, m)?;
+                }
+                Ok(ends)
+            })?;
+            let mut lines = vec![format!(
+                "Create veth {} in {} <-> {} in {}...done",
+                req.a.name, req.a.ns, req.b.name, req.b.ns
+            )];
+            lines.extend(mirror_lines(&mirrors));
             Ok(Outcome {
-                lines: vec![format!(
-                    "Create veth {} in {} <-> {} in {}...done",
-                    req.a.name, req.a.ns, req.b.name, req.b.ns
-                )],
-                json: json!({"ok": true, "action": "create", "type": "veth", "mtu": mtu, "ends": ends}),
+                lines,
+                json: json!({"ok": true, "action": "create", "type": "veth", "mtu": mtu, "ends": ends, "mirrors": mirror_json(&mirrors)}),
             })
         }
-        Action::Tunnel { tunnel, .. } => Err(Error::NotSupported(format!(
-            "{} links are not available in this build of koko yet",
-            match tunnel {
-                legacy::TunnelArg::Vxlan(_) => "vxlan",
-                legacy::TunnelArg::Vlan { .. } => "vlan",
-                legacy::TunnelArg::Macvlan { .. } => "macvlan",
-            }
-        ))),
+        Action::Tunnel { endpoint, tunnel } => {
+            ns::check_privileges()?;
+            let (parent, kind) = match tunnel {
+                legacy::TunnelArg::Vxlan(v) => (
+                    v.parent,
+                    TunnelKind::Vxlan(VxlanOptions {
+                        remote: v.remote,
+                        vni: v.vni,
+                        port: v.port,
+                        mtu: v.mtu,
+                        local: v.local,
+                        ttl: v.ttl,
+                        learning: v.learning,
+                    }),
+                ),
+                legacy::TunnelArg::Vlan { parent, id } => (parent, TunnelKind::Vlan { id }),
+                legacy::TunnelArg::Macvlan { parent, mode } => {
+                    (parent, TunnelKind::Macvlan { mode })
+                }
+            };
+            let req = TunnelRequest {
+                // The original looks the parent up in its own namespace: run
+                // koko under `ip netns exec` to use a parent elsewhere.
+                parent_ns: Namespace::current()?,
+                parent,
+                end: EndRequest {
+                    ns: Namespace::resolve(&endpoint.ns)?,
+                    name: endpoint.link.clone(),
+                    addrs: endpoint.addrs.clone(),
+                },
+                kind,
+            };
+            let mirrors = mirror_requests(&req.end, &endpoint);
+            let session = Session::new()?;
+            let end = atomically(&session, |journal| {
+                let end = connect::tunnel(&session, journal, &req)?;
+                for m in &mirrors {
+                    connect::mirror(&session, journal, m)?;
+                }
+                Ok(end)
+            })?;
+            let mut lines = vec![format!(
+                "Create {} {} on {} in {}...done",
+                req.kind.describe(),
+                req.end.name,
+                req.parent,
+                req.end.ns
+            )];
+            lines.extend(mirror_lines(&mirrors));
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": "create", "type": req.kind.kind_name(), "parent": req.parent, "end": end, "mirrors": mirror_json(&mirrors)}),
+            })
+        }
         Action::Delete(targets) => {
             ns::check_privileges()?;
             let session = Session::new()?;
@@ -147,19 +221,52 @@ fn execute(plan: Plan) -> Result<Outcome> {
                 let ns = Namespace::resolve(&spec)?;
                 connect::delete_link(&session, &ns, &name)?;
                 lines.push(format!("Delete link {name} in {ns}...done"));
-                deleted.push(json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}));
+                deleted.push(
+                    json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}),
+                );
             }
-            Ok(Outcome { lines, json: json!({"ok": true, "action": "delete", "deleted": deleted}) })
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": "delete", "deleted": deleted}),
+            })
         }
     }
 }
 
-fn reject_mirrors(end: &EndpointArg) -> Result<()> {
-    if end.mirrors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::NotSupported("mirroring (mirror:DIR:IFACE) is not available in this build of koko yet".into()))
-    }
+/// The mirrors asked for on an endpoint: copy each source's traffic out
+/// through the endpoint's new link.
+fn mirror_requests(end: &EndRequest, arg: &EndpointArg) -> Vec<MirrorRequest> {
+    arg.mirrors
+        .iter()
+        .map(|m| MirrorRequest {
+            ns: end.ns.clone(),
+            source: m.source.clone(),
+            dir: m.dir,
+            target: end.name.clone(),
+        })
+        .collect()
+}
+
+fn mirror_lines(mirrors: &[MirrorRequest]) -> Vec<String> {
+    mirrors
+        .iter()
+        .map(|m| {
+            format!(
+                "Mirror {} of {} to {} in {}...done",
+                m.dir.as_str(),
+                m.source,
+                m.target,
+                m.ns
+            )
+        })
+        .collect()
+}
+
+fn mirror_json(mirrors: &[MirrorRequest]) -> serde_json::Value {
+    mirrors
+        .iter()
+        .map(|m| json!({"namespace": m.ns.name(), "source": m.source, "direction": m.dir.as_str(), "target": m.target}))
+        .collect()
 }
 
 /// Run `work` with a fresh journal; if it fails, undo what it created before
@@ -178,12 +285,19 @@ fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>
 }
 
 fn netns_command(args: &[String]) -> Result<Outcome> {
-    let usage = || Error::Invalid("usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into());
+    let usage = || {
+        Error::Invalid(
+            "usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into(),
+        )
+    };
     let (verb, names) = args.split_first().ok_or_else(usage)?;
     match verb.as_str() {
         "list" if names.is_empty() => {
             let names = named::list()?;
-            Ok(Outcome { lines: names.clone(), json: json!({"ok": true, "netns": names}) })
+            Ok(Outcome {
+                lines: names.clone(),
+                json: json!({"ok": true, "netns": names}),
+            })
         }
         "add" | "del" | "delete" if !names.is_empty() => {
             ns::check_privileges()?;
@@ -197,7 +311,10 @@ fn netns_command(args: &[String]) -> Result<Outcome> {
                     lines.push(format!("Delete netns {name}...done"));
                 }
             }
-            Ok(Outcome { lines, json: json!({"ok": true, "action": verb, "netns": names}) })
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": verb, "netns": names}),
+            })
         }
         _ => Err(usage()),
     }

@@ -14,6 +14,8 @@
 pub mod addr;
 pub mod link;
 pub mod sysctl;
+pub mod tc;
+pub mod tunnel;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -49,7 +51,10 @@ impl Socket {
     }
 
     /// Send a dump request and collect every answer.
-    pub async fn dump(&self, message: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, Errno> {
+    pub async fn dump(
+        &self,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, Errno> {
         self.request(message, NLM_F_DUMP).await
     }
 
