@@ -117,11 +117,10 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             let t = session.target(ns)?;
             match session.block_on(addr::del(&t, name, *a)) {
                 Err(Error::LinkNotFound { .. }) => Ok(()),
-                Err(Error::Kernel { errno: Some(e), .. })
-                    if e == nix::errno::Errno::EADDRNOTAVAIL =>
-                {
-                    Ok(())
-                }
+                Err(Error::Kernel {
+                    errno: Some(nix::errno::Errno::EADDRNOTAVAIL),
+                    ..
+                }) => Ok(()),
                 other => other,
             }
         }

@@ -285,9 +285,11 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
                 "ingress" => MirrorDir::Ingress,
                 "egress" => MirrorDir::Egress,
                 "both" => MirrorDir::Both,
-                _ => return Err(usage(format!(
+                _ => {
+                    return Err(usage(format!(
                     "-{flag} {value}: mirror direction '{dir}' is not one of ingress, egress, both"
-                ))),
+                )))
+                }
             };
             validate_name(&source)
                 .map_err(|e| usage(format!("-{flag} {value}: mirror source: {e}")))?;

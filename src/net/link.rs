@@ -35,13 +35,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         ))
     } else if name == "." || name == ".." {
         Some("is reserved".to_string())
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Some(format!("contains {c:?}, which the kernel does not allow"))
     } else {
-        None
+        name.chars()
+            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+            .map(|c| format!("contains {c:?}, which the kernel does not allow"))
     };
     match problem {
         Some(p) => Err(Error::Invalid(format!("interface name '{name}' {p}"))),
