@@ -283,14 +283,68 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
 }
 
 /// Delete link `name` in `ns` (a veth's peer goes with it). First removes
-/// the mirror filters koko installed in `ns` that copy to this link (a
-/// mirror's source is always in the same namespace as its target), so no
+/// the mirror filters koko installed that copy to this link, in `ns` (a
+/// mirror's source is always in the same namespace as its target), and for a
+/// veth also those that copy to its peer, in the peer's namespace: so no
 /// filter is left pointing at a dead interface.
 pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> {
     link::validate_name(name)?;
     let t = session.target(ns)?;
     if let Some(l) = session.block_on(link::get(&t, name))? {
         session.block_on(tc::remove_mirrors_to(&t, l.index))?;
+        if l.kind.as_deref() == Some("veth") {
+            if let Some(peer_index) = l.link_index {
+                let peer_ns = match l.link_netnsid {
+                    None => Some(ns.clone()),
+                    Some(nsid) => namespace_of_nsid(session, &t, nsid),
+                };
+                if let Some(peer_ns) = peer_ns {
+                    let pt = session.target(&peer_ns)?;
+                    session.block_on(tc::remove_mirrors_to(&pt, peer_index))?;
+                }
+            }
+        }
     }
     session.block_on(link::delete(&t, name))
+}
+
+/// Find the namespace that `t`'s namespace calls `nsid`, among the named
+/// namespaces and those of running processes (a veth's peer is only known by
+/// that number). `None` if it is none of them: best effort, it only serves
+/// the mirror cleanup.
+fn namespace_of_nsid(session: &Session, t: &crate::net::Target, nsid: i32) -> Option<Namespace> {
+    use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use std::os::fd::AsRawFd;
+
+    let named = crate::ns::named::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| Namespace::netns(&n).ok());
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| Namespace::pid(pid).ok());
+    let mut seen = std::collections::HashSet::new();
+    for candidate in named.chain(pids) {
+        if !seen.insert(candidate.id()) || candidate.id() == t.ns.id() {
+            continue;
+        }
+        let Ok(fd) = candidate.open() else { continue };
+        let mut msg = NsidMessage::default();
+        msg.attributes
+            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+        let answers = session.block_on(t.socket.request(RouteNetlinkMessage::GetNsId(msg), 0));
+        drop(fd);
+        let found = answers.ok().into_iter().flatten().any(|m| match m {
+            RouteNetlinkMessage::NewNsId(m) => m.attributes.contains(&NsidAttribute::Id(nsid)),
+            _ => false,
+        });
+        if found {
+            return Some(candidate);
+        }
+    }
+    None
 }

@@ -565,3 +565,21 @@ fn bad_tunnel_input_is_refused_and_leaves_nothing_behind() {
         }
     }
 }
+
+#[test]
+fn deleting_the_far_end_of_a_veth_removes_the_mirror_on_the_near_end() {
+    let sb = mirror_scene();
+    // The mirror is on a's end (mir0); the user deletes the pair by m's end.
+    sb.koko_line("-n m,mirpeer -n a,mir0,mirror:both:src").ok();
+    let (got_in, got_out) = count_both_ways(&sb, 9300);
+    assert!(got_in >= 50 && got_out >= 50, "{got_in} {got_out}");
+    sb.koko_line("-N m,mirpeer").ok();
+    assert!(!sb.link_names(Some("a")).contains(&"mir0".to_string()));
+    for hook in ["ingress", "egress"] {
+        assert!(
+            tc_filters(&sb, "a", "src", hook).is_empty(),
+            "{hook} filters left"
+        );
+    }
+    assert!(!qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()));
+}
