@@ -23,6 +23,7 @@ koko: connect containers and network namespaces with veth, vxlan, vlan and macvl
 Usage:
   koko ENDPOINT ENDPOINT [--mtu N]        veth pair between two endpoints
   koko ENDPOINT -x PARENT,REMOTE,VNI[,port=N][,mtu=N][,local=IP][,ttl=N][,learning=off]
+                                          vxlan into ENDPOINT (-X is the same)
   koko ENDPOINT -V PARENT,VID             vlan into ENDPOINT
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
@@ -38,7 +39,9 @@ ENDPOINT:
   -e CONTAINER,LINK[,ITEM...]   CRI-O container (not supported yet)
 DELETE: the same flags in upper case with NS,LINK: -D -N -P -A -C -E
 ITEM:   ADDR/PREFIX (IPv4 or IPv6, any number) | mirror:DIR:IFACE | mirror:DIR,IFACE
-        DIR := ingress | egress | both
+        DIR := ingress | egress | both   (copy IFACE's traffic out through LINK)
+PARENT is a link of koko's own namespace: run koko under `ip netns exec HOST`
+to use a parent there. vxlan defaults: port 4789, learning on, MTU from the parent.
 
 Options:
   --mtu N   MTU of a new veth pair (default 1500)
@@ -49,6 +52,8 @@ Examples:
   koko -d centos1,link1,192.168.1.1/24,2001:DB8::1/64 -d centos2,link2,192.168.1.2/24,2001:DB8::2/64
   koko -p 4242,eth1,10.0.0.1/24 -c veth-host,10.0.0.2/24
   koko -N testns1,link1
+  ip netns exec hostA koko -n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42
+  koko -n a,mir0,mirror:both:eth0 -n monitor,tap0
 
 Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong.
 ";

@@ -268,7 +268,12 @@ pub async fn create(
     kind: &TunnelKind,
 ) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let parent_link = link::require(parent_t, parent).await?;
+    let parent_link = link::get(parent_t, parent)
+        .await?
+        .ok_or_else(|| Error::LinkNotFound {
+            link: parent.to_string(),
+            ns: format!("{} (wanted as the parent of '{name}')", parent_t.ns),
+        })?;
     let fd = if target.ns == parent_t.ns {
         None
     } else {
