@@ -583,3 +583,46 @@ fn deleting_the_far_end_of_a_veth_removes_the_mirror_on_the_near_end() {
     }
     assert!(!qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()));
 }
+
+#[test]
+fn two_mirrors_of_one_source_are_removed_one_at_a_time() {
+    let sb = mirror_scene();
+    sb.netns_add(&["m2"]);
+    sb.koko_line("-n a,mir0,mirror:both:src -n m,mirpeer").ok();
+    sb.koko_line("-n a,mir1,mirror:ingress:src -n m2,peer1")
+        .ok();
+    sb.koko_line("-N a,mir0").ok();
+    let left = serde_json::to_string(&tc_filters(&sb, "a", "src", "ingress")).unwrap();
+    assert!(
+        left.contains("\"to_dev\":\"mir1\"") && !left.contains("mir0"),
+        "{left}"
+    );
+    assert!(tc_filters(&sb, "a", "src", "egress").is_empty());
+    assert!(
+        qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()),
+        "still in use by mir1"
+    );
+    sb.koko_line("-N a,mir1").ok();
+    assert!(tc_filters(&sb, "a", "src", "ingress").is_empty());
+    assert!(!qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()));
+}
+
+#[test]
+fn an_existing_ingress_qdisc_serves_ingress_but_not_egress_mirroring() {
+    let sb = mirror_scene();
+    sb.sh("tc -n a qdisc add dev src ingress");
+    let before = snapshot(&sb, &["a", "b", "m"]);
+    sb.koko_line("-n a,mir0,mirror:egress:src -n m,mirpeer")
+        .fails(1, "'src' has an 'ingress' qdisc, which has no egress hook");
+    assert_eq!(snapshot(&sb, &["a", "b", "m"]), before, "rolled back");
+    sb.koko_line("-n a,mir0,mirror:ingress:src -n m,mirpeer")
+        .ok();
+    let (got_in, _) = count_both_ways(&sb, 9400);
+    assert!(got_in >= 50, "{got_in}");
+    sb.koko_line("-N a,mir0").ok();
+    assert!(tc_filters(&sb, "a", "src", "ingress").is_empty());
+    assert!(
+        qdisc_kinds(&sb, "a", "src").contains(&"ingress".to_string()),
+        "the user's ingress qdisc stays"
+    );
+}
