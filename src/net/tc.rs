@@ -370,6 +370,11 @@ pub async fn remove_mirror_filters(
     target_index: u32,
     qdisc: QdiscPolicy,
 ) -> Result<usize> {
+    // Note: u32 shares its hash tables between all u32 filters of one qdisc,
+    // so a dump of one clsact hook also lists the other hook's u32 entries
+    // of the SAME priority (measured on 6.18). Deleting a priority whole on
+    // one hook removes only that hook's filter; the other hook's is removed
+    // on its own turn.
     let mut removed = 0;
     for hook in Hook::ALL {
         let entries = filters(t, src_index, hook).await?;
