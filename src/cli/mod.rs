@@ -6,10 +6,11 @@ pub mod legacy;
 
 use serde_json::json;
 
-use crate::connect::{self, EndRequest, VethRequest};
+use crate::connect::{self, EndRequest, MirrorRequest, TunnelRequest, VethRequest};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::net::link::VethOptions;
+use crate::net::tunnel::{TunnelKind, VxlanOptions};
 use crate::net::Session;
 use crate::ns::{self, named, Namespace};
 use legacy::{Action, EndpointArg, Plan};
@@ -17,11 +18,12 @@ use legacy::{Action, EndpointArg, Plan};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const HELP: &str = "\
-koko: connect containers and network namespaces with veth links
+koko: connect containers and network namespaces with veth, vxlan, vlan and macvlan links
 
 Usage:
   koko ENDPOINT ENDPOINT [--mtu N]        veth pair between two endpoints
   koko ENDPOINT -x PARENT,REMOTE,VNI[,port=N][,mtu=N][,local=IP][,ttl=N][,learning=off]
+                                          vxlan into ENDPOINT (-X is the same)
   koko ENDPOINT -V PARENT,VID             vlan into ENDPOINT
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
@@ -39,7 +41,9 @@ ENDPOINT:
   -e CONTAINER,LINK[,ITEM...]   CRI-O container (not supported yet)
 DELETE: the same flags in upper case with NS,LINK: -D -N -P -A -C -E
 ITEM:   ADDR/PREFIX (IPv4 or IPv6, any number) | mirror:DIR:IFACE | mirror:DIR,IFACE
-        DIR := ingress | egress | both
+        DIR := ingress | egress | both   (copy IFACE's traffic out through LINK)
+PARENT is a link of koko's own namespace: run koko under `ip netns exec HOST`
+to use a parent there. vxlan defaults: port 4789, learning on, MTU from the parent.
 
 Options:
   --mtu N   MTU of a new veth pair (default 1500)
@@ -50,6 +54,8 @@ Examples:
   koko -d centos1,link1,192.168.1.1/24,2001:DB8::1/64 -d centos2,link2,192.168.1.2/24,2001:DB8::2/64
   koko -p 4242,eth1,10.0.0.1/24 -c veth-host,10.0.0.2/24
   koko -N testns1,link1
+  ip netns exec hostA koko -n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42
+  koko -n a,mir0,mirror:both:eth0 -n monitor,tap0
 
 Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong.
 ";
@@ -140,41 +146,89 @@ pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) 
             "-h and -v have nothing to execute here".into(),
         )),
         Action::Veth { a, b, mtu } => {
-            reject_mirrors(&a)?;
-            reject_mirrors(&b)?;
             let req = VethRequest {
                 a: EndRequest {
                     ns: Namespace::resolve(&a.ns)?,
-                    name: a.link,
-                    addrs: a.addrs,
+                    name: a.link.clone(),
+                    addrs: a.addrs.clone(),
                 },
                 b: EndRequest {
                     ns: Namespace::resolve(&b.ns)?,
-                    name: b.link,
-                    addrs: b.addrs,
+                    name: b.link.clone(),
+                    addrs: b.addrs.clone(),
                 },
                 options: VethOptions {
                     mtu,
                     ..VethOptions::default()
                 },
             };
+            let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, &a)
+                .into_iter()
+                .chain(mirror_requests(&req.b, &b))
+                .collect();
             let ends = connect::veth(session, journal, &req)?;
+            for m in &mirrors {
+                connect::mirror(session, journal, m)?;
+            }
+            let mut lines = vec![format!(
+                "Create veth {} in {} <-> {} in {}...done",
+                req.a.name, req.a.ns, req.b.name, req.b.ns
+            )];
+            lines.extend(mirror_lines(&mirrors));
             Ok(Outcome {
-                lines: vec![format!(
-                    "Create veth {} in {} <-> {} in {}...done",
-                    req.a.name, req.a.ns, req.b.name, req.b.ns
-                )],
-                json: json!({"ok": true, "action": "create", "type": "veth", "mtu": mtu, "ends": ends}),
+                lines,
+                json: json!({"ok": true, "action": "create", "type": "veth", "mtu": mtu, "ends": ends, "mirrors": mirror_json(&mirrors)}),
             })
         }
-        Action::Tunnel { tunnel, .. } => Err(Error::NotSupported(format!(
-            "{} links are not available in this build of koko yet",
-            match tunnel {
-                legacy::TunnelArg::Vxlan(_) => "vxlan",
-                legacy::TunnelArg::Vlan { .. } => "vlan",
-                legacy::TunnelArg::Macvlan { .. } => "macvlan",
+        Action::Tunnel { endpoint, tunnel } => {
+            let (parent, kind) = match tunnel {
+                legacy::TunnelArg::Vxlan(v) => (
+                    v.parent,
+                    TunnelKind::Vxlan(VxlanOptions {
+                        remote: v.remote,
+                        vni: v.vni,
+                        port: v.port,
+                        mtu: v.mtu,
+                        local: v.local,
+                        ttl: v.ttl,
+                        learning: v.learning,
+                    }),
+                ),
+                legacy::TunnelArg::Vlan { parent, id } => (parent, TunnelKind::Vlan { id }),
+                legacy::TunnelArg::Macvlan { parent, mode } => {
+                    (parent, TunnelKind::Macvlan { mode })
+                }
+            };
+            let req = TunnelRequest {
+                // The original looks the parent up in its own namespace: run
+                // koko under `ip netns exec` to use a parent elsewhere.
+                parent_ns: Namespace::current()?,
+                parent,
+                end: EndRequest {
+                    ns: Namespace::resolve(&endpoint.ns)?,
+                    name: endpoint.link.clone(),
+                    addrs: endpoint.addrs.clone(),
+                },
+                kind,
+            };
+            let mirrors = mirror_requests(&req.end, &endpoint);
+            let end = connect::tunnel(session, journal, &req)?;
+            for m in &mirrors {
+                connect::mirror(session, journal, m)?;
             }
-        ))),
+            let mut lines = vec![format!(
+                "Create {} {} on {} in {}...done",
+                req.kind.describe(),
+                req.end.name,
+                req.parent,
+                req.end.ns
+            )];
+            lines.extend(mirror_lines(&mirrors));
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": "create", "type": req.kind.kind_name(), "parent": req.parent, "end": end, "mirrors": mirror_json(&mirrors)}),
+            })
+        }
         Action::Delete(targets) => {
             let mut lines = Vec::new();
             let mut deleted = Vec::new();
@@ -194,14 +248,40 @@ pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) 
     }
 }
 
-fn reject_mirrors(end: &EndpointArg) -> Result<()> {
-    if end.mirrors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::NotSupported(
-            "mirroring (mirror:DIR:IFACE) is not available in this build of koko yet".into(),
-        ))
-    }
+/// The mirrors asked for on an endpoint: copy each source's traffic out
+/// through the endpoint's new link.
+fn mirror_requests(end: &EndRequest, arg: &EndpointArg) -> Vec<MirrorRequest> {
+    arg.mirrors
+        .iter()
+        .map(|m| MirrorRequest {
+            ns: end.ns.clone(),
+            source: m.source.clone(),
+            dir: m.dir,
+            target: end.name.clone(),
+        })
+        .collect()
+}
+
+fn mirror_lines(mirrors: &[MirrorRequest]) -> Vec<String> {
+    mirrors
+        .iter()
+        .map(|m| {
+            format!(
+                "Mirror {} of {} to {} in {}...done",
+                m.dir.as_str(),
+                m.source,
+                m.target,
+                m.ns
+            )
+        })
+        .collect()
+}
+
+fn mirror_json(mirrors: &[MirrorRequest]) -> serde_json::Value {
+    mirrors
+        .iter()
+        .map(|m| json!({"namespace": m.ns.name(), "source": m.source, "direction": m.dir.as_str(), "target": m.target}))
+        .collect()
 }
 
 /// Run `work` with a fresh journal; if it fails, undo what it created before
