@@ -91,7 +91,12 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
     let links = session.block_on(link::list(&t))?;
     let addrs = session.block_on(addr::list(&t))?;
     let routes = session.block_on(route::list(&t))?;
-    let name_of = |index: u32| links.iter().find(|l| l.index == index).map(|l| l.name.clone());
+    let name_of = |index: u32| {
+        links
+            .iter()
+            .find(|l| l.index == index)
+            .map(|l| l.name.clone())
+    };
 
     let mut candidates: Option<Vec<Namespace>> = None;
     let mut link_reports = Vec::new();
@@ -126,7 +131,11 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
             link: name_of(a.index).unwrap_or_else(|| format!("#{}", a.index)),
             ifindex: a.index,
             address: a.addr.to_string(),
-            family: if a.addr.addr().is_ipv6() { "inet6" } else { "inet" },
+            family: if a.addr.addr().is_ipv6() {
+                "inet6"
+            } else {
+                "inet"
+            },
         })
         .collect();
     Ok(NsReport {
@@ -151,8 +160,20 @@ fn known_namespaces() -> Vec<Namespace> {
     out
 }
 
-fn resolve_peer(session: &Session, t: &Target, known: &[Namespace], ifindex: u32, nsid: i32) -> PeerReport {
-    let mut report = PeerReport { ifindex, nsid: Some(nsid), namespace: None, namespace_name: None, name: None };
+fn resolve_peer(
+    session: &Session,
+    t: &Target,
+    known: &[Namespace],
+    ifindex: u32,
+    nsid: i32,
+) -> PeerReport {
+    let mut report = PeerReport {
+        ifindex,
+        nsid: Some(nsid),
+        namespace: None,
+        namespace_name: None,
+        name: None,
+    };
     for ns in known {
         if *ns == t.ns {
             continue;
@@ -174,12 +195,15 @@ fn resolve_peer(session: &Session, t: &Target, known: &[Namespace], ifindex: u32
 pub async fn nsid_of(t: &Target, other: &Namespace) -> Result<Option<i32>> {
     let fd = other.open()?;
     let mut msg = NsidMessage::default();
-    msg.attributes.push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+    msg.attributes
+        .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
     let answers = t
         .socket
         .request(RouteNetlinkMessage::GetNsId(msg), 0)
         .await
-        .map_err(|errno| Error::kernel(format!("asking {} for the nsid of {other}", t.ns), errno))?;
+        .map_err(|errno| {
+            Error::kernel(format!("asking {} for the nsid of {other}", t.ns), errno)
+        })?;
     drop(fd);
     Ok(answers.iter().find_map(|m| match m {
         RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
@@ -225,7 +249,11 @@ impl NsReport {
                 line += " (no carrier)";
             }
             if let Some(p) = &l.peer {
-                let word = if l.kind.as_deref() == Some("veth") { "peer" } else { "parent" };
+                let word = if l.kind.as_deref() == Some("veth") {
+                    "peer"
+                } else {
+                    "parent"
+                };
                 line += &format!(" {word} {}", p.describe());
             }
             out.push(line);

@@ -29,10 +29,23 @@ use crate::ns::Namespace;
 /// One `ip`-style command, typed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IpCommand {
-    Address { op: AddrOp, addr: IpNet, dev: String },
-    Route { op: RouteOp, route: RouteRequest },
-    LinkSet { dev: String, change: LinkChange },
-    Sysctl { key: String, value: String },
+    Address {
+        op: AddrOp,
+        addr: IpNet,
+        dev: String,
+    },
+    Route {
+        op: RouteOp,
+        route: RouteRequest,
+    },
+    LinkSet {
+        dev: String,
+        change: LinkChange,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +58,12 @@ impl IpCommand {
     /// A short name for the action ("route add", "address del", ...).
     pub fn action(&self) -> String {
         match self {
-            IpCommand::Address { op: AddrOp::Add, .. } => "address add".into(),
-            IpCommand::Address { op: AddrOp::Del, .. } => "address del".into(),
+            IpCommand::Address {
+                op: AddrOp::Add, ..
+            } => "address add".into(),
+            IpCommand::Address {
+                op: AddrOp::Del, ..
+            } => "address del".into(),
             IpCommand::Route { op, .. } => format!("route {}", op.word()),
             IpCommand::LinkSet { .. } => "link set".into(),
             IpCommand::Sysctl { .. } => "sysctl".into(),
@@ -63,7 +80,12 @@ impl fmt::Display for IpCommand {
                 write!(f, "address {verb} {addr} dev {dev}")
             }
             IpCommand::Route { op, route } => {
-                write!(f, "route {} {}", op.word(), route.dest)?;
+                // `default` reads back as IPv4 unless the gateway says IPv6.
+                if route.is_default() && (!route.is_ipv6() || route.via.is_some()) {
+                    write!(f, "route {} default", op.word())?;
+                } else {
+                    write!(f, "route {} {}", op.word(), route.dest)?;
+                }
                 if let Some(via) = route.via {
                     write!(f, " via {via}")?;
                 }
@@ -109,7 +131,11 @@ pub fn parse(text: &str) -> Result<IpCommand> {
 /// Parse one command given as words (as on a command line).
 pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<IpCommand> {
     let words: Vec<&str> = words.iter().map(|w| w.as_ref()).collect();
-    let mut w = Words { words: &words, pos: 0, last: String::new() };
+    let mut w = Words {
+        words: &words,
+        pos: 0,
+        last: String::new(),
+    };
     let Some(object) = w.next() else {
         return Err(Error::Invalid(format!(
             "empty command: expected 'address', 'route', 'link' or 'sysctl'\n{USAGE}"
@@ -178,7 +204,10 @@ impl<'a> Words<'a> {
 
     fn once<T>(&self, slot: &Option<T>, key: &str) -> Result<()> {
         if slot.is_some() {
-            Err(Error::Invalid(format!("'{key}' given twice (after '{}')", self.last)))
+            Err(Error::Invalid(format!(
+                "'{key}' given twice (after '{}')",
+                self.last
+            )))
         } else {
             Ok(())
         }
@@ -201,7 +230,10 @@ fn parse_address(w: &mut Words) -> Result<IpCommand> {
         }
         None => return Err(Error::Invalid("'address' needs 'add' or 'del'".into())),
     };
-    w.clause(format!("address {}", if op == AddrOp::Add { "add" } else { "del" }));
+    w.clause(format!(
+        "address {}",
+        if op == AddrOp::Add { "add" } else { "del" }
+    ));
     let mut address: Option<IpNet> = None;
     let mut dev: Option<String> = None;
     while let Some(word) = w.next() {
@@ -214,17 +246,23 @@ fn parse_address(w: &mut Words) -> Result<IpCommand> {
             }
             "local" => {
                 w.once(&address, "local")?;
-                address = Some(addr::parse_cidr(w.value("local", "an address like 10.0.1.1/24")?)?);
+                address = Some(addr::parse_cidr(
+                    w.value("local", "an address like 10.0.1.1/24")?,
+                )?);
             }
-            _ if address.is_none() && (word.contains('/') || word.parse::<std::net::IpAddr>().is_ok()) => {
+            _ if address.is_none()
+                && (word.contains('/') || word.parse::<std::net::IpAddr>().is_ok()) =>
+            {
                 address = Some(addr::parse_cidr(word)?);
                 w.clause(word);
             }
             _ => return Err(w.unexpected(word)),
         }
     }
-    let addr = address.ok_or_else(|| Error::Invalid("address: missing ADDR/PREFIX (e.g. 10.0.1.1/24)".into()))?;
-    let dev = dev.ok_or_else(|| Error::Invalid(format!("address {addr}: missing 'dev IF' (which link?)")))?;
+    let addr = address
+        .ok_or_else(|| Error::Invalid("address: missing ADDR/PREFIX (e.g. 10.0.1.1/24)".into()))?;
+    let dev = dev
+        .ok_or_else(|| Error::Invalid(format!("address {addr}: missing 'dev IF' (which link?)")))?;
     Ok(IpCommand::Address { op, addr, dev })
 }
 
@@ -238,7 +276,11 @@ fn parse_route(w: &mut Words) -> Result<IpCommand> {
                 "unknown route command '{other}': expected 'add', 'del' or 'replace'"
             )))
         }
-        None => return Err(Error::Invalid("'route' needs 'add', 'del' or 'replace'".into())),
+        None => {
+            return Err(Error::Invalid(
+                "'route' needs 'add', 'del' or 'replace'".into(),
+            ))
+        }
     };
     w.clause(format!("route {}", op.word()));
     let mut dest: Option<&str> = None;
@@ -252,7 +294,9 @@ fn parse_route(w: &mut Words) -> Result<IpCommand> {
                 w.once(&via, word)?;
                 let v = w.value(word, "a gateway address")?;
                 via = Some(v.parse().map_err(|_| {
-                    Error::Invalid(format!("'{word} {v}': '{v}' is not an IPv4 or IPv6 address"))
+                    Error::Invalid(format!(
+                        "'{word} {v}': '{v}' is not an IPv4 or IPv6 address"
+                    ))
                 })?);
             }
             "dev" | "oif" => {
@@ -294,7 +338,13 @@ fn parse_route(w: &mut Words) -> Result<IpCommand> {
     })?;
     // `default` takes the family of the gateway, like `ip route` does.
     let v6 = via.map(|v| v.is_ipv6()).unwrap_or(false);
-    let route = RouteRequest { dest: route::parse_destination(dest, v6)?, via, dev, metric, table };
+    let route = RouteRequest {
+        dest: route::parse_destination(dest, v6)?,
+        via,
+        dev,
+        metric,
+        table,
+    };
     route.validate(op != RouteOp::Del)?;
     Ok(IpCommand::Route { op, route })
 }
@@ -302,7 +352,11 @@ fn parse_route(w: &mut Words) -> Result<IpCommand> {
 fn parse_link(w: &mut Words) -> Result<IpCommand> {
     match w.next() {
         Some("set") => {}
-        Some(other) => return Err(Error::Invalid(format!("unknown link command '{other}': expected 'set'"))),
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "unknown link command '{other}': expected 'set'"
+            )))
+        }
         None => return Err(Error::Invalid("'link' needs 'set IF up|down|mtu N'".into())),
     }
     w.clause("link set");
@@ -312,7 +366,9 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
         match word {
             "up" | "down" => {
                 if change.up.is_some() {
-                    return Err(Error::Invalid(format!("'{word}': the state is given twice")));
+                    return Err(Error::Invalid(format!(
+                        "'{word}': the state is given twice"
+                    )));
                 }
                 change.up = Some(word == "up");
                 w.clause(word);
@@ -321,7 +377,9 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
                 w.once(&change.mtu, "mtu")?;
                 let m = parse_number("mtu", w.value("mtu", "a number")?)?;
                 if !(68..=65535).contains(&m) {
-                    return Err(Error::Invalid(format!("'mtu {m}': an MTU is from 68 to 65535")));
+                    return Err(Error::Invalid(format!(
+                        "'mtu {m}': an MTU is from 68 to 65535"
+                    )));
                 }
                 change.mtu = Some(m);
             }
@@ -341,7 +399,9 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
     }
     let dev = dev.ok_or_else(|| Error::Invalid("link set: missing the interface name".into()))?;
     if change == LinkChange::default() {
-        return Err(Error::Invalid(format!("link set {dev}: nothing to change (up, down or mtu N)")));
+        return Err(Error::Invalid(format!(
+            "link set {dev}: nothing to change (up, down or mtu N)"
+        )));
     }
     Ok(IpCommand::LinkSet { dev, change })
 }
@@ -376,7 +436,12 @@ fn parse_sysctl(w: &mut Words) -> Result<IpCommand> {
 /// Additions (addresses, routes), replacements, link changes and sysctls are
 /// journaled, so a rollback or a script's cleanup puts things back. Deletions
 /// are not: undoing them would re-create what the user asked to remove.
-pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpCommand) -> Result<String> {
+pub fn apply(
+    session: &Session,
+    journal: &mut Journal,
+    ns: &Namespace,
+    cmd: &IpCommand,
+) -> Result<String> {
     match cmd {
         IpCommand::Address { op, addr: a, dev } => {
             let t = session.target(ns)?;
@@ -385,7 +450,11 @@ pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpC
                     session.block_on(addr::add(&t, dev, *a))?;
                     journal.record(
                         format!("address {a} on {dev} in {ns}"),
-                        Undo::DeleteAddress { ns: ns.clone(), link: dev.clone(), addr: *a },
+                        Undo::DeleteAddress {
+                            ns: ns.clone(),
+                            link: dev.clone(),
+                            addr: *a,
+                        },
                     );
                     Ok(format!("added address {a} to {dev} in {ns}"))
                 }
@@ -402,7 +471,10 @@ pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpC
                     session.block_on(route::add(&t, r))?;
                     journal.record(
                         format!("route {r} in {ns}"),
-                        Undo::DeleteRoute { ns: ns.clone(), route: r.clone() },
+                        Undo::DeleteRoute {
+                            ns: ns.clone(),
+                            route: r.clone(),
+                        },
                     );
                     Ok(format!("added route {r} in {ns}"))
                 }
@@ -414,10 +486,14 @@ pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpC
                     let old = session.block_on(route::find_same_key(&t, r))?;
                     session.block_on(route::replace(&t, r))?;
                     let undo = match &old {
-                        Some(old) if old.dev.is_some() || old.via.is_some() => {
-                            Undo::RestoreRoute { ns: ns.clone(), route: old.as_request() }
-                        }
-                        _ => Undo::DeleteRoute { ns: ns.clone(), route: r.clone() },
+                        Some(old) if old.dev.is_some() || old.via.is_some() => Undo::RestoreRoute {
+                            ns: ns.clone(),
+                            route: old.as_request(),
+                        },
+                        _ => Undo::DeleteRoute {
+                            ns: ns.clone(),
+                            route: r.clone(),
+                        },
                     };
                     journal.record(format!("route {r} in {ns}"), undo);
                     Ok(match old {
@@ -437,11 +513,19 @@ pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpC
             };
             journal.record(
                 format!("link {dev} in {ns}"),
-                Undo::RestoreLink { ns: ns.clone(), link: dev.clone(), change: restore },
+                Undo::RestoreLink {
+                    ns: ns.clone(),
+                    link: dev.clone(),
+                    change: restore,
+                },
             );
             let mut done = Vec::new();
             if let Some(up) = change.up {
-                done.push(if up { "up".to_string() } else { "down".to_string() });
+                done.push(if up {
+                    "up".to_string()
+                } else {
+                    "down".to_string()
+                });
             }
             if let Some(mtu) = change.mtu {
                 done.push(format!("mtu {mtu} (was {})", before.mtu));
@@ -452,7 +536,11 @@ pub fn apply(session: &Session, journal: &mut Journal, ns: &Namespace, cmd: &IpC
             let old = sysctl::write(ns, key, value)?;
             journal.record(
                 format!("sysctl {key} in {ns}"),
-                Undo::RestoreSysctl { ns: ns.clone(), key: key.clone(), value: old.clone() },
+                Undo::RestoreSysctl {
+                    ns: ns.clone(),
+                    key: key.clone(),
+                    value: old.clone(),
+                },
             );
             Ok(format!("set {key}={value} in {ns} (was {old})"))
         }
@@ -480,19 +568,31 @@ mod tests {
             let cmd = parse(text).unwrap();
             assert_eq!(
                 cmd,
-                IpCommand::Address { op: AddrOp::Add, addr: "10.0.1.1/24".parse().unwrap(), dev: "link1".into() },
+                IpCommand::Address {
+                    op: AddrOp::Add,
+                    addr: "10.0.1.1/24".parse().unwrap(),
+                    dev: "link1".into()
+                },
                 "{text}"
             );
             assert_eq!(cmd.to_string(), "address add 10.0.1.1/24 dev link1");
         }
         let cmd = parse("address del 2001:db8::1/64 dev link2").unwrap();
-        assert!(matches!(cmd, IpCommand::Address { op: AddrOp::Del, .. }));
+        assert!(matches!(
+            cmd,
+            IpCommand::Address {
+                op: AddrOp::Del,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn route_commands_of_the_service_chaining_post() {
         let cmd = parse("route add default via 10.0.1.2 dev link1").unwrap();
-        let IpCommand::Route { op, route } = &cmd else { panic!() };
+        let IpCommand::Route { op, route } = &cmd else {
+            panic!()
+        };
         assert_eq!(*op, RouteOp::Add);
         assert!(route.is_default() && !route.is_ipv6());
         assert_eq!(route.via, Some("10.0.1.2".parse().unwrap()));
@@ -500,11 +600,15 @@ mod tests {
         assert_eq!(parse(&cmd.to_string()).unwrap(), cmd, "round trip");
 
         let cmd = parse("ro add 10.0.3.0/24 via 10.0.2.2 dev link3").unwrap();
-        let IpCommand::Route { route, .. } = &cmd else { panic!() };
+        let IpCommand::Route { route, .. } = &cmd else {
+            panic!()
+        };
         assert_eq!(route.dest.to_string(), "10.0.3.0/24");
 
         let cmd = parse("r replace default via 10.0.4.2 dev link7 metric 10 table 100").unwrap();
-        let IpCommand::Route { op, route } = &cmd else { panic!() };
+        let IpCommand::Route { op, route } = &cmd else {
+            panic!()
+        };
         assert_eq!(*op, RouteOp::Replace);
         assert_eq!((route.metric, route.table), (Some(10), Some(100)));
         assert_eq!(parse(&cmd.to_string()).unwrap(), cmd);
@@ -512,14 +616,18 @@ mod tests {
 
     #[test]
     fn default_takes_the_gateways_family() {
-        let IpCommand::Route { route, .. } = parse("route add default via fd00::1").unwrap() else { panic!() };
+        let IpCommand::Route { route, .. } = parse("route add default via fd00::1").unwrap() else {
+            panic!()
+        };
         assert!(route.is_ipv6());
         assert_eq!(route.dest.to_string(), "::/0");
     }
 
     #[test]
     fn route_delete_needs_only_the_destination() {
-        let IpCommand::Route { op, route } = parse("route del 10.0.3.0/24").unwrap() else { panic!() };
+        let IpCommand::Route { op, route } = parse("route del 10.0.3.0/24").unwrap() else {
+            panic!()
+        };
         assert_eq!(op, RouteOp::Del);
         assert_eq!(route, RouteRequest::to("10.0.3.0/24".parse().unwrap()));
     }
@@ -528,11 +636,23 @@ mod tests {
     fn link_set() {
         assert_eq!(
             parse("link set link1 up").unwrap(),
-            IpCommand::LinkSet { dev: "link1".into(), change: LinkChange { up: Some(true), mtu: None } }
+            IpCommand::LinkSet {
+                dev: "link1".into(),
+                change: LinkChange {
+                    up: Some(true),
+                    mtu: None
+                }
+            }
         );
         assert_eq!(
             parse("l set dev link1 down mtu 1400").unwrap(),
-            IpCommand::LinkSet { dev: "link1".into(), change: LinkChange { up: Some(false), mtu: Some(1400) } }
+            IpCommand::LinkSet {
+                dev: "link1".into(),
+                change: LinkChange {
+                    up: Some(false),
+                    mtu: Some(1400)
+                }
+            }
         );
         assert!(err("link set link1").contains("nothing to change"));
         assert!(err("link set link1 mtu 10").contains("'mtu 10'"));
@@ -544,7 +664,10 @@ mod tests {
     fn sysctl() {
         assert_eq!(
             parse("sysctl net.ipv4.ip_forward=1").unwrap(),
-            IpCommand::Sysctl { key: "net.ipv4.ip_forward".into(), value: "1".into() }
+            IpCommand::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into()
+            }
         );
         assert!(parse("sysctl -w net.ipv4.ip_forward=1").is_ok());
         assert!(err("sysctl kernel.hostname=x").contains("net.*"));
@@ -558,7 +681,10 @@ mod tests {
         let e = err("address add 10.0.1.1/24 dev link1 bar");
         assert!(e.contains("unexpected word 'bar' after 'dev link1'"), "{e}");
         let e = err("route add 10.90.1.5/16 dev link1");
-        assert!(e.contains("'10.90.1.5/16'") && e.contains("host bits"), "{e}");
+        assert!(
+            e.contains("'10.90.1.5/16'") && e.contains("host bits"),
+            "{e}"
+        );
         let e = err("route add 10.0.3.0/24");
         assert!(e.contains("via") && e.contains("dev"), "{e}");
         let e = err("route add 10.0.3.0/24 via fd00::1");

@@ -50,9 +50,9 @@ pub fn parse_target(words: &[String]) -> Result<(NsSpec, &[String])> {
     if kind == "host" || kind == "current" {
         return Ok((NsSpec::Current, &words[1..]));
     }
-    let value = words.get(1).ok_or_else(|| {
-        Error::Invalid(format!("target '{kind}' needs a value ({usage})"))
-    });
+    let value = words
+        .get(1)
+        .ok_or_else(|| Error::Invalid(format!("target '{kind}' needs a value ({usage})")));
     let spec = match kind.as_str() {
         "docker" => NsSpec::Docker(value?.clone()),
         "netns" => NsSpec::Path(value?.into()),
@@ -64,7 +64,9 @@ pub fn parse_target(words: &[String]) -> Result<(NsSpec, &[String])> {
             })?)
         }
         other => {
-            return Err(Error::Invalid(format!("unknown target '{other}': expected {usage}")))
+            return Err(Error::Invalid(format!(
+                "unknown target '{other}': expected {usage}"
+            )))
         }
     };
     Ok((spec, &words[2..]))
@@ -77,7 +79,10 @@ pub fn main(args: &[String]) -> i32 {
     let words: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
     if words.is_empty() || words.iter().any(|w| w == "-h" || w == "--help") {
         return super::finish(
-            Ok(Outcome { lines: vec![HELP.trim_end().into()], json: json!({"ok": true, "help": HELP}) }),
+            Ok(Outcome {
+                lines: vec![HELP.trim_end().into()],
+                json: json!({"ok": true, "help": HELP}),
+            }),
             json,
         );
     }
@@ -90,7 +95,9 @@ fn run(words: &[String]) -> Result<Outcome> {
     ns::check_privileges()?;
     let ns = Namespace::resolve(&spec)?;
     let session = Session::new()?;
-    let summary = atomically(&session, |journal| ipcmd::apply(&session, journal, &ns, &cmd))?;
+    let summary = atomically(&session, |journal| {
+        ipcmd::apply(&session, journal, &ns, &cmd)
+    })?;
     Ok(Outcome {
         lines: vec![summary.clone()],
         json: json!({
@@ -118,14 +125,22 @@ mod tests {
         let (spec, rest) = parse_target(&w).unwrap();
         assert_eq!(spec, NsSpec::Docker("client".into()));
         assert_eq!(rest[0], "address");
-        assert_eq!(parse_target(&words("ipnetns a x")).unwrap().0, NsSpec::Netns("a".into()));
+        assert_eq!(
+            parse_target(&words("ipnetns a x")).unwrap().0,
+            NsSpec::Netns("a".into())
+        );
         assert_eq!(
             parse_target(&words("netns /run/netns/a x")).unwrap().0,
             NsSpec::Path("/run/netns/a".into())
         );
         assert_eq!(parse_target(&words("pid 42 x")).unwrap().0, NsSpec::Pid(42));
         assert_eq!(parse_target(&words("host x")).unwrap().0, NsSpec::Current);
-        for (bad, needle) in [("pid abc x", "'abc'"), ("frob a", "'frob'"), ("docker", "needs a value"), ("", "missing")] {
+        for (bad, needle) in [
+            ("pid abc x", "'abc'"),
+            ("frob a", "'frob'"),
+            ("docker", "needs a value"),
+            ("", "missing"),
+        ] {
             let e = parse_target(&words(bad)).unwrap_err();
             assert!(matches!(e, Error::Invalid(_)));
             assert!(e.to_string().contains(needle), "{bad}: {e}");

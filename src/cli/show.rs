@@ -16,10 +16,12 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn run(words: &[String]) -> Result<Outcome> {
-    let (spec, rest) = super::koro::parse_target(words)
-        .map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
+    let (spec, rest) =
+        super::koro::parse_target(words).map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
     if let Some(extra) = rest.first() {
-        return Err(Error::Invalid(format!("koko show: unexpected word '{extra}' after the target")));
+        return Err(Error::Invalid(format!(
+            "koko show: unexpected word '{extra}' after the target"
+        )));
     }
     ns::check_privileges()?;
     let ns = Namespace::resolve(&spec)?;
@@ -27,5 +29,8 @@ fn run(words: &[String]) -> Result<Outcome> {
     let report = inspect::inspect(&session, &ns)?;
     let mut value = serde_json::to_value(&report).expect("report serializes");
     value["ok"] = json!(true);
-    Ok(Outcome { lines: report.lines(&ns.to_string()), json: value })
+    Ok(Outcome {
+        lines: report.lines(&ns.to_string()),
+        json: value,
+    })
 }

@@ -44,7 +44,13 @@ pub struct RouteRequest {
 impl RouteRequest {
     /// A route to `dest` with nothing else set.
     pub fn to(dest: IpNet) -> RouteRequest {
-        RouteRequest { dest, via: None, dev: None, metric: None, table: None }
+        RouteRequest {
+            dest,
+            via: None,
+            dev: None,
+            metric: None,
+            table: None,
+        }
     }
 
     pub fn is_default(&self) -> bool {
@@ -77,7 +83,9 @@ impl RouteRequest {
         }
         if let Some(t) = self.table {
             if t == 0 {
-                return Err(Error::Invalid(format!("route {self}: table 0 is not a routing table")));
+                return Err(Error::Invalid(format!(
+                    "route {self}: table 0 is not a routing table"
+                )));
             }
         }
         Ok(())
@@ -132,7 +140,11 @@ impl fmt::Display for RouteRequest {
 /// always a typo for an address, and the kernel would refuse it anyway.
 pub fn parse_destination(text: &str, v6: bool) -> Result<IpNet> {
     if text == "default" || text == "all" || text == "any" {
-        return Ok(if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() });
+        return Ok(if v6 {
+            "::/0".parse().unwrap()
+        } else {
+            "0.0.0.0/0".parse().unwrap()
+        });
     }
     let net: IpNet = match text.split_once('/') {
         None => match text.parse::<IpAddr>() {
@@ -205,20 +217,32 @@ pub fn route_message(route: &RouteRequest, oif: Option<u32>, op: RouteOp) -> Rou
     let mut msg = RouteMessage::default();
     msg.header.address_family = route.family();
     msg.header.destination_prefix_length = route.dest.prefix_len();
-    msg.header.table = if table < 256 { table as u8 } else { RouteHeader::RT_TABLE_UNSPEC };
+    msg.header.table = if table < 256 {
+        table as u8
+    } else {
+        RouteHeader::RT_TABLE_UNSPEC
+    };
     msg.header.kind = RouteType::Unicast;
     if op == RouteOp::Del {
         msg.header.protocol = RouteProtocol::Unspec;
         msg.header.scope = RouteScope::NoWhere;
     } else {
         msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = if route.via.is_some() { RouteScope::Universe } else { RouteScope::Link };
+        msg.header.scope = if route.via.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
     }
     if route.dest.prefix_len() > 0 {
-        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(route.dest.network())));
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                route.dest.network(),
+            )));
     }
     if let Some(via) = route.via {
-        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(via)));
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(via)));
     }
     if let Some(index) = oif {
         msg.attributes.push(RouteAttribute::Oif(index));
@@ -276,7 +300,12 @@ fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error
             format!("no such route in {}", t.ns)
         }
         (_, Errno::ENODEV) => match &route.dev {
-            Some(dev) => return Error::LinkNotFound { link: dev.clone(), ns: t.ns.to_string() },
+            Some(dev) => {
+                return Error::LinkNotFound {
+                    link: dev.clone(),
+                    ns: t.ns.to_string(),
+                }
+            }
             None => format!("no device for it in {}", t.ns),
         },
         (_, Errno::ENETDOWN) => format!("its device is down in {}", t.ns),
@@ -291,7 +320,11 @@ fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error
             return Error::kernel(format!("{} route {route} in {}", op_verb(op), t.ns), errno);
         }
     };
-    Error::Kernel { what, cause, errno: Some(errno) }
+    Error::Kernel {
+        what,
+        cause,
+        errno: Some(errno),
+    }
 }
 
 fn op_verb(op: RouteOp) -> &'static str {
@@ -332,7 +365,11 @@ impl RouteState {
         };
         let mut state = RouteState {
             family: if v6 { "inet6" } else { "inet" },
-            dest: if v6 { "::/0".parse().unwrap() } else { "0.0.0.0/0".parse().unwrap() },
+            dest: if v6 {
+                "::/0".parse().unwrap()
+            } else {
+                "0.0.0.0/0".parse().unwrap()
+            },
             via: None,
             oif: None,
             dev: None,
@@ -362,7 +399,11 @@ impl RouteState {
 
     /// `ip route`-style one line.
     pub fn line(&self) -> String {
-        let mut s = if self.dest.prefix_len() == 0 { "default".to_string() } else { self.dest.to_string() };
+        let mut s = if self.dest.prefix_len() == 0 {
+            "default".to_string()
+        } else {
+            self.dest.to_string()
+        };
         if let Some(via) = self.via {
             s += &format!(" via {via}");
         }
@@ -424,11 +465,15 @@ pub async fn list(t: &Target) -> Result<Vec<RouteState>> {
             Err(errno) => return Err(Error::kernel(format!("listing routes of {}", t.ns), errno)),
         };
         for m in answers {
-            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
             if r.header.kind != RouteType::Unicast {
                 continue;
             }
-            let Some(mut state) = RouteState::from_message(&r) else { continue };
+            let Some(mut state) = RouteState::from_message(&r) else {
+                continue;
+            };
             if state.table == TABLE_LOCAL {
                 continue;
             }
@@ -442,12 +487,17 @@ pub async fn list(t: &Target) -> Result<Vec<RouteState>> {
 }
 
 /// The route `ip route replace` would overwrite for `route`: same
-/// destination, table and metric (if any).
+/// destination, table and metric. Without a metric the kernel uses 0 for
+/// IPv4 (and reports none) and 1024 for IPv6.
 pub async fn find_same_key(t: &Target, route: &RouteRequest) -> Result<Option<RouteState>> {
     let table = route.table.unwrap_or(TABLE_MAIN);
-    Ok(list(t).await?.into_iter().find(|r| {
-        r.dest == route.dest && r.table == table && (route.metric.is_none() || r.metric == route.metric)
-    }))
+    let metric = route
+        .metric
+        .unwrap_or(if route.is_ipv6() { 1024 } else { 0 });
+    Ok(list(t)
+        .await?
+        .into_iter()
+        .find(|r| r.dest == route.dest && r.table == table && r.metric.unwrap_or(0) == metric))
 }
 
 #[cfg(test)]
@@ -460,18 +510,43 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(parse_destination("default", false).unwrap().to_string(), "0.0.0.0/0");
-        assert_eq!(parse_destination("default", true).unwrap().to_string(), "::/0");
-        assert_eq!(parse_destination("10.0.3.0/24", false).unwrap().to_string(), "10.0.3.0/24");
-        assert_eq!(parse_destination("10.0.3.7", false).unwrap().to_string(), "10.0.3.7/32");
-        assert_eq!(parse_destination("2001:db8::/32", false).unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            parse_destination("default", false).unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            parse_destination("default", true).unwrap().to_string(),
+            "::/0"
+        );
+        assert_eq!(
+            parse_destination("10.0.3.0/24", false).unwrap().to_string(),
+            "10.0.3.0/24"
+        );
+        assert_eq!(
+            parse_destination("10.0.3.7", false).unwrap().to_string(),
+            "10.0.3.7/32"
+        );
+        assert_eq!(
+            parse_destination("2001:db8::/32", false)
+                .unwrap()
+                .to_string(),
+            "2001:db8::/32"
+        );
         let e = parse_destination("10.90.1.5/16", false).unwrap_err();
         assert!(matches!(e, Error::Invalid(_)));
         let e = e.to_string();
-        assert!(e.contains("'10.90.1.5/16'") && e.contains("host bits") && e.contains("10.90.0.0/16"), "{e}");
-        let e = parse_destination("10.0.0.0/33", false).unwrap_err().to_string();
+        assert!(
+            e.contains("'10.90.1.5/16'") && e.contains("host bits") && e.contains("10.90.0.0/16"),
+            "{e}"
+        );
+        let e = parse_destination("10.0.0.0/33", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'33'"), "{e}");
-        assert!(parse_destination("foo", false).unwrap_err().to_string().contains("'foo'"));
+        assert!(parse_destination("foo", false)
+            .unwrap_err()
+            .to_string()
+            .contains("'foo'"));
     }
 
     #[test]
@@ -482,7 +557,10 @@ mod tests {
         assert!(e.contains("via") && e.contains("dev"), "{e}");
         r.via = Some("fd00::1".parse().unwrap());
         let e = r.validate(true).unwrap_err().to_string();
-        assert!(e.contains("'fd00::1'") && e.contains("IPv6") && e.contains("IPv4"), "{e}");
+        assert!(
+            e.contains("'fd00::1'") && e.contains("IPv6") && e.contains("IPv4"),
+            "{e}"
+        );
         r.via = Some("10.0.0.1".parse().unwrap());
         assert!(r.validate(true).is_ok());
     }
@@ -499,8 +577,16 @@ mod tests {
         assert_eq!(m.header.scope, RouteScope::Universe);
         assert_eq!(m.header.protocol, RouteProtocol::Boot);
         assert_eq!(m.header.kind, RouteType::Unicast);
-        assert!(m.attributes.contains(&RouteAttribute::Destination(RouteAddress::Inet("10.0.3.0".parse().unwrap()))));
-        assert!(m.attributes.contains(&RouteAttribute::Gateway(RouteAddress::Inet("10.0.2.2".parse().unwrap()))));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet(
+                "10.0.3.0".parse().unwrap()
+            ))));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet(
+                "10.0.2.2".parse().unwrap()
+            ))));
         assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
         assert!(m.attributes.contains(&RouteAttribute::Priority(100)));
         assert!(m.attributes.contains(&RouteAttribute::Table(254)));
@@ -512,7 +598,10 @@ mod tests {
         r.dev = Some("link1".into());
         let m = route_message(&r, Some(3), RouteOp::Replace);
         assert_eq!(m.header.destination_prefix_length, 0);
-        assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
         assert_eq!(m.header.scope, RouteScope::Link);
         assert_eq!(RouteOp::Replace.flags(), NLM_F_CREATE | NLM_F_REPLACE);
         assert_eq!(RouteOp::Add.flags(), NLM_F_CREATE | NLM_F_EXCL);
@@ -543,7 +632,11 @@ mod tests {
         r.via = Some("fd00::1".parse().unwrap());
         let m = route_message(&r, None, RouteOp::Add);
         assert_eq!(m.header.address_family, AddressFamily::Inet6);
-        assert!(m.attributes.contains(&RouteAttribute::Gateway(RouteAddress::Inet6("fd00::1".parse().unwrap()))));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fd00::1".parse().unwrap()
+            ))));
         assert_eq!(r.to_string(), "default (IPv6) via fd00::1");
     }
 
@@ -555,6 +648,9 @@ mod tests {
         r.dev = Some("link1".into());
         r.metric = Some(5);
         r.table = Some(100);
-        assert_eq!(r.to_string(), "10.9.0.0/24 via 10.0.5.1 dev link1 metric 5 table 100");
+        assert_eq!(
+            r.to_string(),
+            "10.9.0.0/24 via 10.0.5.1 dev link1 metric 5 table 100"
+        );
     }
 }
