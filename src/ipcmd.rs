@@ -5,6 +5,7 @@
 //! route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
 //! link set IF up|down|mtu N
 //! sysctl net.KEY=VALUE
+//! forwarding on|off
 //! ```
 //!
 //! Objects may be abbreviated as `ip` allows (`a`, `addr`, `r`, `ro`, `l`).
@@ -46,6 +47,8 @@ pub enum IpCommand {
         key: String,
         value: String,
     },
+    /// IPv4 and IPv6 forwarding for the whole namespace.
+    Forwarding(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,7 @@ impl IpCommand {
             IpCommand::Route { op, .. } => format!("route {}", op.word()),
             IpCommand::LinkSet { .. } => "link set".into(),
             IpCommand::Sysctl { .. } => "sysctl".into(),
+            IpCommand::Forwarding(_) => "forwarding".into(),
         }
     }
 }
@@ -111,6 +115,7 @@ impl fmt::Display for IpCommand {
                 Ok(())
             }
             IpCommand::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
+            IpCommand::Forwarding(on) => write!(f, "forwarding {}", if *on { "on" } else { "off" }),
         }
     }
 }
@@ -120,7 +125,8 @@ pub const USAGE: &str = "\
 address add|del ADDR/PREFIX dev IF
 route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
 link set IF up|down|mtu N
-sysctl net.KEY=VALUE";
+sysctl net.KEY=VALUE
+forwarding on|off";
 
 /// Parse one command given as a single string (split on whitespace).
 pub fn parse(text: &str) -> Result<IpCommand> {
@@ -131,8 +137,14 @@ pub fn parse(text: &str) -> Result<IpCommand> {
 /// Parse one command given as words (as on a command line).
 pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<IpCommand> {
     let words: Vec<&str> = words.iter().map(|w| w.as_ref()).collect();
+    // `-6 route del default` as with `ip`: the family of `default`.
+    let (family, words) = match words.first() {
+        Some(&"-6") => (Some(true), &words[1..]),
+        Some(&"-4") => (Some(false), &words[1..]),
+        _ => (None, &words[..]),
+    };
     let mut w = Words {
-        words: &words,
+        words,
         pos: 0,
         last: String::new(),
     };
@@ -144,14 +156,16 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<IpCommand> {
     if is_abbrev(object, "address", 1) {
         parse_address(&mut w)
     } else if is_abbrev(object, "route", 1) {
-        parse_route(&mut w)
+        parse_route(&mut w, family)
     } else if is_abbrev(object, "link", 1) {
         parse_link(&mut w)
     } else if object == "sysctl" {
         parse_sysctl(&mut w)
+    } else if object == "forwarding" {
+        parse_forwarding(&mut w)
     } else {
         Err(Error::Invalid(format!(
-            "unknown object '{object}': expected 'address', 'route', 'link' or 'sysctl'"
+            "unknown object '{object}': expected 'address', 'route', 'link', 'sysctl' or 'forwarding'"
         )))
     }
 }
@@ -266,7 +280,7 @@ fn parse_address(w: &mut Words) -> Result<IpCommand> {
     Ok(IpCommand::Address { op, addr, dev })
 }
 
-fn parse_route(w: &mut Words) -> Result<IpCommand> {
+fn parse_route(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
     let op = match w.next() {
         Some("add") => RouteOp::Add,
         Some("del" | "delete") => RouteOp::Del,
@@ -336,8 +350,9 @@ fn parse_route(w: &mut Words) -> Result<IpCommand> {
             op.word()
         ))
     })?;
-    // `default` takes the family of the gateway, like `ip route` does.
-    let v6 = via.map(|v| v.is_ipv6()).unwrap_or(false);
+    // `default` takes the family of the gateway (or of -4/-6), like `ip
+    // route` does.
+    let v6 = via.map(|v| v.is_ipv6()).or(family).unwrap_or(false);
     let route = RouteRequest {
         dest: route::parse_destination(dest, v6)?,
         via,
@@ -428,6 +443,24 @@ fn parse_sysctl(w: &mut Words) -> Result<IpCommand> {
         return Err(w.unexpected(extra));
     }
     Ok(IpCommand::Sysctl { key, value })
+}
+
+fn parse_forwarding(w: &mut Words) -> Result<IpCommand> {
+    let on = match w.next() {
+        Some("on" | "1" | "yes") => true,
+        Some("off" | "0" | "no") => false,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "forwarding '{other}': expected 'on' or 'off'"
+            )))
+        }
+        None => return Err(Error::Invalid("'forwarding' needs 'on' or 'off'".into())),
+    };
+    w.clause(format!("forwarding {}", if on { "on" } else { "off" }));
+    if let Some(extra) = w.next() {
+        return Err(w.unexpected(extra));
+    }
+    Ok(IpCommand::Forwarding(on))
 }
 
 /// Carry out `cmd` in `ns`, recording its inverse in `journal`. Returns a
@@ -543,6 +576,30 @@ pub fn apply(
                 },
             );
             Ok(format!("set {key}={value} in {ns} (was {old})"))
+        }
+        IpCommand::Forwarding(on) => {
+            let value = if *on { "1" } else { "0" };
+            let mut set = Vec::new();
+            for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+                match sysctl::write(ns, key, value) {
+                    Ok(old) => {
+                        journal.record(
+                            format!("sysctl {key} in {ns}"),
+                            Undo::RestoreSysctl {
+                                ns: ns.clone(),
+                                key: key.into(),
+                                value: old,
+                            },
+                        );
+                        set.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
+                    }
+                    // A kernel without IPv6 has no IPv6 forwarding to set.
+                    Err(Error::Invalid(_)) if key.contains("ipv6") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let word = if *on { "on" } else { "off" };
+            Ok(format!("{} forwarding {word} in {ns}", set.join(" and ")))
         }
     }
 }
@@ -672,6 +729,25 @@ mod tests {
         assert!(parse("sysctl -w net.ipv4.ip_forward=1").is_ok());
         assert!(err("sysctl kernel.hostname=x").contains("net.*"));
         assert!(err("sysctl net.ipv4.ip_forward").contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn forwarding_and_family_options() {
+        assert_eq!(parse("forwarding on").unwrap(), IpCommand::Forwarding(true));
+        assert_eq!(
+            parse("forwarding off").unwrap(),
+            IpCommand::Forwarding(false)
+        );
+        assert!(err("forwarding maybe").contains("'maybe'"));
+        assert!(err("forwarding on now").contains("unexpected word 'now' after 'forwarding on'"));
+        let IpCommand::Route { route, .. } = parse("-6 route del default").unwrap() else {
+            panic!()
+        };
+        assert_eq!(route.dest.to_string(), "::/0");
+        let IpCommand::Route { route, .. } = parse("-4 route del default").unwrap() else {
+            panic!()
+        };
+        assert_eq!(route.dest.to_string(), "0.0.0.0/0");
     }
 
     #[test]

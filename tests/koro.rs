@@ -243,6 +243,16 @@ fn link_state_mtu_and_sysctl() {
             .trim(),
         "0"
     );
+    sb.koko_line("ip ipnetns a forwarding on").ok();
+    assert_eq!(
+        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
+        "1\n1\n"
+    );
+    sb.koko_line("ip ipnetns a forwarding off").ok();
+    assert_eq!(
+        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
+        "0\n0\n"
+    );
     sb.koko_line("ip ipnetns b sysctl net.ipv6.conf.all.forwarding=1")
         .ok();
     assert_eq!(

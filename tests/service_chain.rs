@@ -120,7 +120,7 @@ fn build_chain() -> Chain {
 
     // IP forwarding on the firewall and the router.
     chain.koro("firewall", "sysctl net.ipv4.ip_forward=1");
-    chain.koro("router", "sysctl net.ipv4.ip_forward=1");
+    chain.koro("router", "forwarding on");
 
     // Three veth pairs, without addresses.
     chain.sb.koko_line("-n client,link1 -n firewall,link2").ok();

@@ -32,6 +32,7 @@ COMMAND:
   route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
   link set IF up|down|mtu N
   sysctl net.KEY=VALUE
+  forwarding on|off                (IPv4 and IPv6)
 
 Examples:
   koro docker client address add 10.0.1.1/24 dev link1

@@ -309,7 +309,9 @@ fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error
             None => format!("no device for it in {}", t.ns),
         },
         (_, Errno::ENETDOWN) => format!("its device is down in {}", t.ns),
-        (_, Errno::EAFNOSUPPORT) | (_, Errno::EOPNOTSUPP) if route.is_ipv6() => {
+        (_, Errno::EAFNOSUPPORT) | (_, Errno::EOPNOTSUPP) | (_, Errno::EACCES)
+            if route.is_ipv6() =>
+        {
             format!("IPv6 is disabled in {}", t.ns)
         }
         (_, Errno::EINVAL) if route.via.is_some() => format!(
