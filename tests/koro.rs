@@ -492,6 +492,11 @@ fn bad_targets() {
     // A usage error in the command is reported before the target is looked up.
     sb.koko_line("ip ipnetns nosuch route add 10.9.0.0/24")
         .fails(2, "give a gateway");
+    // Docker targets are resolved by the Docker support; without it (or
+    // without such a container) the error names the container.
+    let run = sb.koko_line("ip docker nosuch-container route add 10.9.0.0/24 dev link1");
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("'nosuch-container'"), "{}", run.stderr);
     sb.koko_line("show ipnetns a extra")
         .fails(2, "unexpected word 'extra'");
     sb.koko_line("show").fails(2, "missing TARGET");

@@ -372,3 +372,34 @@ fn replace_when_the_old_default_is_still_there() {
         Ok("hello koko")
     );
 }
+
+#[test]
+fn warm_up_two_endpoints_and_a_firewall() {
+    // The post's warm-up: koko links without addresses, then koro adds the
+    // addresses and the default routes (here with `ip netns` targets).
+    let sb = Sandbox::new();
+    sb.koko_line("netns add test1 iptables test2").ok();
+    sb.koko_line("ip ipnetns iptables sysctl net.ipv4.ip_forward=1")
+        .ok();
+    sb.koko_line("-n test1,link1 -n iptables,link2").ok();
+    sb.koko_line("-n iptables,link3 -n test2,link4").ok();
+    for line in [
+        "ip ipnetns test1 address add 10.0.1.1/24 dev link1",
+        "ip ipnetns iptables address add 10.0.1.2/24 dev link2",
+        "ip ipnetns iptables address add 10.0.2.1/24 dev link3",
+        "ip ipnetns test2 address add 10.0.2.2/24 dev link4",
+        "ip ipnetns test1 route add default via 10.0.1.2 dev link1",
+        "ip ipnetns test2 route add default via 10.0.2.1 dev link4",
+    ] {
+        sb.koko_line(line).ok();
+    }
+    let gw = |ns: &str| sb.ip_json(Some(ns), "route show default")[0]["gateway"].clone();
+    assert_eq!(gw("test1"), "10.0.1.2");
+    assert_eq!(gw("test2"), "10.0.2.1");
+    let reply = tcp_roundtrip(
+        &sb.netns_path("test2"),
+        &sb.netns_path("test1"),
+        "10.0.2.2:80".parse().unwrap(),
+    );
+    assert_eq!(reply.as_deref(), Ok("hello koko"));
+}
