@@ -8,12 +8,13 @@
 //! namespace for a whole run; requests to the same namespace are pipelined on
 //! its socket.
 //!
-//! The submodules build typed requests ([`link`], [`addr`], [`tunnel`] for
-//! vxlan/vlan/macvlan, [`tc`] for mirroring) and translate the kernel's errno
-//! into errors that name the object.
+//! The submodules build typed requests ([`link`], [`addr`], [`route`],
+//! [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring) and translate the
+//! kernel's errno into errors that name the object.
 
 pub mod addr;
 pub mod link;
+pub mod route;
 pub mod sysctl;
 pub mod tc;
 pub mod tunnel;
