@@ -279,7 +279,144 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     register_namespaces(engine, world);
     register_links(engine, world);
     register_probes(engine, world);
+    register_routes(engine, world);
     register_misc(engine, world);
+}
+
+/// Run one `ip`-style command in `ns` with the run's session and journal.
+fn apply_ip(world: &SharedWorld, ns: &Namespace, cmd: &crate::ipcmd::IpCommand) -> R<String> {
+    let mut w = world.borrow_mut();
+    let super::World {
+        session, journal, ..
+    } = &mut *w;
+    crate::ipcmd::apply(session, journal, ns, cmd).map_err(fail)
+}
+
+/// `route_add("10.0.3.0/24", #{via, dev, metric, table})` as a typed request.
+fn route_from(dest: &str, opts: &Map) -> R<crate::net::route::RouteRequest> {
+    use crate::net::route::{parse_destination, RouteRequest};
+    let mut via = None;
+    let mut dev = None;
+    let mut metric = None;
+    let mut table = None;
+    for (k, v) in opts {
+        let text = || v.to_string();
+        let int = || -> R<u32> {
+            v.as_int()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "route option {k}: expected a non-negative integer, found {v}"
+                    ))
+                })
+        };
+        match k.as_str() {
+            "via" => via = Some(parse_ip(&text())?),
+            "dev" => dev = Some(text()),
+            "metric" => metric = Some(int()?),
+            "table" => table = Some(int()?),
+            other => {
+                return Err(invalid(format!(
+                    "route: unknown option '{other}' (known: via, dev, metric, table)"
+                )))
+            }
+        }
+    }
+    let v6 = via
+        .map(|ip: IpAddr| ip.is_ipv6())
+        .unwrap_or(dest.contains(':'));
+    let mut route = RouteRequest::to(parse_destination(dest, v6).map_err(fail)?);
+    route.via = via;
+    route.dev = dev;
+    route.metric = metric;
+    route.table = table;
+    Ok(route)
+}
+
+fn register_routes(engine: &mut Engine, world: &SharedWorld) {
+    use crate::ipcmd::{self, IpCommand};
+    use crate::net::route::{self, RouteOp};
+    let w = world.clone();
+    sys!(engine, "ip", move |ns: &mut NsRef,
+                             command: &str|
+          -> R<String> {
+        let cmd = ipcmd::parse(command).map_err(fail)?;
+        apply_ip(&w, &ns.0, &cmd)
+    });
+    for (name, op) in [
+        ("route_add", RouteOp::Add),
+        ("route_del", RouteOp::Del),
+        ("route_replace", RouteOp::Replace),
+    ] {
+        let w = world.clone();
+        sys!(engine, name, move |ns: &mut NsRef,
+                                 dest: &str,
+                                 opts: Map|
+              -> R<String> {
+            let cmd = IpCommand::Route {
+                op,
+                route: route_from(dest, &opts)?,
+            };
+            apply_ip(&w, &ns.0, &cmd)
+        });
+        let w = world.clone();
+        sys!(engine, name, move |ns: &mut NsRef,
+                                 dest: &str|
+              -> R<String> {
+            let cmd = IpCommand::Route {
+                op,
+                route: route_from(dest, &Map::new())?,
+            };
+            apply_ip(&w, &ns.0, &cmd)
+        });
+    }
+    let w = world.clone();
+    sys!(engine, "routes", move |ns: &mut NsRef| -> R<Array> {
+        let world = w.borrow();
+        let t = world.session.target(&ns.0).map_err(fail)?;
+        let routes = world.session.block_on(route::list(&t)).map_err(fail)?;
+        Ok(routes
+            .into_iter()
+            .map(|r| {
+                let mut m = Map::new();
+                let dest = if r.dest.prefix_len() == 0 {
+                    "default".to_string()
+                } else {
+                    r.dest.to_string()
+                };
+                m.insert("dest".into(), dest.into());
+                m.insert(
+                    "via".into(),
+                    r.via
+                        .map(|v| Dynamic::from(v.to_string()))
+                        .unwrap_or(Dynamic::UNIT),
+                );
+                m.insert(
+                    "dev".into(),
+                    r.dev.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+                );
+                m.insert(
+                    "metric".into(),
+                    r.metric
+                        .map(|v| Dynamic::from(v as i64))
+                        .unwrap_or(Dynamic::UNIT),
+                );
+                m.insert("table".into(), (r.table as i64).into());
+                m.insert("family".into(), r.family.into());
+                m.insert("line".into(), r.line().into());
+                m.into()
+            })
+            .collect())
+    });
+    let w = world.clone();
+    sys!(engine, "koro", move |line: &str| -> R<String> {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let (spec, rest) = crate::cli::koro::parse_target(&words).map_err(fail)?;
+        let cmd = ipcmd::parse_words(rest).map_err(fail)?;
+        let ns = Namespace::resolve(&spec).map_err(fail)?;
+        apply_ip(&w, &ns, &cmd)
+    });
 }
 
 fn register_namespaces(engine: &mut Engine, world: &SharedWorld) {
