@@ -439,3 +439,116 @@ mod tests {
         assert!(parse_url("https://x/").is_err());
     }
 }
+
+/// What an [`OutageProbe`] saw.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutageReport {
+    /// Probes sent and how many failed.
+    pub sent: u64,
+    pub lost: u64,
+    /// Wall-clock times (ms since the Unix epoch) of the first failed probe
+    /// and of the first success after it.
+    pub first_failure_ms: Option<f64>,
+    pub first_recovery_ms: Option<f64>,
+    /// first_recovery - first_failure.
+    pub outage_ms: Option<f64>,
+}
+
+/// Keeps opening TCP connections from a namespace to an address at a fixed
+/// interval, on its own thread, and measures the outage: first failure,
+/// first recovery, lost probes.
+pub struct OutageProbe {
+    stop: Arc<AtomicBool>,
+    report: Arc<std::sync::Mutex<OutageReport>>,
+    /// Start time of every successful probe (ms since the epoch).
+    successes: Arc<std::sync::Mutex<Vec<f64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Milliseconds since the Unix epoch, with sub-millisecond precision.
+pub fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+impl OutageProbe {
+    pub fn start(
+        ns: &Namespace,
+        addr: SocketAddr,
+        interval: Duration,
+        timeout: Duration,
+    ) -> OutageProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(std::sync::Mutex::new(OutageReport::default()));
+        let successes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, shared, ns, oks) = (stop.clone(), report.clone(), ns.clone(), successes.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let started = epoch_ms();
+                let tick = Instant::now();
+                // A namespace that is gone counts as a failed probe.
+                let ok = tcp_check(&ns, addr, timeout).unwrap_or(false);
+                {
+                    let mut r = shared.lock().expect("probe report");
+                    r.sent += 1;
+                    if ok {
+                        oks.lock().expect("probe successes").push(started);
+                        if r.first_failure_ms.is_some() && r.first_recovery_ms.is_none() {
+                            r.first_recovery_ms = Some(started);
+                            r.outage_ms = r.first_failure_ms.map(|f| started - f);
+                        }
+                    } else {
+                        r.lost += 1;
+                        if r.first_failure_ms.is_none() {
+                            r.first_failure_ms = Some(started);
+                        }
+                    }
+                }
+                if let Some(rest) = interval.checked_sub(tick.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        });
+        OutageProbe {
+            stop,
+            report,
+            successes,
+            thread: Some(thread),
+        }
+    }
+
+    /// The start time of the first successful probe that started at or
+    /// after `t` (ms since the epoch), if any yet. An outage shorter than
+    /// the probe interval fails no probe; this still tells when traffic
+    /// was seen flowing after an event.
+    pub fn first_success_after(&self, t: f64) -> Option<f64> {
+        self.successes
+            .lock()
+            .expect("probe successes")
+            .iter()
+            .copied()
+            .find(|s| *s >= t)
+    }
+
+    /// What the probe has seen so far.
+    pub fn report(&self) -> OutageReport {
+        self.report.lock().expect("probe report").clone()
+    }
+
+    /// Stop probing and return the final report.
+    pub fn stop(&mut self) -> OutageReport {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.report()
+    }
+}
+
+impl Drop for OutageProbe {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod link;
+pub mod monitor;
 pub mod route;
 pub mod sysctl;
 pub mod tc;
@@ -100,7 +101,7 @@ pub struct Target {
 pub struct Session {
     runtime: tokio::runtime::Runtime,
     /// The socket of each namespace, and the task that owns its fd.
-    sockets: RefCell<HashMap<NsId, (Socket, tokio::task::JoinHandle<()>)>>,
+    sockets: RefCell<HashMap<NsId, (Namespace, Socket, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Session {
@@ -117,14 +118,14 @@ impl Session {
 
     /// The socket for `ns`, opened on first use.
     pub fn socket(&self, ns: &Namespace) -> Result<Socket> {
-        if let Some((socket, _)) = self.sockets.borrow().get(&ns.id()) {
+        if let Some((_, socket, _)) = self.sockets.borrow().get(&ns.id()) {
             return Ok(socket.clone());
         }
         let _context = self.runtime.enter();
         let (socket, task) = Socket::open(ns)?;
         self.sockets
             .borrow_mut()
-            .insert(ns.id(), (socket.clone(), task));
+            .insert(ns.id(), (ns.clone(), socket.clone(), task));
         Ok(socket)
     }
 
@@ -143,17 +144,26 @@ impl Session {
     /// closed when this returns.
     pub fn forget(&self, ns: &Namespace) {
         let entry = self.sockets.borrow_mut().remove(&ns.id());
-        if let Some((socket, task)) = entry {
+        if let Some((_, socket, task)) = entry {
             drop(socket);
             task.abort();
             let _ = self.runtime.block_on(task);
         }
     }
 
+    /// The namespaces koko holds a socket in (and so keeps alive).
+    pub fn open_namespaces(&self) -> Vec<Namespace> {
+        self.sockets
+            .borrow()
+            .values()
+            .map(|(ns, _, _)| ns.clone())
+            .collect()
+    }
+
     /// Close every socket (see [`Session::forget`]).
     pub fn forget_all(&self) {
         let entries: Vec<_> = self.sockets.borrow_mut().drain().collect();
-        for (_, (socket, task)) in entries {
+        for (_, (_, socket, task)) in entries {
             drop(socket);
             task.abort();
             let _ = self.runtime.block_on(task);

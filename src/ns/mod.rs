@@ -218,6 +218,22 @@ impl Namespace {
         &self.name
     }
 
+    /// The process whose namespace this is (pid and container namespaces).
+    pub fn process(&self) -> Option<u32> {
+        match self.kind {
+            NsKind::Pid | NsKind::Docker => self
+                .path
+                .strip_prefix("/proc")
+                .ok()?
+                .iter()
+                .next()?
+                .to_str()?
+                .parse()
+                .ok(),
+            _ => None,
+        }
+    }
+
     pub fn file_path(&self) -> &Path {
         &self.path
     }

@@ -35,34 +35,7 @@ pub struct LinkRef {
     pub peer: Option<(Namespace, String)>,
 }
 
-/// Event hooks of a run (see `on_link_down` and `watch`).
-#[derive(Default)]
-pub struct Events {
-    pub hooks: Vec<Hook>,
-    pub stopped: bool,
-}
-
-impl Events {
-    pub fn clear(&mut self) {
-        self.hooks.clear();
-    }
-}
-
-/// What a hook waits for, and what it calls.
-#[derive(Clone)]
-pub struct Hook {
-    pub on: HookKind,
-    pub callback: rhai::FnPtr,
-    /// Fired already (a link-down hook fires once per down transition).
-    pub fired: bool,
-}
-
-#[derive(Clone)]
-pub enum HookKind {
-    LinkDown { ns: Namespace, link: String },
-    LinkUp { ns: Namespace, link: String },
-    ContainerExit { name: String },
-}
+pub use super::events::{Events, Hook, HookKind};
 
 /// The API's names, signatures and one-line docs: the REPL's `:help`, the
 /// README's table and "expected ..." hints in error messages come from here.
@@ -281,6 +254,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     register_probes(engine, world);
     register_routes(engine, world);
     register_misc(engine, world);
+    super::events::register(engine, world);
 }
 
 /// Run one `ip`-style command in `ns` with the run's session and journal.

@@ -16,6 +16,7 @@
 //! cleanly and its journal is undone.
 
 pub mod api;
+pub mod events;
 pub mod repl;
 pub mod resolver;
 

@@ -1,0 +1,441 @@
+//! Event hooks and the watch loop: `on_link_down`, `on_link_up`,
+//! `on_container_exit`, `watch(ms)`, `stop_watch()`, and the outage probe.
+//!
+//! Registering a hook subscribes once to the namespace's link notifications
+//! (see [`crate::net::monitor`]); `watch` then waits on every subscription
+//! at once with `poll(2)` and calls the script's callbacks — never while a
+//! borrow of the world is held, since a callback usually builds things.
+//!
+//! References are handled with care: a monitor socket, like any socket
+//! koko opens in a namespace, keeps that namespace alive. So `watch` also
+//! listens for namespaces going away (inotify on /run/netns, a pidfd per
+//! pid or container namespace) and, the moment one is reported gone, drops
+//! every socket koko holds in it. Only then does the kernel destroy it and
+//! delete its veth ends, which is what the other namespaces' monitors see
+//! as "link gone".
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, NativeCallContext, Position,
+};
+
+use super::api::{fail, interruptible_sleep, LinkRef, NsRef};
+use super::{SharedWorld, World};
+use crate::error::Error;
+use crate::net::link;
+use crate::net::monitor::{LinkMonitor, NetnsDirWatch, ProcessWatch};
+use crate::ns::{Namespace, NsId, NsSpec};
+use crate::probe::{epoch_ms, OutageProbe, OutageReport};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// What a hook waits for.
+#[derive(Clone)]
+pub enum HookKind {
+    LinkDown { ns: Namespace, link: String },
+    LinkUp { ns: Namespace, link: String },
+    ContainerExit { name: String, ns: Namespace },
+}
+
+/// A registered hook. `armed` is false after it fired, until the opposite
+/// transition re-arms it (a link-down hook fires once per down transition).
+/// A link-down hook fires on "lost carrier" only once it has seen the link
+/// running (a link just created may not have its carrier yet), but always
+/// when the link is deleted.
+#[derive(Clone)]
+pub struct Hook {
+    pub on: HookKind,
+    pub callback: FnPtr,
+    pub armed: bool,
+    pub seen_running: bool,
+}
+
+/// A run's event state.
+#[derive(Default)]
+pub struct Events {
+    pub hooks: Vec<Hook>,
+    pub stopped: bool,
+    monitors: HashMap<NsId, LinkMonitor>,
+    processes: HashMap<NsId, ProcessWatch>,
+    netns_dir: Option<NetnsDirWatch>,
+}
+
+impl Events {
+    /// Drop every hook and subscription (and with them koko's references
+    /// to the namespaces).
+    pub fn clear(&mut self) {
+        self.hooks.clear();
+        self.monitors.clear();
+        self.processes.clear();
+        self.netns_dir = None;
+    }
+
+    fn subscribe(&mut self, ns: &Namespace) -> crate::Result<()> {
+        if !self.monitors.contains_key(&ns.id()) {
+            self.monitors.insert(ns.id(), LinkMonitor::open(ns)?);
+        }
+        self.watch_lifetime(ns)
+    }
+
+    /// Be told when `ns` goes away.
+    fn watch_lifetime(&mut self, ns: &Namespace) -> crate::Result<()> {
+        if self.netns_dir.is_none() {
+            self.netns_dir = Some(NetnsDirWatch::open()?);
+        }
+        if let Some(pid) = ns.process() {
+            if !self.processes.contains_key(&ns.id()) {
+                self.processes.insert(ns.id(), ProcessWatch::open(pid)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn event_map(kind: &str, ns: &Namespace, link: Option<&str>) -> Map {
+    let mut m = Map::new();
+    m.insert("kind".into(), kind.into());
+    m.insert("namespace".into(), ns.name().to_string().into());
+    m.insert(
+        "link".into(),
+        link.map(|l| Dynamic::from(l.to_string()))
+            .unwrap_or(Dynamic::UNIT),
+    );
+    m.insert("time".into(), epoch_ms().into());
+    m
+}
+
+/// Wait (at most until `deadline`, at most 50 ms) for anything to happen,
+/// handle it, and return the callbacks to call.
+fn collect(world: &mut World, deadline: Instant) -> Vec<(FnPtr, Map)> {
+    let World {
+        session, events, ..
+    } = world;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_millis(50));
+    {
+        let mut fds: Vec<PollFd> = events
+            .monitors
+            .values()
+            .map(|m| PollFd::new(m.fd(), PollFlags::POLLIN))
+            .collect();
+        fds.extend(
+            events
+                .processes
+                .values()
+                .map(|p| PollFd::new(p.fd(), PollFlags::POLLIN)),
+        );
+        if let Some(d) = &events.netns_dir {
+            fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+    let mut fired = Vec::new();
+
+    // 1. Namespaces that went away: drop our references first, so the
+    //    kernel can destroy them (and their veth ends).
+    if let Some(d) = &events.netns_dir {
+        d.drain();
+    }
+    let mut gone: Vec<Namespace> = session
+        .open_namespaces()
+        .into_iter()
+        .filter(|ns| !ns.exists())
+        .collect();
+    for m in events.monitors.values() {
+        if !m.ns.exists() && !gone.contains(&m.ns) {
+            gone.push(m.ns.clone());
+        }
+    }
+    let exited: Vec<NsId> = events
+        .processes
+        .iter()
+        .filter(|(_, p)| p.exited())
+        .map(|(id, _)| *id)
+        .collect();
+    for hook in events.hooks.iter_mut() {
+        if let HookKind::ContainerExit { ns, .. } = &hook.on {
+            if hook.armed && exited.contains(&ns.id()) {
+                hook.armed = false;
+                fired.push((hook.callback.clone(), event_map("container_exit", ns, None)));
+                if !gone.contains(ns) {
+                    gone.push(ns.clone());
+                }
+            }
+        }
+    }
+    for ns in &gone {
+        session.forget(ns);
+        events.monitors.remove(&ns.id());
+        events.processes.remove(&ns.id());
+        // Links inside a namespace that died are gone too.
+        for hook in events.hooks.iter_mut() {
+            if let HookKind::LinkDown { ns: hns, link } = &hook.on {
+                if hns == ns && hook.armed {
+                    hook.armed = false;
+                    fired.push((
+                        hook.callback.clone(),
+                        event_map("link_gone", hns, Some(link)),
+                    ));
+                }
+            }
+        }
+    }
+
+    // 2. Link changes.
+    for (id, monitor) in &events.monitors {
+        for ev in monitor.drain() {
+            for hook in events.hooks.iter_mut() {
+                match &hook.on {
+                    HookKind::LinkDown { ns, link } if ns.id() == *id && *link == ev.name => {
+                        if ev.running {
+                            hook.armed = true;
+                            hook.seen_running = true;
+                        } else if hook.armed && (ev.gone || hook.seen_running) {
+                            hook.armed = false;
+                            let kind = if ev.gone { "link_gone" } else { "link_down" };
+                            fired.push((hook.callback.clone(), event_map(kind, ns, Some(link))));
+                        }
+                    }
+                    HookKind::LinkUp { ns, link } if ns.id() == *id && *link == ev.name => {
+                        if ev.running && hook.armed {
+                            hook.armed = false;
+                            fired.push((
+                                hook.callback.clone(),
+                                event_map("link_up", ns, Some(link)),
+                            ));
+                        } else if !ev.running {
+                            hook.armed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    fired
+}
+
+/// Is `name` in `ns` running (up with carrier) right now?
+fn running(world: &SharedWorld, ns: &Namespace, name: &str) -> R<bool> {
+    let w = world.borrow();
+    let t = w.session.target(ns).map_err(fail)?;
+    Ok(w.session
+        .block_on(link::get(&t, name))
+        .map_err(fail)?
+        .map(|l| l.up && l.lower_up)
+        .unwrap_or(false))
+}
+
+fn add_link_hook(world: &SharedWorld, ns: &Namespace, name: &str, f: FnPtr, down: bool) -> R<()> {
+    let is_running = running(world, ns, name)?;
+    let mut w = world.borrow_mut();
+    w.events.subscribe(ns).map_err(fail)?;
+    let on = if down {
+        HookKind::LinkDown {
+            ns: ns.clone(),
+            link: name.to_string(),
+        }
+    } else {
+        HookKind::LinkUp {
+            ns: ns.clone(),
+            link: name.to_string(),
+        }
+    };
+    // An up hook waits for the link to be down first.
+    w.events.hooks.push(Hook {
+        on,
+        callback: f,
+        armed: down || !is_running,
+        seen_running: is_running,
+    });
+    Ok(())
+}
+
+fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: bool) -> R<i64> {
+    let ms = u64::try_from(ms).map_err(|_| {
+        fail(Error::Invalid(format!(
+            "watch: {ms} is not a number of milliseconds"
+        )))
+    })?;
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    world.borrow_mut().events.stopped = false;
+    let mut dispatched = 0;
+    loop {
+        if super::interrupted() {
+            return Err(EvalAltResult::ErrorTerminated(
+                "interrupted (Ctrl-C)".into(),
+                Position::NONE,
+            )
+            .into());
+        }
+        if world.borrow().events.stopped || Instant::now() >= deadline {
+            return Ok(dispatched);
+        }
+        let fired = collect(&mut world.borrow_mut(), deadline);
+        for (callback, event) in fired {
+            dispatched += 1;
+            if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
+                let source = ctx.call_source().unwrap_or("<script>");
+                eprintln!(
+                    "koko: a hook failed: {}",
+                    super::format_runtime_error(source, &e)
+                );
+                if stop_on_error {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A running outage probe, as scripts see it.
+#[derive(Clone)]
+pub struct ProbeRef(Rc<RefCell<OutageProbe>>);
+
+fn report_map(r: &OutageReport) -> Map {
+    let opt = |v: Option<f64>| v.map(Dynamic::from).unwrap_or(Dynamic::UNIT);
+    let mut m = Map::new();
+    m.insert("sent".into(), (r.sent as i64).into());
+    m.insert("lost".into(), (r.lost as i64).into());
+    m.insert("first_failure_ms".into(), opt(r.first_failure_ms));
+    m.insert("first_recovery_ms".into(), opt(r.first_recovery_ms));
+    m.insert("outage_ms".into(), opt(r.outage_ms));
+    m
+}
+
+macro_rules! sys {
+    ($engine:expr, $name:expr, $func:expr) => {
+        FuncRegistration::new($name)
+            .with_volatility(true)
+            .register_into_engine($engine, $func)
+    };
+}
+
+pub fn register(engine: &mut Engine, world: &SharedWorld) {
+    let w = world.clone();
+    sys!(engine, "on_link_down", move |ns: NsRef,
+                                       name: &str,
+                                       f: FnPtr|
+          -> R<()> {
+        add_link_hook(&w, &ns.0, name, f, true)
+    });
+    let w = world.clone();
+    sys!(engine, "on_link_down", move |l: LinkRef,
+                                       f: FnPtr|
+          -> R<()> {
+        add_link_hook(&w, &l.ns, &l.name, f, true)
+    });
+    let w = world.clone();
+    sys!(engine, "on_link_up", move |ns: NsRef,
+                                     name: &str,
+                                     f: FnPtr|
+          -> R<()> {
+        add_link_hook(&w, &ns.0, name, f, false)
+    });
+    let w = world.clone();
+    sys!(engine, "on_container_exit", move |name: &str,
+                                            f: FnPtr|
+          -> R<()> {
+        let ns = Namespace::resolve(&NsSpec::Docker(name.to_string())).map_err(fail)?;
+        let mut world = w.borrow_mut();
+        world.events.watch_lifetime(&ns).map_err(fail)?;
+        world.events.hooks.push(Hook {
+            on: HookKind::ContainerExit {
+                name: name.to_string(),
+                ns,
+            },
+            callback: f,
+            armed: true,
+            seen_running: true,
+        });
+        Ok(())
+    });
+    let w = world.clone();
+    sys!(engine, "watch", move |ctx: NativeCallContext,
+                                ms: i64|
+          -> R<i64> {
+        watch(&ctx, &w, ms, false)
+    });
+    let w = world.clone();
+    sys!(engine, "watch", move |ctx: NativeCallContext,
+                                ms: i64,
+                                opts: Map|
+          -> R<i64> {
+        let stop_on_error = opts
+            .get("stop_on_error")
+            .and_then(|v| v.as_bool().ok())
+            .unwrap_or(false);
+        watch(&ctx, &w, ms, stop_on_error)
+    });
+    let w = world.clone();
+    sys!(engine, "stop_watch", move || {
+        w.borrow_mut().events.stopped = true
+    });
+
+    engine.register_type_with_name::<ProbeRef>("Probe");
+    sys!(engine, "probe_start", |ns: NsRef,
+                                 ip: &str,
+                                 port: i64,
+                                 opts: Map|
+     -> R<ProbeRef> {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| fail(Error::Invalid(format!("'{ip}' is not an IP address"))))?;
+        let port = u16::try_from(port)
+            .map_err(|_| fail(Error::Invalid(format!("{port} is not a TCP port"))))?;
+        let get = |k: &str, d: i64| {
+            opts.get(k)
+                .and_then(|v| v.as_int().ok())
+                .unwrap_or(d)
+                .max(1) as u64
+        };
+        let probe = OutageProbe::start(
+            &ns.0,
+            SocketAddr::new(ip, port),
+            Duration::from_millis(get("interval_ms", 5)),
+            Duration::from_millis(get("timeout_ms", 100)),
+        );
+        Ok(ProbeRef(Rc::new(RefCell::new(probe))))
+    });
+    sys!(engine, "report", |p: &mut ProbeRef| -> Map {
+        report_map(&p.0.borrow().report())
+    });
+    sys!(engine, "stop", |p: &mut ProbeRef| -> Map {
+        report_map(&p.0.borrow_mut().stop())
+    });
+    sys!(engine, "wait_success_after", |p: &mut ProbeRef,
+                                        t: f64,
+                                        ms: i64|
+     -> R<Dynamic> {
+        let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+        loop {
+            if let Some(at) = p.0.borrow().first_success_after(t) {
+                return Ok(at.into());
+            }
+            if Instant::now() >= end {
+                return Ok(Dynamic::UNIT);
+            }
+            interruptible_sleep(Duration::from_millis(2))?;
+        }
+    });
+    sys!(engine, "wait_recovery", |p: &mut ProbeRef,
+                                   ms: i64|
+     -> R<bool> {
+        let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+        while Instant::now() < end {
+            if p.0.borrow().report().first_recovery_ms.is_some() {
+                return Ok(true);
+            }
+            interruptible_sleep(Duration::from_millis(2))?;
+        }
+        Ok(p.0.borrow().report().first_recovery_ms.is_some())
+    });
+}
