@@ -96,12 +96,15 @@ pub struct Target {
     pub ns: Namespace,
 }
 
+/// A cached socket: its namespace, the handle, and the task owning the fd.
+type OpenSocket = (Namespace, Socket, tokio::task::JoinHandle<()>);
+
 /// One run's access to the kernel: the async runtime and a socket per
 /// namespace, opened on first use and reused until [`Session::forget`].
 pub struct Session {
     runtime: tokio::runtime::Runtime,
     /// The socket of each namespace, and the task that owns its fd.
-    sockets: RefCell<HashMap<NsId, (Namespace, Socket, tokio::task::JoinHandle<()>)>>,
+    sockets: RefCell<HashMap<NsId, OpenSocket>>,
 }
 
 impl Session {

@@ -77,8 +77,8 @@ impl Events {
     }
 
     fn subscribe(&mut self, ns: &Namespace) -> crate::Result<()> {
-        if !self.monitors.contains_key(&ns.id()) {
-            self.monitors.insert(ns.id(), LinkMonitor::open(ns)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.monitors.entry(ns.id()) {
+            e.insert(LinkMonitor::open(ns)?);
         }
         self.watch_lifetime(ns)
     }
@@ -89,8 +89,8 @@ impl Events {
             self.netns_dir = Some(NetnsDirWatch::open()?);
         }
         if let Some(pid) = ns.process() {
-            if !self.processes.contains_key(&ns.id()) {
-                self.processes.insert(ns.id(), ProcessWatch::open(pid)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.processes.entry(ns.id()) {
+                e.insert(ProcessWatch::open(pid)?);
             }
         }
         Ok(())
