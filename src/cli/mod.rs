@@ -120,6 +120,7 @@ fn execute(plan: Plan) -> Result<Outcome> {
                 b: EndRequest { ns: Namespace::resolve(&b.ns)?, name: b.link, addrs: b.addrs },
                 options: VethOptions { mtu, ..VethOptions::default() },
             };
+            test_pause_after_resolve();
             let session = Session::new()?;
             let ends = atomically(&session, |journal| connect::veth(&session, journal, &req))?;
             Ok(Outcome {
@@ -151,6 +152,17 @@ fn execute(plan: Plan) -> Result<Outcome> {
             }
             Ok(Outcome { lines, json: json!({"ok": true, "action": "delete", "deleted": deleted}) })
         }
+    }
+}
+
+/// Test-only hook, not a user option: with KOKO_TEST_PAUSE_AFTER_RESOLVE_MS=N
+/// koko announces on stderr that it resolved its endpoints, then sleeps N ms
+/// before creating anything. Tests use it to kill a container in exactly that
+/// window and prove that nothing is left behind.
+fn test_pause_after_resolve() {
+    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

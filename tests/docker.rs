@@ -1,0 +1,996 @@
+//! Docker and Podman containers as endpoints, against a real engine.
+//!
+//! tests/setup/docker.sh (run by tests/run and CI) starts dockerd and
+//! Podman's API service and imports the tiny `koko-test/busybox:1` image.
+//! Every test makes its own containers (`--network none`, unique names) and
+//! removes them when it ends, even on panic ([`Ctr`]'s Drop). koko runs
+//! inside a [`Sandbox`], so its netns names and its "current" namespace are
+//! private to the test; the containers' namespaces are reached by pid.
+//!
+//! Results are checked through the kernel (the host's `ip -j -d` run inside
+//! the container's namespace with nsenter) and by traffic between the
+//! containers (`docker exec ... ping` / `nc`, busybox applets).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{koko_bin, skip, tcp_roundtrip, Run, Sandbox};
+
+const IMAGE: &str = "koko-test/busybox:1";
+const DOCKER_SOCK: &str = "/var/run/docker.sock";
+const PODMAN_SOCK: &str = "/run/podman/podman.sock";
+
+/// Does the engine behind this unix socket answer `GET /_ping`?
+fn engine_answers(sock: &str) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.ends_with("OK")
+}
+
+/// The engine is up and has the test image; otherwise a loud skip (a failure
+/// under CI, where tests/setup/docker.sh must have started it).
+fn engine(cli: &'static str) -> bool {
+    let sock = if cli == "podman" {
+        PODMAN_SOCK
+    } else {
+        DOCKER_SOCK
+    };
+    let image = Command::new(cli)
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !engine_answers(sock) || !image {
+        skip(&format!(
+            "{cli}: no engine answering on {sock} or no image {IMAGE} (run tests/setup/docker.sh)"
+        ));
+        return false;
+    }
+    true
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A test container: started with `--network none` and a unique name,
+/// removed (with its namespace and every link end in it) on drop.
+struct Ctr {
+    cli: &'static str,
+    name: String,
+}
+
+impl Ctr {
+    fn docker(tag: &str) -> Ctr {
+        Ctr::start("docker", tag, &["--network", "none"])
+    }
+
+    fn start(cli: &'static str, tag: &str, opts: &[&str]) -> Ctr {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "koko-{tag}-{}-{}-{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos & 0xffff
+        );
+        let out = Command::new(cli)
+            .args(["run", "-d", "--name", &name])
+            .args(opts)
+            .args([IMAGE, "sleep", "1000"])
+            .output()
+            .unwrap();
+        let ctr = Ctr { cli, name };
+        assert!(
+            out.status.success(),
+            "{cli} run {}: {}",
+            ctr.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctr
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let out = Command::new(self.cli)
+            .args(["inspect", "-f", format, &self.name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} inspect {}: {}",
+            self.cli,
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn pid(&self) -> u32 {
+        self.inspect("{{.State.Pid}}").parse().unwrap()
+    }
+
+    fn id(&self) -> String {
+        self.inspect("{{.Id}}")
+    }
+
+    fn ns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
+    }
+
+    /// `docker exec C sh -c SCRIPT`: (success, stdout + stderr).
+    fn exec(&self, script: &str) -> (bool, String) {
+        let out = Command::new(self.cli)
+            .args(["exec", &self.name, "sh", "-c", script])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    #[track_caller]
+    fn sh(&self, script: &str) -> String {
+        let (ok, text) = self.exec(script);
+        assert!(
+            ok,
+            "{} exec {} {script:?} failed: {text}",
+            self.cli, self.name
+        );
+        text
+    }
+
+    /// Ping from inside the container (retrying while an IPv6 address is
+    /// still tentative).
+    #[track_caller]
+    fn ping(&self, addr: &str) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let (ok, text) = self.exec(&format!("ping -c1 -W2 {addr}"));
+            if ok {
+                return;
+            }
+            last = text;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{} cannot ping {addr}: {last}", self.name);
+    }
+
+    /// The ping fails (the path is broken).
+    fn cannot_ping(&self, addr: &str) -> bool {
+        !self.exec(&format!("ping -c1 -W1 {addr}")).0
+    }
+
+    fn kill(&self) {
+        let out = Command::new(self.cli)
+            .args(["kill", &self.name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kill {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = Command::new(self.cli).args(["wait", &self.name]).output();
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let mut rm = Command::new(self.cli);
+        rm.args(["rm", "-f"]);
+        if self.cli == "podman" {
+            // Podman's `rm -f` first waits 10 s for `sleep` (pid 1) to obey SIGTERM.
+            rm.args(["-t", "0"]);
+        }
+        let _ = rm
+            .arg(&self.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `ip -j -d link show` in a container's namespace (the host's iproute2,
+/// run inside the sandbox; busybox `ip` has no JSON).
+fn links(sb: &Sandbox, c: &Ctr) -> Vec<Value> {
+    let text = sb.sh(&format!(
+        "nsenter --net=/proc/{}/ns/net ip -j -d link show",
+        c.pid()
+    ));
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn link(sb: &Sandbox, c: &Ctr, name: &str) -> Option<Value> {
+    links(sb, c).into_iter().find(|l| l["ifname"] == name)
+}
+
+fn link_names(sb: &Sandbox, c: &Ctr) -> Vec<String> {
+    links(sb, c)
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+/// Global addresses on a link in a container's namespace, sorted.
+fn addrs(sb: &Sandbox, c: &Ctr, link: &str) -> Vec<String> {
+    let text = sb.sh(&format!(
+        "nsenter --net=/proc/{}/ns/net ip -j addr show dev {link}",
+        c.pid()
+    ));
+    let mut out = Vec::new();
+    for l in serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+    {
+        for a in l["addr_info"].as_array().unwrap() {
+            if a["scope"] != "link" {
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"]
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Assert that `a` and `b` are the two ends of one veth pair, both up.
+#[track_caller]
+fn assert_pair(a: &Value, b: &Value) {
+    for l in [a, b] {
+        assert_eq!(l["linkinfo"]["info_kind"], "veth", "{l}");
+        // Admin-up (operstate follows a moment later, once the kernel's
+        // link watcher has seen the carrier of both ends).
+        assert!(
+            l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{l}"
+        );
+        assert_eq!(l["mtu"], 1500, "{l}");
+    }
+    assert_eq!(a["link_index"], b["ifindex"], "{a}\n{b}");
+    assert_eq!(b["link_index"], a["ifindex"], "{a}\n{b}");
+}
+
+/// TCP across the link with busybox nc: a listener in `server`, a client in
+/// `client` sends a line and gets the server's line back.
+#[track_caller]
+fn nc_roundtrip(server: &Ctr, client: &Ctr, addr: &str, port: u16) {
+    let listen = Command::new(server.cli)
+        .args([
+            "exec",
+            "-d",
+            &server.name,
+            "sh",
+            "-c",
+            &format!("echo pong-from-{port} | nc -l -p {port}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(listen.success());
+    let mut last = String::new();
+    for _ in 0..20 {
+        let (_, text) = client.exec(&format!("echo ping | timeout 3 nc {addr} {port}"));
+        if text.contains(&format!("pong-from-{port}")) {
+            return;
+        }
+        last = text;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "no TCP answer from {addr}:{port} ({} -> {}): {last}",
+        client.name, server.name
+    );
+}
+
+/// Run koko in the sandbox with extra environment.
+fn koko_env(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = sb.command(koko_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what: format!("{env:?} koko {}", args.join(" ")),
+    }
+}
+
+fn koko(sb: &Sandbox, line: &str) -> Run {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    sb.koko(&args)
+}
+
+// --- the seeds' examples -------------------------------------------------
+
+/// koko README: "connect between docker containers with IPv4 address".
+#[test]
+fn readme_docker_containers_ipv4() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
+    let run = koko(
+        &sb,
+        &format!(
+            "-d {},link1,192.168.1.1/24 -d {},link2,192.168.1.2/24",
+            c1.name, c2.name
+        ),
+    );
+    run.ok();
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+
+    let l1 = link(&sb, &c1, "link1").expect("link1 in centos1");
+    let l2 = link(&sb, &c2, "link2").expect("link2 in centos2");
+    assert_pair(&l1, &l2);
+    assert_eq!(addrs(&sb, &c1, "link1"), ["192.168.1.1/24"]);
+    assert_eq!(addrs(&sb, &c2, "link2"), ["192.168.1.2/24"]);
+    // Nothing in koko's own namespace, nothing else in the containers.
+    assert!(sb.link_names(None).is_empty(), "{:?}", sb.link_names(None));
+    assert_eq!(link_names(&sb, &c1), ["link1"]);
+
+    c1.ping("192.168.1.2");
+    c2.ping("192.168.1.1");
+    nc_roundtrip(&c2, &c1, "192.168.1.2", 8080);
+}
+
+/// koko README: IPv6, then IPv4 + IPv6 on one link.
+#[test]
+fn readme_docker_containers_ipv6_and_dual_stack() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
+    koko(
+        &sb,
+        &format!(
+            "-d {},link1,2001:DB8::1/64 -d {},link2,2001:DB8::2/64",
+            c1.name, c2.name
+        ),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &c1, "link1").unwrap(),
+        &link(&sb, &c2, "link2").unwrap(),
+    );
+    assert_eq!(addrs(&sb, &c1, "link1"), ["2001:db8::1/64"]);
+    assert_eq!(addrs(&sb, &c2, "link2"), ["2001:db8::2/64"]);
+    c1.ping("2001:db8::2");
+
+    // The dual-stack example, on a second pair (the README runs it on fresh
+    // containers; new names keep the first pair's check meaningful).
+    koko(
+        &sb,
+        &format!(
+            "-d {},link3,192.168.1.1/24,2001:DB8:1::1/64 -d {},link4,192.168.1.2/24,2001:DB8:1::2/64",
+            c1.name, c2.name
+        ),
+    )
+    .ok();
+    assert_eq!(
+        addrs(&sb, &c1, "link3"),
+        ["192.168.1.1/24", "2001:db8:1::1/64"]
+    );
+    assert_eq!(
+        addrs(&sb, &c2, "link4"),
+        ["192.168.1.2/24", "2001:db8:1::2/64"]
+    );
+    c1.ping("192.168.1.2");
+    c1.ping("2001:db8:1::2");
+    nc_roundtrip(&c1, &c2, "192.168.1.1", 8081);
+}
+
+/// koko README: "connect between docker container and netns namespace";
+/// deleting from either side removes both ends.
+#[test]
+fn readme_docker_container_to_netns_and_delete_from_either_side() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["testns2"]);
+    let c1 = Ctr::docker("centos1");
+    koko(
+        &sb,
+        &format!(
+            "-d {},link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24",
+            c1.name
+        ),
+    )
+    .ok();
+    let l1 = link(&sb, &c1, "link1").expect("link1 in the container");
+    let l2 = sb.link(Some("testns2"), "link2").expect("link2 in testns2");
+    assert_pair(&l1, &l2);
+    assert_eq!(sb.addrs(Some("testns2"), "link2"), ["192.168.1.2/24"]);
+    c1.ping("192.168.1.2");
+    let reply = tcp_roundtrip(
+        &c1.ns_path(),
+        &sb.netns_path("testns2"),
+        "192.168.1.1:8080".parse().unwrap(),
+    );
+    assert_eq!(reply.as_deref(), Ok("hello koko"));
+
+    // -D (the README's delete) removes the container's end and its peer.
+    koko(&sb, &format!("-D {},link1", c1.name)).ok();
+    assert!(link_names(&sb, &c1).is_empty());
+    assert!(sb.link_names(Some("testns2")).is_empty());
+
+    // And -N from the netns side removes the container's end.
+    koko(&sb, &format!("-d {},link1 -n testns2,link2", c1.name)).ok();
+    koko(&sb, "-N testns2,link2").ok();
+    assert!(link_names(&sb, &c1).is_empty());
+    assert!(sb.link_names(Some("testns2")).is_empty());
+}
+
+/// The koko veth blog post: centos1/centos2, net1/net2 on 10.200.0.0/24,
+/// ping across with `docker exec`; and the post's form without addresses.
+#[test]
+fn koko_veth_blog_post() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
+    // Before: only lo in the container (`docker exec -it centos1 ip link`).
+    assert!(link_names(&sb, &centos1).is_empty());
+    koko(
+        &sb,
+        &format!(
+            "-d {},net1,10.200.0.1/24 -d {},net2,10.200.0.2/24",
+            centos1.name, centos2.name
+        ),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &centos1, "net1").unwrap(),
+        &link(&sb, &centos2, "net2").unwrap(),
+    );
+    // `docker exec centos1 ip addr` shows net1 with 10.200.0.1/24.
+    let shown = centos1.sh("ip addr show net1");
+    assert!(shown.contains("inet 10.200.0.1/24"), "{shown}");
+    assert_eq!(addrs(&sb, &centos2, "net2"), ["10.200.0.2/24"]);
+    let out = centos1.sh("ping -c5 -i 0.2 -W2 10.200.0.2");
+    assert!(out.contains("5 packets received"), "{out}");
+
+    // `./koko -d centos1:link1 -d centos2:link2  #without IP addr` (comma form).
+    koko(
+        &sb,
+        &format!("-d {},link1 -d {},link2", centos1.name, centos2.name),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &centos1, "link1").unwrap(),
+        &link(&sb, &centos2, "link2").unwrap(),
+    );
+    assert!(addrs(&sb, &centos1, "link1").is_empty());
+}
+
+/// The vethcon post: nic1/nic2 then test1/test2 on the same subnet, ping.
+#[test]
+fn vethcon_blog_post() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
+    koko(
+        &sb,
+        &format!(
+            "-d {},nic1,10.10.1.2/24 -d {},nic2,10.10.1.3/24",
+            centos1.name, centos2.name
+        ),
+    )
+    .ok();
+    koko(
+        &sb,
+        &format!(
+            "-d {},test1,10.10.1.2/24 -d {},test2,10.10.1.3/24",
+            centos1.name, centos2.name
+        ),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &centos1, "nic1").unwrap(),
+        &link(&sb, &centos2, "nic2").unwrap(),
+    );
+    assert_pair(
+        &link(&sb, &centos1, "test1").unwrap(),
+        &link(&sb, &centos2, "test2").unwrap(),
+    );
+    assert_eq!(addrs(&sb, &centos1, "test1"), ["10.10.1.2/24"]);
+    let out = centos1.sh("ping -c2 -i 0.2 -W2 10.10.1.3");
+    assert!(out.contains("2 packets received"), "{out}");
+}
+
+/// Service-chaining post, first part: test1 -> iptables -> test2 with koko
+/// assigning the addresses, default routes set in the containers.
+#[test]
+fn service_chaining_post_koko_with_addresses() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    // The post runs these with --privileged; CAP_NET_ADMIN is what the
+    // routes need.
+    let admin = ["--network", "none", "--cap-add", "NET_ADMIN"];
+    let test1 = Ctr::start("docker", "test1", &admin);
+    let test2 = Ctr::start("docker", "test2", &admin);
+    let iptables = Ctr::start(
+        "docker",
+        "iptables",
+        &["--network", "none", "--sysctl", "net.ipv4.ip_forward=1"],
+    );
+    koko(
+        &sb,
+        &format!(
+            "-d {},link1,10.0.1.1/24 -d {},link2,10.0.1.2/24",
+            test1.name, iptables.name
+        ),
+    )
+    .ok();
+    koko(
+        &sb,
+        &format!(
+            "-d {},link3,10.0.2.1/24 -d {},link4,10.0.2.2/24",
+            iptables.name, test2.name
+        ),
+    )
+    .ok();
+    let mut got = link_names(&sb, &iptables);
+    got.sort();
+    assert_eq!(got, ["link2", "link3"]);
+    test1.sh("ip route add default via 10.0.1.2 dev link1");
+    test2.sh("ip route add default via 10.0.2.1 dev link4");
+    test1.ping("10.0.2.2");
+    nc_roundtrip(&test2, &test1, "10.0.2.2", 8082);
+}
+
+/// Service-chaining post, the chain: client -> firewall -> router ->
+/// webserver, linked by koko without addresses (the post then runs koro;
+/// here the containers' own `ip` stands in for it), HTTP across the chain;
+/// the firewall dies, its links vanish with it, koko re-links client and
+/// router and traffic flows again.
+#[test]
+fn service_chaining_post_chain_and_failover() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    // The post runs these with --privileged; CAP_NET_ADMIN is what the
+    // addresses and routes need.
+    let admin = ["--network", "none", "--cap-add", "NET_ADMIN"];
+    let fwd = [
+        "--network",
+        "none",
+        "--cap-add",
+        "NET_ADMIN",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+    ];
+    let client = Ctr::start("docker", "client", &admin);
+    let firewall = Ctr::start("docker", "firewall", &fwd);
+    let router = Ctr::start("docker", "router", &fwd);
+    let webserver = Ctr::start("docker", "webserver", &admin);
+    webserver.sh("mkdir -p /www && echo pickle > /www/index.html && httpd -p 80 -h /www");
+
+    koko(
+        &sb,
+        &format!("-d {},link1 -d {},link2", client.name, firewall.name),
+    )
+    .ok();
+    koko(
+        &sb,
+        &format!("-d {},link3 -d {},link4", firewall.name, router.name),
+    )
+    .ok();
+    koko(
+        &sb,
+        &format!("-d {},link5 -d {},link6", router.name, webserver.name),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &client, "link1").unwrap(),
+        &link(&sb, &firewall, "link2").unwrap(),
+    );
+    assert_pair(
+        &link(&sb, &firewall, "link3").unwrap(),
+        &link(&sb, &router, "link4").unwrap(),
+    );
+    assert_pair(
+        &link(&sb, &router, "link5").unwrap(),
+        &link(&sb, &webserver, "link6").unwrap(),
+    );
+
+    // The post's koro steps (addresses and routes).
+    client.sh("ip addr add 10.0.1.1/24 dev link1");
+    firewall.sh("ip addr add 10.0.1.2/24 dev link2 && ip addr add 10.0.2.1/24 dev link3");
+    router.sh("ip addr add 10.0.2.2/24 dev link4 && ip addr add 10.0.3.1/24 dev link5");
+    webserver.sh("ip addr add 10.0.3.2/24 dev link6");
+    client.sh("ip route add default via 10.0.1.2 dev link1");
+    webserver.sh("ip route add default via 10.0.3.1 dev link6");
+    firewall.sh("ip route add 10.0.3.0/24 via 10.0.2.2 dev link3");
+    router.sh("ip route add 10.0.1.0/24 via 10.0.2.1 dev link4");
+    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
+    assert!(page.contains("pickle"), "{page}");
+
+    // `docker kill firewall`: its namespace goes, and with it both veth
+    // pairs (a veth end cannot outlive its peer).
+    firewall.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link(&sb, &client, "link1").is_some() || link(&sb, &router, "link4").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "link1/link4 survived the firewall"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(client.cannot_ping("10.0.3.2"));
+
+    // Repair: a direct client <-> router link on a new subnet.
+    koko(
+        &sb,
+        &format!("-d {},link7 -d {},link8", client.name, router.name),
+    )
+    .ok();
+    assert_pair(
+        &link(&sb, &client, "link7").unwrap(),
+        &link(&sb, &router, "link8").unwrap(),
+    );
+    client.sh("ip addr add 10.0.4.1/24 dev link7");
+    router.sh("ip addr add 10.0.4.2/24 dev link8");
+    client.sh("ip route add default via 10.0.4.2 dev link7");
+    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
+    assert!(page.contains("pickle"), "{page}");
+}
+
+// --- mixed endpoints and ids ------------------------------------------------
+
+/// Docker <-> koko's own (current) namespace, traffic both ways; -D removes
+/// both ends, including the one in the current namespace.
+#[test]
+fn docker_to_current_namespace_and_delete() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let c1 = Ctr::docker("c1");
+    koko(
+        &sb,
+        &format!("-d {},link1,10.1.0.1/24 -c hostlink,10.1.0.2/24", c1.name),
+    )
+    .ok();
+    let l1 = link(&sb, &c1, "link1").unwrap();
+    let host = sb
+        .link(None, "hostlink")
+        .expect("hostlink in koko's own namespace");
+    assert_pair(&l1, &host);
+    assert_eq!(sb.addrs(None, "hostlink"), ["10.1.0.2/24"]);
+    c1.ping("10.1.0.2");
+    let reply = tcp_roundtrip(
+        &sb.own_ns_path(),
+        &c1.ns_path(),
+        "10.1.0.2:8080".parse().unwrap(),
+    );
+    assert_eq!(reply.as_deref(), Ok("hello koko"));
+
+    koko(&sb, &format!("-D {},link1", c1.name)).ok();
+    assert!(link_names(&sb, &c1).is_empty());
+    assert!(sb.link(None, "hostlink").is_none());
+}
+
+/// Containers by full id and by short id, like the docker CLI.
+#[test]
+fn containers_by_full_and_short_id() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (c1, c2) = (Ctr::docker("byid1"), Ctr::docker("byid2"));
+    let (id1, id2) = (c1.id(), c2.id());
+    assert_eq!(id1.len(), 64);
+    let run = koko(
+        &sb,
+        &format!(
+            "--json -d {id1},link1,10.2.0.1/24 -d {},link2,10.2.0.2/24",
+            &id2[..12]
+        ),
+    );
+    run.ok();
+    assert_eq!(run.json()["ends"][0]["kind"], "docker");
+    assert_pair(
+        &link(&sb, &c1, "link1").unwrap(),
+        &link(&sb, &c2, "link2").unwrap(),
+    );
+    c1.ping("10.2.0.2");
+    koko(&sb, &format!("-D {},link2", &id2[..12])).ok();
+    assert!(link_names(&sb, &c1).is_empty() && link_names(&sb, &c2).is_empty());
+}
+
+/// Podman through its Docker-compatible API: DOCKER_HOST points koko at
+/// Podman's socket.
+#[test]
+fn podman_container_through_docker_host() {
+    if !engine("podman") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    // These machines withhold CAP_SYS_RESOURCE, and Podman raises the
+    // containers' nofile/nproc limits by default; keep them low. Podman's
+    // default capabilities lack NET_RAW, which ping needs.
+    let p1 = Ctr::start(
+        "podman",
+        "pod1",
+        &[
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--cap-add",
+            "NET_RAW",
+        ],
+    );
+    let host = format!("unix://{PODMAN_SOCK}");
+    let env = [("DOCKER_HOST", host.as_str())];
+    let endpoint = format!("{},link1,10.3.0.1/24", p1.name);
+    koko_env(&sb, &env, &["-d", &endpoint, "-n", "ns2,link2,10.3.0.2/24"]).ok();
+    assert_pair(
+        &link(&sb, &p1, "link1").unwrap(),
+        &sb.link(Some("ns2"), "link2").unwrap(),
+    );
+    assert_eq!(addrs(&sb, &p1, "link1"), ["10.3.0.1/24"]);
+    p1.ping("10.3.0.2");
+
+    // Docker's engine does not know the Podman container.
+    koko(&sb, &format!("-D {},link1", p1.name)).fails(1, "no such container");
+    koko_env(&sb, &env, &["-D", &format!("{},link1", p1.name)]).ok();
+    assert!(link_names(&sb, &p1).is_empty());
+    assert!(sb.link_names(Some("ns2")).is_empty());
+}
+
+// --- bad input and faults -------------------------------------------------
+
+#[test]
+fn no_engine_running_is_reported_at_once_naming_the_socket() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let t = Instant::now();
+    let run = koko_env(
+        &sb,
+        &[("DOCKER_HOST", "unix:///run/koko-test-no-engine/docker.sock")],
+        &["-n", "ns2,link2", "-d", "centos1,link1"],
+    );
+    let elapsed = t.elapsed();
+    run.fails(1, "unix:///run/koko-test-no-engine/docker.sock");
+    assert!(
+        run.stderr.contains("cannot reach the container engine"),
+        "{}",
+        run.stderr
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(sb.link_names(Some("ns2")).is_empty());
+
+    // A socket file with nobody listening: connection refused, also at once.
+    let dead = format!("/tmp/koko-test-dead-{}.sock", std::process::id());
+    let _ = std::fs::remove_file(&dead);
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    let t = Instant::now();
+    let host = format!("unix://{dead}");
+    let run = koko_env(&sb, &[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
+    let _ = std::fs::remove_file(&dead);
+    run.fails(1, &host);
+    assert!(run.stderr.contains("connection refused"), "{}", run.stderr);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn malformed_docker_host() {
+    let sb = Sandbox::new();
+    for bad in [
+        "tcp://",
+        "docker.sock",
+        "ssh://user@box",
+        "tcp://host:notaport",
+        "unix://relative/path",
+    ] {
+        let run = koko_env(
+            &sb,
+            &[("DOCKER_HOST", bad)],
+            &["-d", "c1,link1", "-c", "link2"],
+        );
+        run.fails(1, "DOCKER_HOST");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    assert!(sb.link_names(None).is_empty());
+}
+
+#[test]
+fn no_such_container() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let ghost = format!("koko-ghost-{}", std::process::id());
+    koko(&sb, &format!("-n ns2,link2 -d {ghost},link1"))
+        .fails(1, &format!("container '{ghost}': no such container"));
+    assert!(sb.link_names(Some("ns2")).is_empty());
+    koko(&sb, &format!("-D {ghost},link1")).fails(1, "no such container");
+    // Not a name at all: a usage error before the engine is asked.
+    koko(&sb, "-d ../etc,link1 -n ns2,link2").fails(2, "not a container name");
+}
+
+#[test]
+fn stopped_container_is_not_running() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let c1 = Ctr::docker("stopped");
+    c1.kill();
+    koko(&sb, &format!("-d {},link1 -n ns2,link2", c1.name))
+        .fails(1, &format!("container '{}': is not running", c1.name));
+    assert!(sb.link_names(Some("ns2")).is_empty());
+    koko(&sb, &format!("-D {},link1", c1.name)).fails(1, "is not running");
+
+    // Created but never started: pid 0 is "not running" too.
+    let never = Ctr {
+        cli: "docker",
+        name: format!("{}-never", c1.name),
+    };
+    let out = Command::new("docker")
+        .args(["create", "--network", "none", "--name", &never.name, IMAGE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    koko(&sb, &format!("-d {},link1 -n ns2,link2", never.name))
+        .fails(1, "is not running (status: created)");
+    assert!(sb.link_names(Some("ns2")).is_empty());
+}
+
+#[test]
+fn host_network_container_is_refused() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let h = Ctr::start("docker", "hostnet", &["--network", "host"]);
+    let run = koko(&sb, &format!("-d {},kokohost0 -n ns2,link2", h.name));
+    run.fails(2, "it would wire the host's own network");
+    assert!(sb.link_names(Some("ns2")).is_empty());
+    // Nothing appeared in the host's namespace (read-only check).
+    let out = Command::new("ip")
+        .args(["link", "show", "kokohost0"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "kokohost0 exists in the host namespace!"
+    );
+}
+
+#[test]
+fn name_taken_inside_the_container_leaves_nothing_behind() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    let c1 = Ctr::docker("taken");
+    koko(
+        &sb,
+        &format!("-d {},link1,10.4.0.1/24 -n a,x,10.4.0.2/24", c1.name),
+    )
+    .ok();
+    let before = link(&sb, &c1, "link1").unwrap();
+    koko(&sb, &format!("-d {},link1,10.5.0.1/24 -n b,y", c1.name)).fails(
+        1,
+        &format!("link 'link1' already exists in container '{}'", c1.name),
+    );
+    // The other end was never made; the existing link is untouched.
+    assert!(sb.link_names(Some("b")).is_empty());
+    assert_eq!(link_names(&sb, &c1), ["link1"]);
+    assert_eq!(
+        link(&sb, &c1, "link1").unwrap()["ifindex"],
+        before["ifindex"]
+    );
+    assert_eq!(addrs(&sb, &c1, "link1"), ["10.4.0.1/24"]);
+}
+
+/// The container dies after koko looked it up and before the link is made
+/// (a test-only hook pauses koko in exactly that window): koko says so and
+/// leaves nothing in the other namespace.
+#[test]
+fn container_killed_between_lookup_and_link_creation() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let c1 = Ctr::docker("doomed");
+    let mut child = sb
+        .command(koko_bin())
+        .args([
+            "-n",
+            "ns2,link2,10.6.0.2/24",
+            "-d",
+            &format!("{},link1,10.6.0.1/24", c1.name),
+        ])
+        .env("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS", "3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("endpoints resolved"), "koko said: {line}");
+    c1.kill();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(
+        rest.contains(&format!("container '{}'", c1.name)) && rest.contains("gone"),
+        "{rest}"
+    );
+    assert!(
+        sb.link_names(Some("ns2")).is_empty(),
+        "{:?}",
+        sb.link_names(Some("ns2"))
+    );
+    assert!(sb.link_names(None).is_empty());
+}
+
+/// CRI-O (-e/-E) is not supported yet: a clear usage-class error, at once.
+#[test]
+fn cri_o_endpoints_are_not_supported_yet() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["ns2"]);
+    let t = Instant::now();
+    koko(&sb, "-e crio1,link1,10.7.0.1/24 -n ns2,link2")
+        .fails(2, "CRI-O endpoints (-e/-E) are not supported yet");
+    koko(&sb, "-E crio1,link1").fails(2, "not supported yet");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(sb.link_names(Some("ns2")).is_empty());
+}
