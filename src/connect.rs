@@ -60,7 +60,10 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
     match created {
         Ok(()) => journal.record(
             format!("veth {} in {} <-> {} in {}", a.name, a.ns, b.name, b.ns),
-            Undo::DeleteLink { ns: a.ns.clone(), name: a.name.clone() },
+            Undo::DeleteLink {
+                ns: a.ns.clone(),
+                name: a.name.clone(),
+            },
         ),
         Err(VethError::Namespace(e)) => return Err(e),
         Err(VethError::Kernel(errno)) => {
@@ -73,7 +76,14 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         let mut state = session.block_on(link::require(t, &end.name))?;
         if !state.up {
             // The peer is born down (see link::veth_request).
-            session.block_on(link::set(t, &end.name, link::LinkChange { up: Some(true), mtu: None }))?;
+            session.block_on(link::set(
+                t,
+                &end.name,
+                link::LinkChange {
+                    up: Some(true),
+                    mtu: None,
+                },
+            ))?;
             state.up = true;
         }
         for cidr in &end.addrs {
@@ -100,14 +110,20 @@ fn explain_veth_failure(session: &Session, req: &VethRequest, errno: nix::errno:
         for end in [&req.a, &req.b] {
             if let Ok(t) = session.target(&end.ns) {
                 if let Ok(Some(_)) = session.block_on(link::get(&t, &end.name)) {
-                    return Error::LinkExists { link: end.name.clone(), ns: end.ns.to_string() };
+                    return Error::LinkExists {
+                        link: end.name.clone(),
+                        ns: end.ns.to_string(),
+                    };
                 }
             }
         }
     }
     for end in [&req.a, &req.b] {
         if !end.ns.exists() {
-            return Error::NamespaceNotFound { ns: end.ns.to_string(), cause: "is gone".into() };
+            return Error::NamespaceNotFound {
+                ns: end.ns.to_string(),
+                cause: "is gone".into(),
+            };
         }
     }
     Error::kernel(

@@ -20,11 +20,19 @@ pub enum Undo {
     /// Delete a link (for a veth, its peer goes too).
     DeleteLink { ns: Namespace, name: String },
     /// Remove an address from a link.
-    DeleteAddress { ns: Namespace, link: String, addr: IpNet },
+    DeleteAddress {
+        ns: Namespace,
+        link: String,
+        addr: IpNet,
+    },
     /// Delete a named namespace this run created.
     DeleteNamespace { name: String },
     /// Put a sysctl back to its old value.
-    RestoreSysctl { ns: Namespace, key: String, value: String },
+    RestoreSysctl {
+        ns: Namespace,
+        key: String,
+        value: String,
+    },
 }
 
 /// One recorded step: a description for reports, and its inverse.
@@ -45,7 +53,10 @@ impl Journal {
     }
 
     pub fn record(&mut self, what: impl Into<String>, undo: Undo) {
-        self.entries.push(Entry { what: what.into(), undo });
+        self.entries.push(Entry {
+            what: what.into(),
+            undo,
+        });
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -86,18 +97,21 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 other => other,
             }
         }
-        Undo::DeleteAddress { ns, link: name, addr: a } => {
+        Undo::DeleteAddress {
+            ns,
+            link: name,
+            addr: a,
+        } => {
             if !ns.exists() {
                 return Ok(());
             }
             let t = session.target(ns)?;
             match session.block_on(addr::del(&t, name, *a)) {
                 Err(Error::LinkNotFound { .. }) => Ok(()),
-                Err(Error::Kernel { errno: Some(e), .. })
-                    if e == nix::errno::Errno::EADDRNOTAVAIL =>
-                {
-                    Ok(())
-                }
+                Err(Error::Kernel {
+                    errno: Some(nix::errno::Errno::EADDRNOTAVAIL),
+                    ..
+                }) => Ok(()),
                 other => other,
             }
         }

@@ -12,7 +12,12 @@ fn readme_netns_example_ipv4() {
     sb.netns_add(&["testns1", "testns2"]);
     let run = sb.koko_line("-n testns1,link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24");
     run.ok();
-    assert_eq!(run.stdout.lines().count(), 1, "one line per action: {}", run.stdout);
+    assert_eq!(
+        run.stdout.lines().count(),
+        1,
+        "one line per action: {}",
+        run.stdout
+    );
 
     let l1 = sb.link(Some("testns1"), "link1").expect("link1 in testns1");
     let l2 = sb.link(Some("testns2"), "link2").expect("link2 in testns2");
@@ -41,7 +46,8 @@ fn readme_netns_example_ipv4() {
 fn readme_netns_example_ipv6_and_dual_stack() {
     let sb = Sandbox::new();
     sb.netns_add(&["testns1", "testns2"]);
-    sb.koko_line("-n testns1,link1,2001:DB8::1/64 -n testns2,link2,2001:DB8::2/64").ok();
+    sb.koko_line("-n testns1,link1,2001:DB8::1/64 -n testns2,link2,2001:DB8::2/64")
+        .ok();
     assert_eq!(sb.addrs(Some("testns1"), "link1"), vec!["2001:db8::1/64"]);
     assert_eq!(sb.addrs(Some("testns2"), "link2"), vec!["2001:db8::2/64"]);
     let reply = tcp_roundtrip(
@@ -68,14 +74,21 @@ fn ipv6_is_enabled_on_the_link_when_the_namespace_disabled_it() {
     sb.sh("ip netns exec a sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
     sb.koko_line("-n a,v6,fd00::1/64 -n b,v6b,fd00::2/64").ok();
     assert_eq!(sb.addrs(Some("a"), "v6"), vec!["fd00::1/64"]);
-    assert_eq!(sb.sh("ip netns exec a sysctl -n net.ipv6.conf.v6.disable_ipv6").trim(), "0");
+    assert_eq!(
+        sb.sh("ip netns exec a sysctl -n net.ipv6.conf.v6.disable_ipv6")
+            .trim(),
+        "0"
+    );
 }
 
 #[test]
 fn many_addresses_per_end() {
     let sb = Sandbox::new();
     sb.netns_add(&["a", "b"]);
-    sb.koko_line("-n a,l1,10.0.0.1/24,10.0.1.1/24,10.0.2.1/24,fd00::1/64,fd01::1/64 -n b,l2,10.0.0.2/24").ok();
+    sb.koko_line(
+        "-n a,l1,10.0.0.1/24,10.0.1.1/24,10.0.2.1/24,fd00::1/64,fd01::1/64 -n b,l2,10.0.0.2/24",
+    )
+    .ok();
     assert_eq!(sb.addrs(Some("a"), "l1").len(), 5);
 }
 
@@ -86,10 +99,20 @@ fn veth_blog_post_two_namespaces_and_a_cable() {
     // part in-process and `ip netns list` must see it.
     let sb = Sandbox::new();
     sb.koko_line("netns add ns1 ns2").ok();
-    assert_eq!(sb.sh("ip netns list | cut -d' ' -f1 | sort").split_whitespace().collect::<Vec<_>>(), ["ns1", "ns2"]);
-    sb.koko_line("-n ns1,v1,10.0.0.1/24 -n ns2,v2,10.0.0.2/24").ok();
+    assert_eq!(
+        sb.sh("ip netns list | cut -d' ' -f1 | sort")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["ns1", "ns2"]
+    );
+    sb.koko_line("-n ns1,v1,10.0.0.1/24 -n ns2,v2,10.0.0.2/24")
+        .ok();
     assert_eq!(sb.link(Some("ns1"), "v1").unwrap()["operstate"], "UP");
-    let reply = tcp_roundtrip(&sb.netns_path("ns1"), &sb.netns_path("ns2"), "10.0.0.1:8080".parse().unwrap());
+    let reply = tcp_roundtrip(
+        &sb.netns_path("ns1"),
+        &sb.netns_path("ns2"),
+        "10.0.0.1:8080".parse().unwrap(),
+    );
     assert_eq!(reply.as_deref(), Ok("hello koko"));
     // `ip netns exec` works in koko's namespaces.
     assert!(sb.sh("ip netns exec ns1 ip -br link").contains("v1@"));
@@ -115,7 +138,13 @@ fn pid_and_current_namespace_endpoints() {
     let mut sb = Sandbox::new();
     let pid = sb.spawn_pid_namespace();
     sb.netns_add(&["ns2"]);
-    sb.koko(&["-p", &format!("{pid},eth1,10.1.0.1/24"), "-c", "host-end,10.1.0.2/24"]).ok();
+    sb.koko(&[
+        "-p",
+        &format!("{pid},eth1,10.1.0.1/24"),
+        "-c",
+        "host-end,10.1.0.2/24",
+    ])
+    .ok();
     let in_pid = sb.sh(&format!("nsenter -t {pid} -n ip -j -d link show eth1"));
     let in_pid: serde_json::Value = serde_json::from_str(&in_pid).unwrap();
     assert_eq!(in_pid[0]["linkinfo"]["info_kind"], "veth");
@@ -130,9 +159,16 @@ fn pid_and_current_namespace_endpoints() {
     assert!(sb.link_names(None).is_empty());
 
     // -a with a namespace file, and vethcon's -n /var/run/netns/NAME form.
-    sb.koko(&["-a", &format!("/proc/{pid}/ns/net,eth2"), "-n", "/var/run/netns/ns2,eth3"]).ok();
+    sb.koko(&[
+        "-a",
+        &format!("/proc/{pid}/ns/net,eth2"),
+        "-n",
+        "/var/run/netns/ns2,eth3",
+    ])
+    .ok();
     assert!(sb.link(Some("ns2"), "eth3").is_some());
-    sb.koko_line("-C nothing-here").fails(1, "no link 'nothing-here' in koko's own namespace");
+    sb.koko_line("-C nothing-here")
+        .fails(1, "no link 'nothing-here' in koko's own namespace");
     sb.koko_line("-N ns2,eth3").ok();
     assert!(sb.link_names(Some("ns2")).is_empty());
 }

@@ -89,8 +89,15 @@ impl MacvlanMode {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Veth { a: EndpointArg, b: EndpointArg, mtu: u32 },
-    Tunnel { endpoint: EndpointArg, tunnel: TunnelArg },
+    Veth {
+        a: EndpointArg,
+        b: EndpointArg,
+        mtu: u32,
+    },
+    Tunnel {
+        endpoint: EndpointArg,
+        tunnel: TunnelArg,
+    },
     Delete(Vec<(NsSpec, String)>),
     Help,
     Version,
@@ -143,7 +150,9 @@ fn lex(args: &[String]) -> Result<Vec<Opt>> {
                         Some(v) => v,
                         None => {
                             i += 1;
-                            args.get(i - 1).cloned().ok_or_else(|| usage("option --mtu needs a value (e.g. --mtu 9000)"))?
+                            args.get(i - 1).cloned().ok_or_else(|| {
+                                usage("option --mtu needs a value (e.g. --mtu 9000)")
+                            })?
                         }
                     };
                     opts.push(Opt::Mtu(parse_mtu(&value, "--mtu")?));
@@ -166,7 +175,8 @@ fn lex(args: &[String]) -> Result<Vec<Opt>> {
                 opts.push(if flag == 'h' { Opt::Help } else { Opt::Version });
                 continue;
             }
-            'c' | 'C' | 'd' | 'D' | 'n' | 'N' | 'p' | 'P' | 'a' | 'A' | 'e' | 'E' | 'x' | 'X' | 'V' | 'M' => {}
+            'c' | 'C' | 'd' | 'D' | 'n' | 'N' | 'p' | 'P' | 'a' | 'A' | 'e' | 'E' | 'x' | 'X'
+            | 'V' | 'M' => {}
             _ => return Err(usage(format!("unknown option '-{flag}'"))),
         }
         // Like getopt: the value may be attached (-nfoo,bar) or the next word.
@@ -176,7 +186,10 @@ fn lex(args: &[String]) -> Result<Vec<Opt>> {
             i += 1;
             args[i - 1].clone()
         } else {
-            return Err(usage(format!("option -{flag} needs a value: {}", flag_form(flag))));
+            return Err(usage(format!(
+                "option -{flag} needs a value: {}",
+                flag_form(flag)
+            )));
         };
         reject_colon_form(flag, &value)?;
         opts.push(lex_flag(flag, &value)?);
@@ -213,7 +226,11 @@ fn reject_colon_form(flag: char, value: &str) -> Result<()> {
         let fields: Vec<&str> = value.split(':').collect();
         // Keep an IPv6 tail intact in the suggestion: only the first two
         // colons (or one, for -c) separate fields.
-        let keep = if flag.eq_ignore_ascii_case(&'c') { 1 } else { 2 };
+        let keep = if flag.eq_ignore_ascii_case(&'c') {
+            1
+        } else {
+            2
+        };
         let suggestion = if fields.len() > keep {
             let head = fields[..keep].join(",");
             let tail = fields[keep..].join(":");
@@ -231,7 +248,9 @@ fn reject_colon_form(flag: char, value: &str) -> Result<()> {
 fn lex_flag(flag: char, value: &str) -> Result<Opt> {
     let fields: Vec<&str> = value.split(',').collect();
     match flag {
-        'x' | 'X' => return parse_vxlan(flag, &fields).map(|v| Opt::Tunnel(flag, TunnelArg::Vxlan(v))),
+        'x' | 'X' => {
+            return parse_vxlan(flag, &fields).map(|v| Opt::Tunnel(flag, TunnelArg::Vxlan(v)))
+        }
         'V' => return parse_vlan(&fields).map(|t| Opt::Tunnel(flag, t)),
         'M' => return parse_macvlan(&fields).map(|t| Opt::Tunnel(flag, t)),
         _ => {}
@@ -259,7 +278,12 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
         }
         return Ok(Opt::Delete(ns, link.to_string()));
     }
-    let mut endpoint = EndpointArg { ns, link: link.to_string(), addrs: Vec::new(), mirrors: Vec::new() };
+    let mut endpoint = EndpointArg {
+        ns,
+        link: link.to_string(),
+        addrs: Vec::new(),
+        mirrors: Vec::new(),
+    };
     let mut items = rest[1..].iter();
     while let Some(item) = items.next() {
         if let Some(spec) = item.strip_prefix("mirror:") {
@@ -279,11 +303,12 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
                 "both" => MirrorDir::Both,
                 _ => {
                     return Err(usage(format!(
-                        "-{flag} {value}: mirror direction '{dir}' is not one of ingress, egress, both"
-                    )))
+                    "-{flag} {value}: mirror direction '{dir}' is not one of ingress, egress, both"
+                )))
                 }
             };
-            validate_name(&source).map_err(|e| usage(format!("-{flag} {value}: mirror source: {e}")))?;
+            validate_name(&source)
+                .map_err(|e| usage(format!("-{flag} {value}: mirror source: {e}")))?;
             if source == endpoint.link {
                 return Err(usage(format!(
                     "-{flag} {value}: cannot mirror '{source}' onto itself"
@@ -302,7 +327,10 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
 
 fn parse_ns(flag: char, field: &str) -> Result<NsSpec> {
     if field.is_empty() {
-        return Err(usage(format!("-{flag}: the namespace field is empty ({})", flag_form(flag))));
+        return Err(usage(format!(
+            "-{flag}: the namespace field is empty ({})",
+            flag_form(flag)
+        )));
     }
     Ok(match flag.to_ascii_lowercase() {
         'd' => NsSpec::Docker(field.to_string()),
@@ -335,17 +363,28 @@ fn parse_mtu(value: &str, what: &str) -> Result<u32> {
 fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
     let form = flag_form(flag);
     if fields.len() < 3 {
-        return Err(usage(format!("-{flag} {}: expected {form}", fields.join(","))));
+        return Err(usage(format!(
+            "-{flag} {}: expected {form}",
+            fields.join(",")
+        )));
     }
     validate_name(fields[0]).map_err(|e| usage(format!("-{flag}: parent: {e}")))?;
-    let remote = fields[1]
-        .parse()
-        .map_err(|_| usage(format!("-{flag}: remote '{}' is not an IP address", fields[1])))?;
+    let remote = fields[1].parse().map_err(|_| {
+        usage(format!(
+            "-{flag}: remote '{}' is not an IP address",
+            fields[1]
+        ))
+    })?;
     let vni = fields[2]
         .parse::<u32>()
         .ok()
         .filter(|v| *v < (1 << 24))
-        .ok_or_else(|| usage(format!("-{flag}: VNI '{}' is not a number from 0 to 16777215", fields[2])))?;
+        .ok_or_else(|| {
+            usage(format!(
+                "-{flag}: VNI '{}' is not a number from 0 to 16777215",
+                fields[2]
+            ))
+        })?;
     let mut vx = VxlanArg {
         parent: fields[0].to_string(),
         remote,
@@ -357,23 +396,32 @@ fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
         learning: true,
     };
     for kv in &fields[3..] {
-        let (key, val) = kv
-            .split_once('=')
-            .ok_or_else(|| usage(format!("-{flag}: '{kv}' is not KEY=VALUE (port=, mtu=, local=, ttl=, learning=)")))?;
+        let (key, val) = kv.split_once('=').ok_or_else(|| {
+            usage(format!(
+                "-{flag}: '{kv}' is not KEY=VALUE (port=, mtu=, local=, ttl=, learning=)"
+            ))
+        })?;
         match key {
             "port" => {
-                vx.port = val
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| usage(format!("-{flag}: port '{val}' is not a UDP port (1 to 65535)")))?
+                vx.port = val.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    usage(format!(
+                        "-{flag}: port '{val}' is not a UDP port (1 to 65535)"
+                    ))
+                })?
             }
             "mtu" => vx.mtu = Some(parse_mtu(val, &format!("-{flag} mtu="))?),
             "local" => {
-                vx.local = Some(val.parse().map_err(|_| usage(format!("-{flag}: local '{val}' is not an IP address")))?)
+                vx.local =
+                    Some(val.parse().map_err(|_| {
+                        usage(format!("-{flag}: local '{val}' is not an IP address"))
+                    })?)
             }
             "ttl" => {
-                vx.ttl = Some(val.parse().map_err(|_| usage(format!("-{flag}: ttl '{val}' is not a number from 0 to 255")))?)
+                vx.ttl = Some(val.parse().map_err(|_| {
+                    usage(format!(
+                        "-{flag}: ttl '{val}' is not a number from 0 to 255"
+                    ))
+                })?)
             }
             "learning" => {
                 vx.learning = match val {
@@ -394,20 +442,34 @@ fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
 
 fn parse_vlan(fields: &[&str]) -> Result<TunnelArg> {
     if fields.len() != 2 {
-        return Err(usage(format!("-V {}: expected -V PARENT,VID", fields.join(","))));
+        return Err(usage(format!(
+            "-V {}: expected -V PARENT,VID",
+            fields.join(",")
+        )));
     }
     validate_name(fields[0]).map_err(|e| usage(format!("-V: parent: {e}")))?;
     let id = fields[1]
         .parse::<u16>()
         .ok()
         .filter(|v| (1..=4094).contains(v))
-        .ok_or_else(|| usage(format!("-V: VLAN id '{}' is not a number from 1 to 4094", fields[1])))?;
-    Ok(TunnelArg::Vlan { parent: fields[0].to_string(), id })
+        .ok_or_else(|| {
+            usage(format!(
+                "-V: VLAN id '{}' is not a number from 1 to 4094",
+                fields[1]
+            ))
+        })?;
+    Ok(TunnelArg::Vlan {
+        parent: fields[0].to_string(),
+        id,
+    })
 }
 
 fn parse_macvlan(fields: &[&str]) -> Result<TunnelArg> {
     if fields.len() != 2 {
-        return Err(usage(format!("-M {}: expected -M PARENT,MODE", fields.join(","))));
+        return Err(usage(format!(
+            "-M {}: expected -M PARENT,MODE",
+            fields.join(",")
+        )));
     }
     validate_name(fields[0]).map_err(|e| usage(format!("-M: parent: {e}")))?;
     let mode = match fields[1] {
@@ -423,7 +485,10 @@ fn parse_macvlan(fields: &[&str]) -> Result<TunnelArg> {
             )))
         }
     };
-    Ok(TunnelArg::Macvlan { parent: fields[0].to_string(), mode })
+    Ok(TunnelArg::Macvlan {
+        parent: fields[0].to_string(),
+        mode,
+    })
 }
 
 fn resolve(opts: Vec<Opt>) -> Result<Plan> {
@@ -467,12 +532,25 @@ fn resolve(opts: Vec<Opt>) -> Result<Plan> {
         )));
     } else if let Some((flag, tunnel)) = tunnels.pop() {
         if mtu.is_some() {
-            return Err(usage(format!("--mtu is for veth pairs; give -{flag} its own mtu= where supported")));
+            return Err(usage(format!(
+                "--mtu is for veth pairs; give -{flag} its own mtu= where supported"
+            )));
         }
         match creates.len() {
-            1 => Action::Tunnel { endpoint: creates.pop().expect("one"), tunnel },
-            0 => return Err(usage(format!("-{flag} needs one endpoint to put the new link in (e.g. -n NETNS,LINK)"))),
-            n => return Err(usage(format!("-{flag} takes exactly one endpoint, got {n}"))),
+            1 => Action::Tunnel {
+                endpoint: creates.pop().expect("one"),
+                tunnel,
+            },
+            0 => {
+                return Err(usage(format!(
+                    "-{flag} needs one endpoint to put the new link in (e.g. -n NETNS,LINK)"
+                )))
+            }
+            n => {
+                return Err(usage(format!(
+                    "-{flag} takes exactly one endpoint, got {n}"
+                )))
+            }
         }
     } else {
         match creates.len() {
@@ -512,21 +590,28 @@ mod tests {
     #[test]
     fn the_readme_veth_forms_parse() {
         let plan = p("-n testns1,link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24").unwrap();
-        let Action::Veth { a, b, mtu } = plan.action else { panic!() };
+        let Action::Veth { a, b, mtu } = plan.action else {
+            panic!()
+        };
         assert_eq!(a.ns, NsSpec::Netns("testns1".into()));
         assert_eq!(b.link, "link2");
         assert_eq!(a.addrs[0].to_string(), "192.168.1.1/24");
         assert_eq!(mtu, 1500);
         let plan = p("-d centos1,link1,192.168.1.1/24,2001:DB8::1/64 -d centos2,link2,192.168.1.2/24,2001:DB8::2/64").unwrap();
-        let Action::Veth { a, .. } = plan.action else { panic!() };
+        let Action::Veth { a, .. } = plan.action else {
+            panic!()
+        };
         assert_eq!(a.addrs.len(), 2);
         assert_eq!(a.ns, NsSpec::Docker("centos1".into()));
     }
 
     #[test]
     fn any_number_of_addresses() {
-        let plan = p("-c l1,10.0.0.1/24,10.0.1.1/24,10.0.2.1/24,fd00::1/64,fd00:1::1/64 -p 42,l2").unwrap();
-        let Action::Veth { a, b, .. } = plan.action else { panic!() };
+        let plan = p("-c l1,10.0.0.1/24,10.0.1.1/24,10.0.2.1/24,fd00::1/64,fd00:1::1/64 -p 42,l2")
+            .unwrap();
+        let Action::Veth { a, b, .. } = plan.action else {
+            panic!()
+        };
         assert_eq!(a.ns, NsSpec::Current);
         assert_eq!(a.addrs.len(), 5);
         assert_eq!(b.ns, NsSpec::Pid(42));
@@ -536,7 +621,9 @@ mod tests {
     fn attached_values_work_like_getopt() {
         let plan = p("-nfoo,bar -nbaz,qux --mtu=9000 --json").unwrap();
         assert!(plan.json);
-        let Action::Veth { a, mtu, .. } = plan.action else { panic!() };
+        let Action::Veth { a, mtu, .. } = plan.action else {
+            panic!()
+        };
         assert_eq!(a.link, "bar");
         assert_eq!(mtu, 9000);
     }
@@ -547,21 +634,40 @@ mod tests {
             p("-N ns1,link1").unwrap().action,
             Action::Delete(vec![(NsSpec::Netns("ns1".into()), "link1".into())])
         );
-        assert_eq!(p("-C link1").unwrap().action, Action::Delete(vec![(NsSpec::Current, "link1".into())]));
+        assert_eq!(
+            p("-C link1").unwrap().action,
+            Action::Delete(vec![(NsSpec::Current, "link1".into())])
+        );
     }
 
     #[test]
     fn vethcon_paths_and_a_flag() {
-        let Action::Veth { a, b, .. } = p("-n /var/run/netns/x,l1 -a /proc/1/ns/net,l2").unwrap().action else { panic!() };
+        let Action::Veth { a, b, .. } = p("-n /var/run/netns/x,l1 -a /proc/1/ns/net,l2")
+            .unwrap()
+            .action
+        else {
+            panic!()
+        };
         assert_eq!(a.ns, NsSpec::Path("/var/run/netns/x".into()));
         assert_eq!(b.ns, NsSpec::Path("/proc/1/ns/net".into()));
     }
 
     #[test]
     fn mirror_both_spellings() {
-        for line in ["-n a,l1,mirror:ingress:eth0 -x eth1,10.1.1.1,1", "-n a,l1,mirror:ingress,eth0 -x eth1,10.1.1.1,1"] {
-            let Action::Tunnel { endpoint, .. } = p(line).unwrap().action else { panic!() };
-            assert_eq!(endpoint.mirrors, vec![MirrorArg { dir: MirrorDir::Ingress, source: "eth0".into() }]);
+        for line in [
+            "-n a,l1,mirror:ingress:eth0 -x eth1,10.1.1.1,1",
+            "-n a,l1,mirror:ingress,eth0 -x eth1,10.1.1.1,1",
+        ] {
+            let Action::Tunnel { endpoint, .. } = p(line).unwrap().action else {
+                panic!()
+            };
+            assert_eq!(
+                endpoint.mirrors,
+                vec![MirrorArg {
+                    dir: MirrorDir::Ingress,
+                    source: "eth0".into()
+                }]
+            );
         }
         assert!(err("-n a,l1,mirror:sideways:eth0 -n b,l2").contains("'sideways'"));
         assert!(err("-n a,l1,mirror:both:l1 -n b,l2").contains("onto itself"));
@@ -569,12 +675,19 @@ mod tests {
 
     #[test]
     fn vxlan_vlan_macvlan() {
-        let Action::Tunnel { tunnel: TunnelArg::Vxlan(vx), .. } =
-            p("-n a,vx0 -X eth1,10.1.1.1,42,port=8472,mtu=1400,learning=off").unwrap().action
+        let Action::Tunnel {
+            tunnel: TunnelArg::Vxlan(vx),
+            ..
+        } = p("-n a,vx0 -X eth1,10.1.1.1,42,port=8472,mtu=1400,learning=off")
+            .unwrap()
+            .action
         else {
             panic!()
         };
-        assert_eq!((vx.vni, vx.port, vx.mtu, vx.learning), (42, 8472, Some(1400), false));
+        assert_eq!(
+            (vx.vni, vx.port, vx.mtu, vx.learning),
+            (42, 8472, Some(1400), false)
+        );
         assert!(err("-n a,vx0 -x eth1,10.1.1.1,16777216").contains("VNI"));
         assert!(err("-n a,vx0 -x eth1,10.1.1.1,abc").contains("'abc'"));
         assert!(err("-n a,vx0 -x eth1,10.1.1.1,1,port=0").contains("port"));
@@ -592,7 +705,9 @@ mod tests {
         assert!(err("-n a,l1,10.0.0.1 -n b,l2").contains("no prefix length"));
         assert!(err("-n a,l1,10.0.0.1/33 -n b,l2").contains("'33'"));
         assert!(err("-n a,abcdefghijklmnop -n b,l2").contains("at most 15"));
-        assert!(err("-n a, -n b,l2").contains("no link name") || err("-n a, -n b,l2").contains("empty"));
+        assert!(
+            err("-n a, -n b,l2").contains("no link name") || err("-n a, -n b,l2").contains("empty")
+        );
         assert!(err("-n a,x/y -n b,l2").contains("'/'"));
         assert!(err("-n a,x\ty -n b,l2").contains("x"));
         let colon = err("-d c1:link1:10.0.0.1/24 -d c2:link2:10.0.0.2/24");

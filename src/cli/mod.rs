@@ -109,16 +109,33 @@ pub struct Outcome {
 
 fn execute(plan: Plan) -> Result<Outcome> {
     match plan.action {
-        Action::Help => Ok(Outcome { lines: vec![HELP.trim_end().to_string()], json: json!({"ok": true, "help": HELP}) }),
-        Action::Version => Ok(Outcome { lines: vec![format!("koko {VERSION}")], json: json!({"ok": true, "version": VERSION}) }),
+        Action::Help => Ok(Outcome {
+            lines: vec![HELP.trim_end().to_string()],
+            json: json!({"ok": true, "help": HELP}),
+        }),
+        Action::Version => Ok(Outcome {
+            lines: vec![format!("koko {VERSION}")],
+            json: json!({"ok": true, "version": VERSION}),
+        }),
         Action::Veth { a, b, mtu } => {
             reject_mirrors(&a)?;
             reject_mirrors(&b)?;
             ns::check_privileges()?;
             let req = VethRequest {
-                a: EndRequest { ns: Namespace::resolve(&a.ns)?, name: a.link, addrs: a.addrs },
-                b: EndRequest { ns: Namespace::resolve(&b.ns)?, name: b.link, addrs: b.addrs },
-                options: VethOptions { mtu, ..VethOptions::default() },
+                a: EndRequest {
+                    ns: Namespace::resolve(&a.ns)?,
+                    name: a.link,
+                    addrs: a.addrs,
+                },
+                b: EndRequest {
+                    ns: Namespace::resolve(&b.ns)?,
+                    name: b.link,
+                    addrs: b.addrs,
+                },
+                options: VethOptions {
+                    mtu,
+                    ..VethOptions::default()
+                },
             };
             test_pause_after_resolve();
             let session = Session::new()?;
@@ -148,9 +165,14 @@ fn execute(plan: Plan) -> Result<Outcome> {
                 let ns = Namespace::resolve(&spec)?;
                 connect::delete_link(&session, &ns, &name)?;
                 lines.push(format!("Delete link {name} in {ns}...done"));
-                deleted.push(json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}));
+                deleted.push(
+                    json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}),
+                );
             }
-            Ok(Outcome { lines, json: json!({"ok": true, "action": "delete", "deleted": deleted}) })
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": "delete", "deleted": deleted}),
+            })
         }
     }
 }
@@ -170,7 +192,9 @@ fn reject_mirrors(end: &EndpointArg) -> Result<()> {
     if end.mirrors.is_empty() {
         Ok(())
     } else {
-        Err(Error::NotSupported("mirroring (mirror:DIR:IFACE) is not available in this build of koko yet".into()))
+        Err(Error::NotSupported(
+            "mirroring (mirror:DIR:IFACE) is not available in this build of koko yet".into(),
+        ))
     }
 }
 
@@ -190,12 +214,19 @@ fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>
 }
 
 fn netns_command(args: &[String]) -> Result<Outcome> {
-    let usage = || Error::Invalid("usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into());
+    let usage = || {
+        Error::Invalid(
+            "usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into(),
+        )
+    };
     let (verb, names) = args.split_first().ok_or_else(usage)?;
     match verb.as_str() {
         "list" if names.is_empty() => {
             let names = named::list()?;
-            Ok(Outcome { lines: names.clone(), json: json!({"ok": true, "netns": names}) })
+            Ok(Outcome {
+                lines: names.clone(),
+                json: json!({"ok": true, "netns": names}),
+            })
         }
         "add" | "del" | "delete" if !names.is_empty() => {
             ns::check_privileges()?;
@@ -209,7 +240,10 @@ fn netns_command(args: &[String]) -> Result<Outcome> {
                     lines.push(format!("Delete netns {name}...done"));
                 }
             }
-            Ok(Outcome { lines, json: json!({"ok": true, "action": verb, "netns": names}) })
+            Ok(Outcome {
+                lines,
+                json: json!({"ok": true, "action": verb, "netns": names}),
+            })
         }
         _ => Err(usage()),
     }

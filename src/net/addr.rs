@@ -23,19 +23,17 @@ pub fn parse_cidr(text: &str) -> Result<IpNet> {
             Err(_) => format!("'{text}' is not an address with a prefix length (e.g. 10.0.1.1/24)"),
         }));
     };
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| Error::Invalid(format!("address '{text}': '{addr}' is not an IPv4 or IPv6 address")))?;
+    let ip: IpAddr = addr.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "address '{text}': '{addr}' is not an IPv4 or IPv6 address"
+        ))
+    })?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "address '{text}': prefix length '{prefix}' is not a number from 0 to {max}"
-            ))
-        })?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+        Error::Invalid(format!(
+            "address '{text}': prefix length '{prefix}' is not a number from 0 to {max}"
+        ))
+    })?;
     IpNet::new(ip, prefix).map_err(|_| Error::Invalid(format!("address '{text}' is not valid")))
 }
 
@@ -54,12 +52,14 @@ pub fn address_message(index: u32, addr: IpNet) -> AddressMessage {
             // Like the original koko (vishvananda/netlink), set the broadcast
             // address for subnets that have one.
             if v4.prefix_len() < 31 {
-                msg.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
+                msg.attributes
+                    .push(AddressAttribute::Broadcast(v4.broadcast()));
             }
         }
         IpNet::V6(v6) => {
             msg.header.family = AddressFamily::Inet6;
-            msg.attributes.push(AddressAttribute::Address(IpAddr::V6(v6.addr())));
+            msg.attributes
+                .push(AddressAttribute::Address(IpAddr::V6(v6.addr())));
         }
     }
     msg
@@ -98,7 +98,10 @@ pub async fn add(t: &Target, name: &str, addr: IpNet) -> Result<()> {
 pub async fn del(t: &Target, name: &str, addr: IpNet) -> Result<()> {
     let link = link::require(t, name).await?;
     t.socket
-        .ack(RouteNetlinkMessage::DelAddress(address_message(link.index, addr)), 0)
+        .ack(
+            RouteNetlinkMessage::DelAddress(address_message(link.index, addr)),
+            0,
+        )
         .await
         .map_err(|errno| match errno {
             Errno::EADDRNOTAVAIL | Errno::ENOENT | Errno::ESRCH => Error::Kernel {
@@ -106,7 +109,10 @@ pub async fn del(t: &Target, name: &str, addr: IpNet) -> Result<()> {
                 cause: format!("is not on {name} in {}", t.ns),
                 errno: Some(errno),
             },
-            _ => Error::kernel(format!("removing address {addr} from '{name}' in {}", t.ns), errno),
+            _ => Error::kernel(
+                format!("removing address {addr} from '{name}' in {}", t.ns),
+                errno,
+            ),
         })
 }
 
@@ -127,7 +133,9 @@ pub async fn list(t: &Target) -> Result<Vec<AddrState>> {
         .map_err(|errno| Error::kernel(format!("listing addresses of {}", t.ns), errno))?;
     let mut out = Vec::new();
     for m in answers {
-        let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+        let RouteNetlinkMessage::NewAddress(a) = m else {
+            continue;
+        };
         // IFA_LOCAL is the interface's own address for IPv4 (IFA_ADDRESS is
         // the peer's on point-to-point links); IPv6 only sends IFA_ADDRESS.
         let local = a.attributes.iter().find_map(|x| match x {
@@ -140,7 +148,10 @@ pub async fn list(t: &Target) -> Result<Vec<AddrState>> {
         });
         if let Some(ip) = local.or(address) {
             if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                out.push(AddrState { index: a.header.index, addr: net });
+                out.push(AddrState {
+                    index: a.header.index,
+                    addr: net,
+                });
             }
         }
     }
@@ -153,12 +164,24 @@ mod tests {
 
     #[test]
     fn cidrs_are_checked_with_clear_words() {
-        assert_eq!(parse_cidr("10.0.1.1/24").unwrap().to_string(), "10.0.1.1/24");
-        assert_eq!(parse_cidr("2001:DB8::1/64").unwrap().to_string(), "2001:db8::1/64");
+        assert_eq!(
+            parse_cidr("10.0.1.1/24").unwrap().to_string(),
+            "10.0.1.1/24"
+        );
+        assert_eq!(
+            parse_cidr("2001:DB8::1/64").unwrap().to_string(),
+            "2001:db8::1/64"
+        );
         let e = parse_cidr("10.0.0.300/24").unwrap_err().to_string();
-        assert!(e.contains("'10.0.0.300' is not an IPv4 or IPv6 address"), "{e}");
+        assert!(
+            e.contains("'10.0.0.300' is not an IPv4 or IPv6 address"),
+            "{e}"
+        );
         let e = parse_cidr("10.0.0.1").unwrap_err().to_string();
-        assert!(e.contains("no prefix length") && e.contains("10.0.0.1/24"), "{e}");
+        assert!(
+            e.contains("no prefix length") && e.contains("10.0.0.1/24"),
+            "{e}"
+        );
         let e = parse_cidr("10.0.0.1/33").unwrap_err().to_string();
         assert!(e.contains("'33'") && e.contains("0 to 32"), "{e}");
         assert!(parse_cidr("::1/129").is_err());
@@ -171,16 +194,26 @@ mod tests {
         assert_eq!(m.header.index, 5);
         assert_eq!(m.header.prefix_len, 24);
         assert_eq!(m.header.family, AddressFamily::Inet);
-        assert!(m.attributes.contains(&AddressAttribute::Local("10.0.1.1".parse().unwrap())));
-        assert!(m.attributes.contains(&AddressAttribute::Broadcast("10.0.1.255".parse().unwrap())));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Local("10.0.1.1".parse().unwrap())));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Broadcast("10.0.1.255".parse().unwrap())));
         let p2p = address_message(5, "10.0.1.1/31".parse().unwrap());
-        assert!(!p2p.attributes.iter().any(|a| matches!(a, AddressAttribute::Broadcast(_))));
+        assert!(!p2p
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Broadcast(_))));
     }
 
     #[test]
     fn ipv6_message_is_inet6() {
         let m = address_message(2, "2001:db8::1/64".parse().unwrap());
         assert_eq!(m.header.family, AddressFamily::Inet6);
-        assert_eq!(m.attributes, vec![AddressAttribute::Address("2001:db8::1".parse().unwrap())]);
+        assert_eq!(
+            m.attributes,
+            vec![AddressAttribute::Address("2001:db8::1".parse().unwrap())]
+        );
     }
 }

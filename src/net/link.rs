@@ -35,13 +35,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         ))
     } else if name == "." || name == ".." {
         Some("is reserved".to_string())
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Some(format!("contains {c:?}, which the kernel does not allow"))
     } else {
-        None
+        name.chars()
+            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+            .map(|c| format!("contains {c:?}, which the kernel does not allow"))
     };
     match problem {
         Some(p) => Err(Error::Invalid(format!("interface name '{name}' {p}"))),
@@ -122,14 +119,22 @@ pub struct VethOptions {
 
 impl Default for VethOptions {
     fn default() -> Self {
-        VethOptions { mtu: 1500, group: 0 }
+        VethOptions {
+            mtu: 1500,
+            group: 0,
+        }
     }
 }
 
 /// The RTM_NEWLINK message for a veth pair: end `name` in the namespace of
 /// the socket it is sent on, end `peer` in the namespace behind `peer_ns_fd`.
 /// The first end is created up; both get the same MTU and group.
-pub fn veth_request(name: &str, peer: &str, peer_ns_fd: RawFd, options: &VethOptions) -> LinkMessage {
+pub fn veth_request(
+    name: &str,
+    peer: &str,
+    peer_ns_fd: RawFd,
+    options: &VethOptions,
+) -> LinkMessage {
     // The peer cannot be created up: the kernel configures it before the
     // two ends are joined, and opening a veth without a peer fails with
     // ENOTCONN. The caller brings it up on the peer namespace's socket.
@@ -199,7 +204,10 @@ pub async fn get(t: &Target, name: &str) -> Result<Option<LinkState>> {
             _ => None,
         })),
         Err(Errno::ENODEV) => Ok(None),
-        Err(errno) => Err(Error::kernel(format!("looking up link '{name}' in {}", t.ns), errno)),
+        Err(errno) => Err(Error::kernel(
+            format!("looking up link '{name}' in {}", t.ns),
+            errno,
+        )),
     }
 }
 
@@ -257,7 +265,10 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
     let link = require(t, name).await?;
     let what = describe_change(name, &t.ns, change);
     t.socket
-        .ack(RouteNetlinkMessage::SetLink(set_request(link.index, change)), 0)
+        .ack(
+            RouteNetlinkMessage::SetLink(set_request(link.index, change)),
+            0,
+        )
         .await
         .map_err(|errno| match errno {
             Errno::EINVAL if change.mtu.is_some() => Error::Kernel {
@@ -276,7 +287,11 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
 fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
     let mut parts = Vec::new();
     if let Some(up) = change.up {
-        parts.push(if up { "up".to_string() } else { "down".to_string() });
+        parts.push(if up {
+            "up".to_string()
+        } else {
+            "down".to_string()
+        });
     }
     if let Some(mtu) = change.mtu {
         parts.push(format!("mtu {mtu}"));
@@ -298,7 +313,8 @@ pub async fn delete(t: &Target, name: &str) -> Result<()> {
             },
             Errno::EOPNOTSUPP => Error::Kernel {
                 what: format!("deleting link '{name}' in {}", t.ns),
-                cause: "this kind of link cannot be deleted (is it a physical device or lo?)".into(),
+                cause: "this kind of link cannot be deleted (is it a physical device or lo?)"
+                    .into(),
                 errno: Some(errno),
             },
             _ => Error::kernel(format!("deleting link '{name}' in {}", t.ns), errno),
@@ -313,7 +329,16 @@ mod tests {
     fn names_follow_the_kernel_rules() {
         assert!(validate_name("link1").is_ok());
         assert!(validate_name("a23456789012345").is_ok());
-        for bad in ["", "a234567890123456", "a/b", "a b", "a:b", ".", "..", "a\tb"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a b",
+            "a:b",
+            ".",
+            "..",
+            "a\tb",
+        ] {
             let err = validate_name(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{bad:?}");
             assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
@@ -326,9 +351,19 @@ mod tests {
 
     #[test]
     fn veth_request_puts_the_peer_in_its_namespace_in_one_message() {
-        let msg = veth_request("link1", "link2", 42, &VethOptions { mtu: 9000, group: 0 });
+        let msg = veth_request(
+            "link1",
+            "link2",
+            42,
+            &VethOptions {
+                mtu: 9000,
+                group: 0,
+            },
+        );
         assert!(msg.header.flags.contains(LinkFlags::Up));
-        assert!(msg.attributes.contains(&LinkAttribute::IfName("link1".into())));
+        assert!(msg
+            .attributes
+            .contains(&LinkAttribute::IfName("link1".into())));
         assert!(msg.attributes.contains(&LinkAttribute::Mtu(9000)));
         let peer = msg
             .attributes
@@ -341,17 +376,33 @@ mod tests {
                 _ => None,
             })
             .expect("peer message");
-        assert!(peer.attributes.contains(&LinkAttribute::IfName("link2".into())));
+        assert!(peer
+            .attributes
+            .contains(&LinkAttribute::IfName("link2".into())));
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
         assert!(peer.attributes.contains(&LinkAttribute::Mtu(9000)));
-        assert!(!peer.header.flags.contains(LinkFlags::Up), "the kernel refuses an up peer");
+        assert!(
+            !peer.header.flags.contains(LinkFlags::Up),
+            "the kernel refuses an up peer"
+        );
         // No fd for the first end: it is born where the request is sent.
-        assert!(!msg.attributes.iter().any(|a| matches!(a, LinkAttribute::NetNsFd(_))));
+        assert!(!msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::NetNsFd(_))));
     }
 
     #[test]
     fn veth_request_tags_both_ends_with_the_group() {
-        let msg = veth_request("a", "b", 3, &VethOptions { mtu: 1500, group: 77 });
+        let msg = veth_request(
+            "a",
+            "b",
+            3,
+            &VethOptions {
+                mtu: 1500,
+                group: 77,
+            },
+        );
         assert!(msg.attributes.contains(&LinkAttribute::Group(77)));
         let text = format!("{msg:?}");
         assert_eq!(text.matches("Group(77)").count(), 2, "{text}");
@@ -359,12 +410,24 @@ mod tests {
 
     #[test]
     fn set_request_only_touches_what_changes() {
-        let down = set_request(7, LinkChange { up: Some(false), mtu: None });
+        let down = set_request(
+            7,
+            LinkChange {
+                up: Some(false),
+                mtu: None,
+            },
+        );
         assert_eq!(down.header.index, 7);
         assert!(down.header.change_mask.contains(LinkFlags::Up));
         assert!(!down.header.flags.contains(LinkFlags::Up));
         assert!(down.attributes.is_empty());
-        let mtu = set_request(7, LinkChange { up: None, mtu: Some(1400) });
+        let mtu = set_request(
+            7,
+            LinkChange {
+                up: None,
+                mtu: Some(1400),
+            },
+        );
         assert!(mtu.header.change_mask.is_empty());
         assert_eq!(mtu.attributes, vec![LinkAttribute::Mtu(1400)]);
     }

@@ -49,7 +49,10 @@ impl Socket {
     }
 
     /// Send a dump request and collect every answer.
-    pub async fn dump(&self, message: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, Errno> {
+    pub async fn dump(
+        &self,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, Errno> {
         self.request(message, NLM_F_DUMP).await
     }
 

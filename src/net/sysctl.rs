@@ -21,7 +21,10 @@ pub fn key_path(key: &str) -> Result<PathBuf> {
     } else {
         key.split('.').collect()
     };
-    if parts.first() != Some(&"net") || parts.len() < 2 || parts.iter().any(|p| p.is_empty() || *p == "..") {
+    if parts.first() != Some(&"net")
+        || parts.len() < 2
+        || parts.iter().any(|p| p.is_empty() || *p == "..")
+    {
         return Err(Error::Invalid(format!(
             "sysctl '{key}': only net.* keys belong to a network namespace"
         )));
@@ -33,7 +36,10 @@ pub fn key_path(key: &str) -> Result<PathBuf> {
 
 fn open(ns: &Namespace, key: &str, write: bool) -> Result<std::fs::File> {
     let path = key_path(key)?;
-    with_netns(ns, || OpenOptions::new().read(true).write(write).open(&path))?.map_err(|e| {
+    with_netns(ns, || {
+        OpenOptions::new().read(true).write(write).open(&path)
+    })?
+    .map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Invalid(format!("sysctl '{key}' does not exist in {ns}"))
         } else {
@@ -57,7 +63,8 @@ pub fn write(ns: &Namespace, key: &str, value: &str) -> Result<String> {
     let mut old = String::new();
     file.read_to_string(&mut old)
         .map_err(|e| Error::io(format!("reading sysctl '{key}' in {ns}"), e))?;
-    file.rewind().map_err(|e| Error::io(format!("sysctl '{key}' in {ns}"), e))?;
+    file.rewind()
+        .map_err(|e| Error::io(format!("sysctl '{key}' in {ns}"), e))?;
     file.write_all(value.as_bytes())
         .map_err(|e| Error::io(format!("setting sysctl '{key}' to '{value}' in {ns}"), e))?;
     Ok(old.trim().to_string())
@@ -93,7 +100,10 @@ mod tests {
 
     #[test]
     fn keys_map_to_proc_sys() {
-        assert_eq!(key_path("net.ipv4.ip_forward").unwrap(), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(
+            key_path("net.ipv4.ip_forward").unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
+        );
         assert_eq!(
             key_path("net/ipv4/conf/eth0.10/forwarding").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/eth0.10/forwarding")

@@ -234,7 +234,9 @@ impl Namespace {
             ns: self.to_string(),
             cause: format!("is gone ({e})"),
         })?;
-        let meta = file.metadata().map_err(|e| Error::io(self.to_string(), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(self.to_string(), e))?;
         let id = NsId {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -308,7 +310,7 @@ fn identify(path: &Path) -> std::result::Result<NsId, Option<String>> {
 fn ns_type(file: &File) -> Option<i32> {
     use std::os::fd::AsRawFd;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
-    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
+                                                 // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
     let ty = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
     (ty >= 0).then_some(ty)
 }
@@ -373,11 +375,14 @@ pub fn check_privileges() -> Result<()> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    let missing: Vec<&str> = [(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
-        .iter()
-        .filter(|(bit, _)| eff & (1u64 << bit) == 0)
-        .map(|(_, name)| *name)
-        .collect();
+    let missing: Vec<&str> = [
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .iter()
+    .filter(|(bit, _)| eff & (1u64 << bit) == 0)
+    .map(|(_, name)| *name)
+    .collect();
     if missing.is_empty() {
         Ok(())
     } else {

@@ -27,8 +27,7 @@ use crate::error::{Error, Result};
 
 /// Check a name `ip netns` would accept: a single path component.
 pub fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Error::Invalid(format!(
             "'{name}' is not a valid netns name (it must be a single file name: no '/', not empty, not '.' or '..')"
         )));
@@ -65,9 +64,7 @@ pub fn create(name: &str) -> Result<Namespace> {
 pub fn ensure(name: &str) -> Result<(Namespace, bool)> {
     match Namespace::netns(name) {
         Ok(ns) => Ok((ns, false)),
-        Err(Error::NamespaceNotFound { .. })
-            if !Path::new(NETNS_RUN_DIR).join(name).exists() =>
-        {
+        Err(Error::NamespaceNotFound { .. }) if !Path::new(NETNS_RUN_DIR).join(name).exists() => {
             create(name).map(|ns| (ns, true))
         }
         Err(e) => Err(e),
@@ -123,14 +120,29 @@ fn prepare_run_dir(what: &str) -> Result<PathBuf> {
     }
     let none: Option<&str> = None;
     loop {
-        match mount(none, &dir, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, none) {
+        match mount(
+            none,
+            &dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            none,
+        ) {
             Ok(()) => return Ok(dir),
             // EINVAL: not a mount point yet. Bind it onto itself, then retry.
             Err(Errno::EINVAL) => {
-                mount(Some(&dir), &dir, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, none)
-                    .map_err(|errno| {
-                        Error::kernel(format!("{what}: making {NETNS_RUN_DIR} a mount point"), errno)
-                    })?;
+                mount(
+                    Some(&dir),
+                    &dir,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                )
+                .map_err(|errno| {
+                    Error::kernel(
+                        format!("{what}: making {NETNS_RUN_DIR} a mount point"),
+                        errno,
+                    )
+                })?;
             }
             Err(errno) => {
                 return Err(Error::kernel(

@@ -25,7 +25,9 @@ pub fn koko_bin() -> PathBuf {
 /// A loud skip: under CI a skip of something this machine can run fails.
 pub fn skip(reason: &str) {
     eprintln!("\n*** SKIP: {reason} ***\n");
-    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) && std::env::var("KOKO_ALLOW_SKIP").is_err() {
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+        && std::env::var("KOKO_ALLOW_SKIP").is_err()
+    {
         panic!("SKIP under CI is a failure: {reason}");
     }
 }
@@ -51,9 +53,15 @@ impl Sandbox {
             .expect("unshare (util-linux) must be installed and koko's tests run as root");
         let pid = holder.id();
         let mut line = String::new();
-        BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready", "sandbox did not start");
-        Sandbox { holder, pid, extra: Vec::new() }
+        Sandbox {
+            holder,
+            pid,
+            extra: Vec::new(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -63,13 +71,20 @@ impl Sandbox {
     /// A command that runs inside the sandbox.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t").arg(self.pid.to_string()).args(["-n", "-m", "--"]).arg(program);
+        c.arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-n", "-m", "--"])
+            .arg(program);
         c
     }
 
     /// Run koko inside the sandbox.
     pub fn koko(&self, args: &[&str]) -> Run {
-        let out = self.command(koko_bin()).args(args).output().expect("run koko");
+        let out = self
+            .command(koko_bin())
+            .args(args)
+            .output()
+            .expect("run koko");
         Run::from(out, format!("koko {}", args.join(" ")))
     }
 
@@ -114,7 +129,11 @@ impl Sandbox {
     /// The kernel's view of one link (with details), if it exists.
     pub fn link(&self, ns: Option<&str>, name: &str) -> Option<Value> {
         let all = self.ip_json(ns, "-d link show");
-        all.as_array().unwrap().iter().find(|l| l["ifname"] == name).cloned()
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .cloned()
     }
 
     /// Names of every link in a namespace, except lo.
@@ -138,7 +157,11 @@ impl Sandbox {
                 if a["scope"] == "link" {
                     continue;
                 }
-                out.push(format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]));
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"]
+                ));
             }
         }
         out
@@ -146,7 +169,11 @@ impl Sandbox {
 
     /// Named namespaces in the sandbox.
     pub fn netns_list(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.sh("ls /run/netns").split_whitespace().map(String::from).collect();
+        let mut v: Vec<String> = self
+            .sh("ls /run/netns")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         v.sort();
         v
     }
@@ -171,7 +198,9 @@ impl Sandbox {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         self.extra.push(child);
         line.trim().parse().unwrap()
     }
@@ -209,7 +238,11 @@ impl Run {
 
     #[track_caller]
     pub fn ok(&self) -> &Run {
-        assert_eq!(self.code, 0, "{} failed:\nstdout: {}\nstderr: {}", self.what, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "{} failed:\nstdout: {}\nstderr: {}",
+            self.what, self.stdout, self.stderr
+        );
         self
     }
 
@@ -231,13 +264,18 @@ impl Run {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.stdout))
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.stdout))
     }
 }
 
 /// Run `f` on a new thread that has entered the namespace at `ns_path`.
-pub fn in_netns<T: Send + 'static>(ns_path: &Path, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    let file = std::fs::File::open(ns_path).unwrap_or_else(|e| panic!("open {}: {e}", ns_path.display()));
+pub fn in_netns<T: Send + 'static>(
+    ns_path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file =
+        std::fs::File::open(ns_path).unwrap_or_else(|e| panic!("open {}: {e}", ns_path.display()));
     std::thread::spawn(move || {
         // SAFETY: plain syscall on a valid fd; this thread is ours alone.
         let rc = unsafe { libc_setns(file.as_raw_fd(), 0x4000_0000) };
@@ -253,7 +291,11 @@ extern "C" {
 
 /// Prove TCP traffic flows: a listener in `server_ns` on `addr`, a client in
 /// `client_ns` connects, sends a line and reads the echo.
-pub fn tcp_roundtrip(server_ns: &Path, client_ns: &Path, addr: SocketAddr) -> Result<String, String> {
+pub fn tcp_roundtrip(
+    server_ns: &Path,
+    client_ns: &Path,
+    addr: SocketAddr,
+) -> Result<String, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = in_netns(server_ns, move || -> Result<(), String> {
         // A new IPv6 address is "tentative" until duplicate address
@@ -279,7 +321,9 @@ pub fn tcp_roundtrip(server_ns: &Path, client_ns: &Path, addr: SocketAddr) -> Re
         conn.write_all(&buf[..n]).map_err(|e| e.to_string())?;
         Ok(())
     });
-    ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "server did not start".to_string())?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "server did not start".to_string())?;
     let client = in_netns(client_ns, move || -> Result<String, String> {
         let mut last = String::new();
         // IPv6 addresses may still be tentative (DAD) for a moment.
@@ -312,7 +356,9 @@ pub fn tcp_roundtrip(server_ns: &Path, client_ns: &Path, addr: SocketAddr) -> Re
 
 /// Prove that no TCP connection to `addr` opens from `client_ns` within 1 s.
 pub fn tcp_blocked(client_ns: &Path, addr: SocketAddr) -> bool {
-    in_netns(client_ns, move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err())
-        .join()
-        .unwrap()
+    in_netns(client_ns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+    })
+    .join()
+    .unwrap()
 }
