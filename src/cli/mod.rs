@@ -182,7 +182,10 @@ fn execute(plan: Plan) -> Result<Outcome> {
 /// before creating anything. Tests use it to kill a container in exactly that
 /// window and prove that nothing is left behind.
 fn test_pause_after_resolve() {
-    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
