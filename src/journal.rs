@@ -11,6 +11,7 @@
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
+use crate::net::route::{self, RouteRequest};
 use crate::net::{addr, link, sysctl, Session};
 use crate::ns::{named, Namespace};
 
@@ -32,6 +33,16 @@ pub enum Undo {
         ns: Namespace,
         key: String,
         value: String,
+    },
+    /// Delete a route this run added.
+    DeleteRoute { ns: Namespace, route: RouteRequest },
+    /// Put back a route this run replaced (`ip route replace` of an existing one).
+    RestoreRoute { ns: Namespace, route: RouteRequest },
+    /// Put a link's state (up/down, MTU) back.
+    RestoreLink {
+        ns: Namespace,
+        link: String,
+        change: link::LinkChange,
     },
 }
 
@@ -129,6 +140,43 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             sysctl::write(ns, key, value).map(drop)
+        }
+        Undo::DeleteRoute { ns, route: r } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            match session.block_on(route::del(&t, r)) {
+                // Gone already: with its link, or deleted by someone else.
+                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(Error::Kernel { errno: Some(e), .. })
+                    if e == nix::errno::Errno::ESRCH || e == nix::errno::Errno::ENOENT =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+        Undo::RestoreRoute { ns, route: r } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            session.block_on(route::replace(&t, r))
+        }
+        Undo::RestoreLink {
+            ns,
+            link: name,
+            change,
+        } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            match session.block_on(link::set(&t, name, *change)) {
+                Err(Error::LinkNotFound { .. }) => Ok(()),
+                other => other,
+            }
         }
     }
 }

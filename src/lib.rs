@@ -9,12 +9,16 @@
 //! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
 //! * [`net`] — netlink per namespace: links, addresses, sysctls
 //! * [`connect`] — the operations the CLI and scripts share
+//! * [`ipcmd`] — the `ip`-style command language (koro, `ns.ip()`)
+//! * [`inspect`] — what a namespace holds (`koko show`)
 //! * [`journal`] — what a run created, and how to undo it
 //! * [`cli`] — the command lines
 
 pub mod cli;
 pub mod connect;
 pub mod error;
+pub mod inspect;
+pub mod ipcmd;
 pub mod journal;
 pub mod net;
 pub mod ns;

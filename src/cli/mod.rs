@@ -2,7 +2,9 @@
 //! subcommands. This module turns arguments into calls of the library and
 //! results into output and exit codes; it implements no behaviour itself.
 
+pub mod koro;
 pub mod legacy;
+pub mod show;
 
 use serde_json::json;
 
@@ -26,6 +28,8 @@ Usage:
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
   koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
+  koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
+  koko show TARGET                        links, addresses and routes of a namespace
   koko -h | -v
 
 ENDPOINT:
@@ -55,8 +59,16 @@ Exit status: 0 done; 1 the request could not be carried out; 2 the request is wr
 /// Run koko with `args` (including the program name); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
     let rest = &args[1.min(args.len())..];
+    let invoked_as = args
+        .first()
+        .map(|a| std::path::Path::new(a).file_name().unwrap_or_default());
+    if invoked_as == Some(std::ffi::OsStr::new("koro")) {
+        return koro::main(rest);
+    }
     match rest.first().map(String::as_str) {
         Some("netns") => finish(netns_command(&rest[1..]), false),
+        Some("ip") => koro::main(&rest[1..]),
+        Some("show") => show::main(&rest[1..]),
         _ => legacy_main(rest),
     }
 }
@@ -72,7 +84,7 @@ fn legacy_main(args: &[String]) -> i32 {
 }
 
 /// Print the outcome and return the exit code.
-fn finish(outcome: Result<Outcome>, json: bool) -> i32 {
+pub(crate) fn finish(outcome: Result<Outcome>, json: bool) -> i32 {
     match outcome {
         Ok(out) => {
             if json {
@@ -203,7 +215,10 @@ fn reject_mirrors(end: &EndpointArg) -> Result<()> {
 
 /// Run `work` with a fresh journal; if it fails, undo what it created before
 /// returning the error (reporting any undo failure too).
-fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
+pub(crate) fn atomically<T>(
+    session: &Session,
+    work: impl FnOnce(&mut Journal) -> Result<T>,
+) -> Result<T> {
     let mut journal = Journal::new();
     match work(&mut journal) {
         Ok(v) => Ok(v),

@@ -8,11 +8,12 @@
 //! namespace for a whole run; requests to the same namespace are pipelined on
 //! its socket.
 //!
-//! The submodules build typed requests ([`link`], [`addr`]) and translate the
+//! The submodules build typed requests ([`link`], [`addr`], [`route`]) and translate the
 //! kernel's errno into errors that name the object.
 
 pub mod addr;
 pub mod link;
+pub mod route;
 pub mod sysctl;
 
 use std::cell::RefCell;
