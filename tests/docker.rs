@@ -1260,3 +1260,82 @@ fn every_koro_command_on_a_docker_target() {
     .fails(1, "unix:///run/koko-test-no-engine.sock");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+// --- the library's container operations --------------------------------------
+
+/// `koko::ns::docker::kill` (scripts' destroy): the container dies, and the
+/// veth end in the other namespace goes with it, because koko holds no
+/// reference to the container's namespace once its work is done.
+#[test]
+fn library_kill_and_stop_take_the_links_with_the_container() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.netns_add(&["peer"]);
+    let c1 = Ctr::docker("killme");
+    let c2 = Ctr::docker("stopme");
+    koko(&sb, &format!("-d {},link1 -n peer,link2", c1.name)).ok();
+    koko(&sb, &format!("-d {},link3 -n peer,link4", c2.name)).ok();
+    assert_eq!(sb.link_names(Some("peer")).len(), 2);
+
+    let ns = koko::ns::docker::resolve(&c1.name).unwrap();
+    assert_eq!(ns.kind(), koko::ns::NsKind::Docker);
+    assert_eq!(
+        ns.file_path(),
+        std::path::Path::new(&format!("/proc/{}/ns/net", c1.pid()))
+    );
+    koko::ns::docker::kill(&c1.name).unwrap();
+    assert_eq!(c1.inspect("{{.State.Running}}"), "false");
+    assert!(!ns.exists());
+    koko::ns::docker::stop(&c2.name, Duration::from_secs(0)).unwrap();
+    koko::ns::docker::stop(&c2.name, Duration::from_secs(0)).unwrap(); // already stopped: fine
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sb.link_names(Some("peer")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} survived",
+            sb.link_names(Some("peer"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = koko::ns::docker::kill(&c1.name).unwrap_err();
+    assert!(e.to_string().contains("is not running"), "{e}");
+    let e = koko::ns::docker::resolve("koko-ghost-container").unwrap_err();
+    assert!(e.to_string().contains("no such container"), "{e}");
+
+    // From async code (a script's runtime) too: no nested-runtime panic.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(async { koko::ns::docker::resolve(&c2.name) })
+        .unwrap_err();
+    assert!(e.to_string().contains("is not running"), "{e}");
+}
+
+/// An engine that accepts the connection but never answers: koko gives up
+/// after a few seconds and says where it was waiting.
+#[test]
+fn hung_engine_times_out() {
+    let sb = Sandbox::new();
+    let path = format!("/tmp/koko-test-hung-{}.sock", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let held = std::thread::spawn(move || {
+        // Accept and hold the connection without a word.
+        let conn = listener.accept().map(|(c, _)| c);
+        std::thread::sleep(Duration::from_secs(10));
+        drop(conn);
+    });
+    let host = format!("unix://{path}");
+    let t = Instant::now();
+    let run = koko_env(&sb, &[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
+    let elapsed = t.elapsed();
+    let _ = std::fs::remove_file(&path);
+    run.fails(1, &host);
+    assert!(run.stderr.contains("no answer within"), "{}", run.stderr);
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    drop(held);
+}

@@ -33,7 +33,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{InspectContainerOptions, KillContainerOptions};
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptions, StopContainerOptions,
+};
 use bollard::Docker;
 
 use crate::error::{Error, Result};
@@ -45,7 +47,7 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// How long the first contact (version negotiation) may take. An engine that
 /// is not running is noticed at once (no socket, or connection refused); this
 /// bounds the case of an engine that accepts connections but does not answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long one request after the first contact may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -224,8 +226,9 @@ pub fn inspect(name: &str) -> Result<Container> {
     })
 }
 
-/// Kill a container (SIGKILL, like `docker kill`): its namespace, and every
-/// link end in it, goes away with it. For scripts that rehearse failures.
+/// Kill a container (SIGKILL, like `docker kill`) and wait until the engine
+/// reports it stopped: its namespace, and every link end in it, goes away
+/// with it. For scripts that rehearse failures.
 pub fn kill(name: &str) -> Result<()> {
     let name = validate_name(name)?;
     let host = EngineHost::from_env()?;
@@ -236,7 +239,52 @@ pub fn kill(name: &str) -> Result<()> {
         };
         timed(&host, name, docker.kill_container(name, Some(opts)))
             .await?
-            .map_err(|e| engine_error(&host, name, e))
+            .map_err(|e| engine_error(&host, name, e))?;
+        // The engine answers once the signal is sent; wait for the death.
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let info = timed(
+                &host,
+                name,
+                docker.inspect_container(name, None::<InspectContainerOptions>),
+            )
+            .await?
+            .map_err(|e| engine_error(&host, name, e))?;
+            if info.state.and_then(|s| s.running) != Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Engine {
+                    what: format!("killing container '{name}'"),
+                    cause: format!(
+                        "still running {} s after SIGKILL",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Stop a container like `docker stop`: SIGTERM, then SIGKILL after `grace`.
+/// Returns once it has stopped.
+pub fn stop(name: &str, grace: Duration) -> Result<()> {
+    let name = validate_name(name)?;
+    let host = EngineHost::from_env()?;
+    run(async {
+        let docker = connect(&host, name).await?;
+        let opts = StopContainerOptions {
+            signal: None,
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+        };
+        tokio::time::timeout(
+            grace + REQUEST_TIMEOUT,
+            docker.stop_container(name, Some(opts)),
+        )
+        .await
+        .map_err(|_| no_engine(&host, name, "no answer to the stop request".into()))?
+        .map_err(|e| engine_error(&host, name, e))
     })
 }
 
