@@ -113,7 +113,7 @@ flock 9
 # --- packages ---------------------------------------------------------------
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
+[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || need+=(busybox-static)
 command -v podman >/dev/null || need+=(podman)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
