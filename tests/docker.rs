@@ -898,6 +898,15 @@ fn host_network_container_is_refused() {
     let run = koko(&sb, &format!("-d {},kokohost0 -n ns2,link2", h.name));
     run.fails(2, "it would wire the host's own network");
     assert!(sb.link_names(Some("ns2")).is_empty());
+    // Sharing the namespace of a host-network container: refused too.
+    let shared = Ctr::start(
+        "docker",
+        "sharer",
+        &["--network", &format!("container:{}", h.name)],
+    );
+    koko(&sb, &format!("-d {},kokohost0 -n ns2,link2", shared.name))
+        .fails(2, "it would wire the host's own network");
+    assert!(sb.link_names(Some("ns2")).is_empty());
     // Nothing appeared in the host's namespace (read-only check).
     let out = Command::new("ip")
         .args(["link", "show", "kokohost0"])

@@ -163,14 +163,26 @@ pub struct Container {
 /// return a handle on its network namespace.
 pub fn resolve(name: &str) -> Result<Namespace> {
     let container = inspect(name)?;
-    Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| match e {
-        // The process went away between the engine's answer and our look.
-        Error::NamespaceNotFound { .. } => Error::NamespaceNotFound {
-            ns: format!("container '{name}'"),
-            cause: "is not running (it stopped while koko was looking it up)".into(),
-        },
-        other => other,
-    })
+    let ns =
+        Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| match e {
+            // The process went away between the engine's answer and our look.
+            Error::NamespaceNotFound { .. } => Error::NamespaceNotFound {
+                ns: format!("container '{name}'"),
+                cause: "is not running (it stopped while koko was looking it up)".into(),
+            },
+            other => other,
+        })?;
+    // `--network host` (directly or through `container:X`) is refused in
+    // `inspect`. Belt and braces, where /proc/1 is readable: a container in
+    // the namespace of this machine's init is on the host network, whatever
+    // words its engine uses for that.
+    if Namespace::pid(1).is_ok_and(|init| init == ns) {
+        return Err(Error::Invalid(format!(
+            "container '{name}' shares the host's network namespace: koko refuses to add links \
+             to it, it would wire the host's own network"
+        )));
+    }
+    Ok(ns)
 }
 
 /// Ask the engine about a container; it must be running and must have a
@@ -200,15 +212,43 @@ pub fn inspect(name: &str) -> Result<Container> {
                 cause: format!("is not running (status: {status}); start it first"),
             });
         }
-        let mode = info
+        let mut mode = info
             .host_config
-            .and_then(|h| h.network_mode)
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
             .unwrap_or_default();
         if mode == "host" {
             return Err(Error::Invalid(format!(
                 "container '{name}' uses the host's network (--network host): koko refuses to \
                  add links to it, it would wire the host's own network"
             )));
+        }
+        // `--network container:X` shares X's namespace: follow the chain (a
+        // few steps; the engine refuses cycles) to see whether it ends on
+        // the host's network.
+        for _ in 0..8 {
+            let Some(other) = mode.strip_prefix("container:").map(str::to_string) else {
+                break;
+            };
+            let Ok(Ok(shared)) = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                docker.inspect_container(&other, None::<InspectContainerOptions>),
+            )
+            .await
+            else {
+                break;
+            };
+            mode = shared
+                .host_config
+                .and_then(|h| h.network_mode)
+                .unwrap_or_default();
+            if mode == "host" {
+                return Err(Error::Invalid(format!(
+                    "container '{name}' shares the network of container '{other}', which uses \
+                     the host's network: koko refuses to add links to it, it would wire the \
+                     host's own network"
+                )));
+            }
         }
         let pid = u32::try_from(pid).map_err(|_| Error::Engine {
             what: what(),
