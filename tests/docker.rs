@@ -463,6 +463,16 @@ fn koko_veth_blog_post() {
     }
     let sb = Sandbox::new();
     let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
+    // The post's colon form is refused before the engine is asked, with the
+    // comma form to use instead.
+    koko(
+        &sb,
+        &format!(
+            "-d {}:net1:10.200.0.1/24 -d {}:net2:10.200.0.2/24",
+            centos1.name, centos2.name
+        ),
+    )
+    .fails(2, &format!("-d {},net1,10.200.0.1/24", centos1.name));
     // Before: only lo in the container (`docker exec -it centos1 ip link`).
     assert!(link_names(&sb, &centos1).is_empty());
     koko(
