@@ -7,6 +7,8 @@ use ipnet::IpNet;
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
+use crate::net::tc::{self, MirrorDir};
+use crate::net::tunnel::{self, TunnelKind};
 use crate::net::{addr, Session};
 use crate::ns::Namespace;
 
@@ -135,9 +137,214 @@ fn explain_veth_failure(session: &Session, req: &VethRequest, errno: nix::errno:
     )
 }
 
-/// Delete link `name` in `ns` (a veth's peer goes with it).
+/// A link hung off a parent (vxlan, vlan, macvlan), put into `end`'s
+/// namespace under `end.name`.
+#[derive(Debug, Clone)]
+pub struct TunnelRequest {
+    /// Where the parent lives (the CLI: koko's own namespace, as the
+    /// original; scripts may name another).
+    pub parent_ns: Namespace,
+    pub parent: String,
+    pub end: EndRequest,
+    pub kind: TunnelKind,
+}
+
+/// Create a vxlan/vlan/macvlan: born in the target namespace under its final
+/// name in one request (see [`tunnel`](crate::net::tunnel)), then up, then
+/// its addresses. On error, whatever was created is in `journal`.
+pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> Result<EndReport> {
+    let end = &req.end;
+    link::validate_name(&end.name)?;
+    link::validate_name(&req.parent)?;
+    req.kind.validate()?;
+    let pt = session.target(&req.parent_ns)?;
+    let t = session.target(&end.ns)?;
+    session.block_on(tunnel::create(&pt, &req.parent, &t, &end.name, &req.kind))?;
+    journal.record(
+        format!(
+            "{} {} on {} in {}",
+            req.kind.kind_name(),
+            end.name,
+            req.parent,
+            end.ns
+        ),
+        Undo::DeleteLink {
+            ns: end.ns.clone(),
+            name: end.name.clone(),
+        },
+    );
+    let state = session.block_on(link::require(&t, &end.name))?;
+    if let TunnelKind::Vxlan(tunnel::VxlanOptions {
+        mtu: Some(asked), ..
+    }) = &req.kind
+    {
+        // The kernel silently clamps a vxlan's MTU to what its parent
+        // allows (parent MTU minus the 50/70-byte vxlan header); say so
+        // instead of leaving a link with an MTU nobody asked for.
+        if state.mtu != *asked {
+            return Err(Error::Kernel {
+                what: format!("creating vxlan '{}' in {} with MTU {asked}", end.name, end.ns),
+                cause: format!(
+                    "the parent '{}' allows at most MTU {} for a vxlan on it (the kernel clamped it)",
+                    req.parent, state.mtu
+                ),
+                errno: None,
+            });
+        }
+    }
+    let up = session.block_on(link::set(
+        &t,
+        &end.name,
+        link::LinkChange {
+            up: Some(true),
+            mtu: None,
+        },
+    ));
+    if let Err(e) = up {
+        // A vxlan opens its UDP socket (in the parent's namespace) when it
+        // goes up: a port held by something else fails only here.
+        return Err(match (&req.kind, e.errno()) {
+            (TunnelKind::Vxlan(v), Some(nix::errno::Errno::EADDRINUSE)) => Error::Kernel {
+                what: format!("bringing vxlan '{}' in {} up", end.name, end.ns),
+                cause: format!("UDP port {} is already in use in {}", v.port, req.parent_ns),
+                errno: e.errno(),
+            },
+            _ => e,
+        });
+    }
+    for cidr in &end.addrs {
+        session.block_on(addr::add(&t, &end.name, *cidr))?;
+    }
+    Ok(EndReport {
+        namespace: end.ns.name().to_string(),
+        kind: end.ns.kind().as_str(),
+        link: end.name.clone(),
+        ifindex: state.index,
+        addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
+    })
+}
+
+/// Copy the traffic of link `source` (direction `dir`) out through link
+/// `target`, both in `ns` (see [`tc`](crate::net::tc)).
+#[derive(Debug, Clone)]
+pub struct MirrorRequest {
+    pub ns: Namespace,
+    pub source: String,
+    pub dir: MirrorDir,
+    pub target: String,
+}
+
+/// Install a mirror; recorded in `journal` (the clsact qdisc too, if koko
+/// had to add it).
+pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> Result<()> {
+    link::validate_name(&req.source)?;
+    link::validate_name(&req.target)?;
+    if req.source == req.target {
+        return Err(Error::Invalid(format!(
+            "cannot mirror '{}' onto itself",
+            req.source
+        )));
+    }
+    let t = session.target(&req.ns)?;
+    let src = session
+        .block_on(link::get(&t, &req.source))?
+        .ok_or_else(|| Error::LinkNotFound {
+            link: req.source.clone(),
+            ns: format!(
+                "{} (the mirror source must be in the same namespace as the link)",
+                req.ns
+            ),
+        })?;
+    let dst = session.block_on(link::require(&t, &req.target))?;
+    let created = session.block_on(tc::ensure_clsact(&t, &req.source, src.index, req.dir))?;
+    journal.record(
+        format!(
+            "mirror {} of {} to {} in {}",
+            req.dir.as_str(),
+            req.source,
+            req.target,
+            req.ns
+        ),
+        Undo::DeleteMirror {
+            ns: req.ns.clone(),
+            source: req.source.clone(),
+            target_index: dst.index,
+            remove_qdisc: created,
+        },
+    );
+    session.block_on(tc::add_mirror_filters(
+        &t,
+        &req.source,
+        src.index,
+        req.dir,
+        &req.target,
+        dst.index,
+    ))
+}
+
+/// Delete link `name` in `ns` (a veth's peer goes with it). First removes
+/// the mirror filters koko installed that copy to this link, in `ns` (a
+/// mirror's source is always in the same namespace as its target), and for a
+/// veth also those that copy to its peer, in the peer's namespace: so no
+/// filter is left pointing at a dead interface.
 pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> {
     link::validate_name(name)?;
     let t = session.target(ns)?;
+    if let Some(l) = session.block_on(link::get(&t, name))? {
+        session.block_on(tc::remove_mirrors_to(&t, l.index))?;
+        if l.kind.as_deref() == Some("veth") {
+            if let Some(peer_index) = l.link_index {
+                let peer_ns = match l.link_netnsid {
+                    None => Some(ns.clone()),
+                    Some(nsid) => namespace_of_nsid(session, &t, nsid),
+                };
+                if let Some(peer_ns) = peer_ns {
+                    let pt = session.target(&peer_ns)?;
+                    session.block_on(tc::remove_mirrors_to(&pt, peer_index))?;
+                }
+            }
+        }
+    }
     session.block_on(link::delete(&t, name))
+}
+
+/// Find the namespace that `t`'s namespace calls `nsid`, among the named
+/// namespaces and those of running processes (a veth's peer is only known by
+/// that number). `None` if it is none of them: best effort, it only serves
+/// the mirror cleanup.
+fn namespace_of_nsid(session: &Session, t: &crate::net::Target, nsid: i32) -> Option<Namespace> {
+    use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use std::os::fd::AsRawFd;
+
+    let named = crate::ns::named::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| Namespace::netns(&n).ok());
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| Namespace::pid(pid).ok());
+    let mut seen = std::collections::HashSet::new();
+    for candidate in named.chain(pids) {
+        if !seen.insert(candidate.id()) || candidate.id() == t.ns.id() {
+            continue;
+        }
+        let Ok(fd) = candidate.open() else { continue };
+        let mut msg = NsidMessage::default();
+        msg.attributes
+            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+        let answers = session.block_on(t.socket.request(RouteNetlinkMessage::GetNsId(msg), 0));
+        drop(fd);
+        let found = answers.ok().into_iter().flatten().any(|m| match m {
+            RouteNetlinkMessage::NewNsId(m) => m.attributes.contains(&NsidAttribute::Id(nsid)),
+            _ => false,
+        });
+        if found {
+            return Some(candidate);
+        }
+    }
+    None
 }

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::net::route::{self, RouteRequest};
-use crate::net::{addr, link, sysctl, Session};
+use crate::net::{addr, link, sysctl, tc, Session};
 use crate::ns::{named, Namespace};
 
 /// How to undo one step.
@@ -33,6 +33,17 @@ pub enum Undo {
         ns: Namespace,
         key: String,
         value: String,
+    },
+    /// Stop a traffic responder koko started.
+    StopServer(std::sync::Arc<std::sync::Mutex<crate::probe::HttpServer>>),
+    /// Remove koko's mirror filters on link `source` that copy to the link
+    /// with ifindex `target_index` (and the clsact qdisc, if koko added it
+    /// and nothing else is left on it).
+    DeleteMirror {
+        ns: Namespace,
+        source: String,
+        target_index: u32,
+        remove_qdisc: bool,
     },
     /// Delete a route this run added.
     DeleteRoute { ns: Namespace, route: RouteRequest },
@@ -140,6 +151,39 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             sysctl::write(ns, key, value).map(drop)
+        }
+        Undo::StopServer(server) => {
+            if let Ok(mut s) = server.lock() {
+                s.stop();
+            }
+            Ok(())
+        }
+        Undo::DeleteMirror {
+            ns,
+            source,
+            target_index,
+            remove_qdisc,
+        } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            let Some(src) = session.block_on(link::get(&t, source))? else {
+                return Ok(()); // the source is gone, and its filters with it
+            };
+            let policy = if *remove_qdisc {
+                tc::QdiscPolicy::RemoveIfEmpty
+            } else {
+                tc::QdiscPolicy::Keep
+            };
+            session
+                .block_on(tc::remove_mirror_filters(
+                    &t,
+                    src.index,
+                    *target_index,
+                    policy,
+                ))
+                .map(drop)
         }
         Undo::DeleteRoute { ns, route: r } => {
             if !ns.exists() {

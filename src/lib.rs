@@ -22,5 +22,7 @@ pub mod ipcmd;
 pub mod journal;
 pub mod net;
 pub mod ns;
+pub mod probe;
+pub mod script;
 
 pub use error::{Error, Result};

@@ -78,7 +78,7 @@ pub fn parse_target(words: &[String]) -> Result<(NsSpec, &[String])> {
 pub fn main(args: &[String]) -> i32 {
     let json = args.iter().any(|a| a == "--json");
     let words: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
-    if words.is_empty() || words.iter().any(|w| w == "-h" || w == "--help") {
+    if words.iter().any(|w| w == "-h" || w == "--help") {
         return super::finish(
             Ok(Outcome {
                 lines: vec![HELP.trim_end().into()],

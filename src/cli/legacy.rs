@@ -46,12 +46,7 @@ pub struct MirrorArg {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorDir {
-    Ingress,
-    Egress,
-    Both,
-}
+pub use crate::net::tc::MirrorDir;
 
 /// The link to create into a single endpoint (-x, -V, -M).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,18 +68,7 @@ pub struct VxlanArg {
     pub learning: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacvlanMode {
-    Default,
-    Private,
-    Vepa,
-    Bridge,
-    Passthru,
-}
-
-impl MacvlanMode {
-    pub const NAMES: &'static str = "default, private, vepa, bridge, passthru";
-}
+pub use crate::net::tunnel::MacvlanMode;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,13 +8,16 @@
 //! namespace for a whole run; requests to the same namespace are pipelined on
 //! its socket.
 //!
-//! The submodules build typed requests ([`link`], [`addr`], [`route`]) and translate the
+//! The submodules build typed requests ([`link`], [`addr`], [`route`],
+//! [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring) and translate the
 //! kernel's errno into errors that name the object.
 
 pub mod addr;
 pub mod link;
 pub mod route;
 pub mod sysctl;
+pub mod tc;
+pub mod tunnel;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -37,11 +40,11 @@ pub struct Socket {
 impl Socket {
     /// Open a socket inside `ns`. Must be called inside the runtime's context
     /// (see [`Session::socket`]): the connection task is spawned on it.
-    fn open(ns: &Namespace) -> Result<Socket> {
+    fn open(ns: &Namespace) -> Result<(Socket, tokio::task::JoinHandle<()>)> {
         let (connection, handle, _unsolicited) = with_netns(ns, rtnetlink::new_connection)?
             .map_err(|e| Error::io(format!("opening a netlink socket in {ns}"), e))?;
-        tokio::spawn(connection);
-        Ok(Socket { handle })
+        let task = tokio::spawn(connection);
+        Ok((Socket { handle }, task))
     }
 
     /// Send one request and wait for its acknowledgement.
@@ -96,7 +99,8 @@ pub struct Target {
 /// namespace, opened on first use and reused until [`Session::forget`].
 pub struct Session {
     runtime: tokio::runtime::Runtime,
-    sockets: RefCell<HashMap<NsId, Socket>>,
+    /// The socket of each namespace, and the task that owns its fd.
+    sockets: RefCell<HashMap<NsId, (Socket, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Session {
@@ -113,12 +117,14 @@ impl Session {
 
     /// The socket for `ns`, opened on first use.
     pub fn socket(&self, ns: &Namespace) -> Result<Socket> {
-        if let Some(socket) = self.sockets.borrow().get(&ns.id()) {
+        if let Some((socket, _)) = self.sockets.borrow().get(&ns.id()) {
             return Ok(socket.clone());
         }
         let _context = self.runtime.enter();
-        let socket = Socket::open(ns)?;
-        self.sockets.borrow_mut().insert(ns.id(), socket.clone());
+        let (socket, task) = Socket::open(ns)?;
+        self.sockets
+            .borrow_mut()
+            .insert(ns.id(), (socket.clone(), task));
         Ok(socket)
     }
 
@@ -130,9 +136,28 @@ impl Session {
         })
     }
 
-    /// Close the socket of `ns` (if open), so koko no longer keeps it alive.
+    /// Close the socket of `ns` (if open), so koko no longer keeps the
+    /// namespace alive. The fd lives in the connection task: dropping the
+    /// handle is not enough (a current-thread runtime only notices when it
+    /// runs next), so the task is aborted and awaited here, and the fd is
+    /// closed when this returns.
     pub fn forget(&self, ns: &Namespace) {
-        self.sockets.borrow_mut().remove(&ns.id());
+        let entry = self.sockets.borrow_mut().remove(&ns.id());
+        if let Some((socket, task)) = entry {
+            drop(socket);
+            task.abort();
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    /// Close every socket (see [`Session::forget`]).
+    pub fn forget_all(&self) {
+        let entries: Vec<_> = self.sockets.borrow_mut().drain().collect();
+        for (_, (socket, task)) in entries {
+            drop(socket);
+            task.abort();
+            let _ = self.runtime.block_on(task);
+        }
     }
 
     /// Run a future to completion on this session's runtime.

@@ -1,0 +1,441 @@
+//! Probes and traffic inside a namespace, with no external binaries: ICMP
+//! echo, TCP connect with a timeout, a tiny HTTP responder, an HTTP GET, and
+//! running a host program inside a namespace.
+//!
+//! Like netlink sockets, an IP socket belongs to the namespace it was created
+//! in. So each probe creates its socket inside a short setns window and does
+//! the rest (connect, send, wait) from home. Only `exec` runs something
+//! inside a namespace, and only in the forked child, before it executes the
+//! program.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, SockFlag, SockProtocol, SockType, SockaddrStorage,
+};
+
+use crate::error::{Error, Result};
+use crate::ns::{with_netns, Namespace};
+
+fn family(ip: &IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+/// Create a socket inside `ns`.
+fn socket_in(
+    ns: &Namespace,
+    fam: AddressFamily,
+    ty: SockType,
+    proto: Option<SockProtocol>,
+) -> Result<OwnedFd> {
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    with_netns(ns, || socket::socket(fam, ty, flags, proto))?
+        .map_err(|errno| Error::kernel(format!("creating a socket in {ns}"), errno))
+}
+
+/// Wait until `fd` is ready for `events`, at most until `deadline`.
+fn wait(fd: &OwnedFd, events: PollFlags, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+/// Open a TCP connection from `ns` to `addr` within `timeout`.
+pub fn tcp_connect(ns: &Namespace, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let what = || format!("TCP connection from {ns} to {addr}");
+    let fd = socket_in(ns, family(&addr.ip()), SockType::Stream, None)?;
+    let deadline = Instant::now() + timeout;
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) => {}
+        Err(Errno::EINPROGRESS) => {
+            if !wait(&fd, PollFlags::POLLOUT, deadline) {
+                return Err(Error::Kernel {
+                    what: what(),
+                    cause: format!("timed out after {} ms", timeout.as_millis()),
+                    errno: Some(Errno::ETIMEDOUT),
+                });
+            }
+            let err = socket::getsockopt(&fd, sockopt::SocketError)
+                .map_err(|errno| Error::kernel(what(), errno))?;
+            if err != 0 {
+                return Err(Error::kernel(what(), Errno::from_raw(err)));
+            }
+        }
+        Err(errno) => return Err(Error::kernel(what(), errno)),
+    }
+    let stream = TcpStream::from(fd);
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| Error::io(what(), e))?;
+    Ok(stream)
+}
+
+/// Whether a TCP connection from `ns` to `addr` opens within `timeout`.
+/// Errors only if the probe itself cannot run (e.g. the namespace is gone).
+pub fn tcp_check(ns: &Namespace, addr: SocketAddr, timeout: Duration) -> Result<bool> {
+    match tcp_connect(ns, addr, timeout) {
+        Ok(_) => Ok(true),
+        Err(Error::Kernel { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The outcome of [`ping`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PingResult {
+    pub ok: bool,
+    pub sent: u32,
+    pub received: u32,
+    /// Round-trip time of the last reply (ms), if any.
+    pub rtt_ms: Option<f64>,
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum = sum.wrapping_add(u32::from(word));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP (or ICMPv6) echo request.
+fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut pkt = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
+    pkt.extend_from_slice(&id.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(b"koko-ping-payload-0123456789abcd");
+    if !v6 {
+        // ICMPv6 checksums are computed by the kernel on raw sockets.
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    pkt
+}
+
+/// Is `buf` (as read from the raw socket) the echo reply to (id, seq)?
+fn is_reply(v6: bool, buf: &[u8], id: u16, seq: u16) -> bool {
+    // IPv4 raw sockets deliver the IP header too; IPv6 ones do not.
+    let icmp = if v6 {
+        buf
+    } else {
+        let ihl = usize::from(buf.first().map(|b| b & 0x0f).unwrap_or(0)) * 4;
+        match buf.get(ihl..) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    };
+    icmp.len() >= 8
+        && icmp[0] == if v6 { 129 } else { 0 }
+        && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+        && u16::from_be_bytes([icmp[6], icmp[7]]) == seq
+}
+
+/// Send `count` ICMP echo requests from `ns` to `ip`, waiting up to `timeout`
+/// for each reply. `ok` if any reply came back.
+pub fn ping(ns: &Namespace, ip: IpAddr, count: u32, timeout: Duration) -> Result<PingResult> {
+    let v6 = ip.is_ipv6();
+    let proto = if v6 {
+        SockProtocol::IcmpV6
+    } else {
+        SockProtocol::Icmp
+    };
+    let fd = socket_in(ns, family(&ip), SockType::Raw, Some(proto))?;
+    let id: u16 =
+        (std::process::id() as u16) ^ (Instant::now().elapsed().subsec_nanos() as u16) ^ 0x6b6b;
+    let dest = SockaddrStorage::from(SocketAddr::new(ip, 0));
+    let mut result = PingResult {
+        ok: false,
+        sent: 0,
+        received: 0,
+        rtt_ms: None,
+    };
+    for seq in 1..=count.max(1) {
+        let seq = seq as u16;
+        let start = Instant::now();
+        let sent = socket::sendto(
+            fd.as_raw_fd(),
+            &echo_request(v6, id, seq),
+            &dest,
+            socket::MsgFlags::empty(),
+        );
+        result.sent += 1;
+        if sent.is_err() {
+            // e.g. ENETUNREACH: no route. That is an answer, not a failure.
+            continue;
+        }
+        let deadline = start + timeout;
+        let mut buf = [0u8; 1500];
+        while wait(&fd, PollFlags::POLLIN, deadline) {
+            match socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty()) {
+                Ok(n) if is_reply(v6, &buf[..n], id, seq) => {
+                    result.received += 1;
+                    result.rtt_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    result.ok = result.received > 0;
+    Ok(result)
+}
+
+/// A tiny HTTP responder running on its own thread; stops on drop or
+/// [`HttpServer::stop`].
+pub struct HttpServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub port: u16,
+    pub ns: Namespace,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpServer(port {} in {})", self.port, self.ns)
+    }
+}
+
+impl HttpServer {
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serve `body` to every HTTP request on `port` (all addresses, IPv4 and
+/// IPv6) inside `ns`, until stopped.
+pub fn serve_http(ns: &Namespace, port: u16, body: &str) -> Result<HttpServer> {
+    let what = format!("HTTP responder on port {port} in {ns}");
+    let fd = socket_in(ns, AddressFamily::Inet6, SockType::Stream, None)?;
+    // One dual-stack socket answers IPv4 too.
+    let _ = socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false);
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| Error::kernel(&what, e))?;
+    let any = SockaddrStorage::from(SocketAddr::new(
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        port,
+    ));
+    socket::bind(fd.as_raw_fd(), &any).map_err(|errno| match errno {
+        Errno::EADDRINUSE => Error::Kernel {
+            what: what.clone(),
+            cause: "port already in use in that namespace".into(),
+            errno: Some(errno),
+        },
+        _ => Error::kernel(&what, errno),
+    })?;
+    socket::listen(&fd, Backlog::new(64).expect("valid backlog"))
+        .map_err(|e| Error::kernel(&what, e))?;
+    let listener = TcpListener::from(fd);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let body = body.to_string();
+    let thread = std::thread::Builder::new()
+        .name(format!("http-{port}"))
+        .spawn(move || serve_loop(listener, flag, body))
+        .map_err(|e| Error::io(&what, e))?;
+    Ok(HttpServer {
+        stop,
+        thread: Some(thread),
+        port,
+        ns: ns.clone(),
+    })
+}
+
+fn serve_loop(listener: TcpListener, stop: Arc<AtomicBool>, body: String) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// `http://HOST[:PORT][/PATH]` split into its parts.
+fn parse_url(url: &str) -> Result<(String, u16, String)> {
+    let bad = |why: &str| Error::Invalid(format!("URL '{url}': {why}"));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+            None => 80,
+        };
+        (h.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
+            None => (hostport.to_string(), 80),
+        }
+    };
+    Ok((host, port, path.to_string()))
+}
+
+/// GET `url` from inside `ns`; returns the body of a 2xx answer.
+pub fn http_get(ns: &Namespace, url: &str, timeout: Duration) -> Result<String> {
+    let (host, port, path) = parse_url(url)?;
+    let ip: IpAddr = host.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "URL '{url}': the host must be an IP address (koko does not resolve names)"
+        ))
+    })?;
+    let mut stream = tcp_connect(ns, SocketAddr::new(ip, port), timeout)?;
+    let what = || format!("GET {url} from {ns}");
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Error::io(what(), e))?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: koko\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| Error::io(what(), e))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::io(what(), e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if !status.starts_with('2') {
+        return Err(Error::Kernel {
+            what: what(),
+            cause: format!(
+                "server answered '{}'",
+                head.lines().next().unwrap_or("nothing")
+            ),
+            errno: None,
+        });
+    }
+    Ok(body.to_string())
+}
+
+/// What [`exec`] returns.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExecResult {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+/// Run a host program inside `ns` (network namespace only) and collect its
+/// output.
+pub fn exec(ns: &Namespace, argv: &[String]) -> Result<ExecResult> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::Invalid("exec needs a program to run".into()))?;
+    let fd = ns.open()?;
+    let raw = fd.as_raw_fd();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io(format!("running '{program}' in {ns}"), e))?;
+    drop(fd);
+    Ok(ExecResult {
+        code: out.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_matches_rfc1071_example() {
+        // Echo request with zero checksum field: known value.
+        let pkt = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        let c = checksum(&pkt);
+        let mut with = pkt;
+        with[2..4].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum(&with), 0);
+    }
+
+    #[test]
+    fn replies_are_matched_by_id_and_seq() {
+        let mut reply = echo_request(true, 7, 3);
+        reply[0] = 129;
+        assert!(is_reply(true, &reply, 7, 3));
+        assert!(!is_reply(true, &reply, 7, 4));
+        let mut v4 = vec![0x45u8; 20];
+        let mut icmp = echo_request(false, 9, 1);
+        icmp[0] = 0;
+        v4.extend(icmp);
+        assert!(is_reply(false, &v4, 9, 1));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("http://10.0.3.2/").unwrap(),
+            ("10.0.3.2".into(), 80, "/".into())
+        );
+        assert_eq!(
+            parse_url("http://10.0.3.2:8080").unwrap(),
+            ("10.0.3.2".into(), 8080, "/".into())
+        );
+        assert_eq!(
+            parse_url("http://[fd00::2]:81/x").unwrap(),
+            ("fd00::2".into(), 81, "/x".into())
+        );
+        assert!(parse_url("https://x/").is_err());
+    }
+}

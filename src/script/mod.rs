@@ -1,0 +1,318 @@
+//! Scripting: koko's API in the Rhai language, the `koko run` runner and the
+//! `koko repl` prompt.
+//!
+//! A script drives the same library functions as the command line. All of a
+//! run's state lives in one [`World`]: the netlink [`Session`] (one socket per
+//! namespace), the [`Journal`] of everything the run created, and the event
+//! hooks. The Rhai functions registered in [`api`] share the world through an
+//! `Rc<RefCell<_>>`; none of them holds a borrow while calling back into the
+//! script.
+//!
+//! Functions that touch the system are registered *volatile*, so the
+//! optimizer never runs them at compile time. Limits (operations, call depth,
+//! string/array/map sizes) are set explicitly: Rhai's debug-build defaults
+//! are tiny. Ctrl-C sets a flag that the engine's progress callback and
+//! koko's long-running functions (`sleep`, `watch`) check, so a script stops
+//! cleanly and its journal is undone.
+
+pub mod api;
+pub mod repl;
+pub mod resolver;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
+
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::net::Session;
+
+/// Everything a run owns.
+pub struct World {
+    pub session: Session,
+    pub journal: Journal,
+    pub events: api::Events,
+}
+
+pub type SharedWorld = Rc<RefCell<World>>;
+
+impl World {
+    pub fn new() -> Result<SharedWorld> {
+        Ok(Rc::new(RefCell::new(World {
+            session: Session::new()?,
+            journal: Journal::new(),
+            events: api::Events::default(),
+        })))
+    }
+}
+
+/// Undo what the run created, newest first; returns the error messages.
+pub fn undo_world(world: &SharedWorld) -> Vec<String> {
+    let mut w = world.borrow_mut();
+    let World {
+        session,
+        journal,
+        events,
+    } = &mut *w;
+    events.clear();
+    journal
+        .undo_all(session)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// Limits of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 50_000_000,
+            max_call_levels: 64,
+            max_string_size: 1 << 20,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C was pressed (and not yet acknowledged).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Route SIGINT to the interrupt flag instead of killing the process, so a
+/// script can be stopped and undone cleanly.
+pub fn install_interrupt_handler() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGINT, &action);
+    }
+}
+
+/// Build an engine with koko's API, the module resolver and the limits.
+pub fn build_engine(world: &SharedWorld, limits: Limits, script_dir: Option<PathBuf>) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_optimization_level(rhai::OptimizationLevel::Simple);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_modules(256);
+    engine.on_progress(|_ops| {
+        if interrupted() {
+            Some(Dynamic::from("interrupted (Ctrl-C)"))
+        } else {
+            None
+        }
+    });
+    engine.set_module_resolver(resolver::Resolver::new(script_dir));
+    api::register(&mut engine, world);
+    engine
+}
+
+/// Format a parse error with the source line and a caret under the column.
+pub fn format_parse_error(file: &str, source: &str, err: &rhai::ParseError) -> String {
+    let pos = err.position();
+    let mut text = err.err_type().to_string();
+    if let (Some(line), col) = (pos.line(), pos.position().unwrap_or(1)) {
+        text = format!("{file}:{line}:{col}: syntax error: {text}");
+        if let Some(src) = source.lines().nth(line - 1) {
+            text.push_str(&format!(
+                "\n  {line:>4} | {src}\n       | {}^",
+                " ".repeat(col.saturating_sub(1))
+            ));
+        }
+    } else {
+        text = format!("{file}: syntax error: {text}");
+    }
+    text
+}
+
+/// A runtime error as `file:line:col: message`, with the call chain of
+/// module functions it came through.
+pub fn format_runtime_error(file: &str, err: &EvalAltResult) -> String {
+    let mut chain = Vec::new();
+    let mut cur = err;
+    let outer_pos = err.position();
+    loop {
+        match cur {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
+                chain.push(format!("in {name}(){}", located(src, *pos)));
+                cur = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, pos) => {
+                chain.push(format!("in module '{name}'{}", located("", *pos)));
+                cur = inner;
+            }
+            _ => break,
+        }
+    }
+    let message = error_message(cur);
+    let where_ = match (outer_pos.line(), outer_pos.position()) {
+        (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+        (Some(l), None) => format!("{file}:{l}"),
+        _ => file.to_string(),
+    };
+    if chain.is_empty() {
+        format!("{where_}: {message}")
+    } else {
+        format!("{where_}: {message}\n  ({})", chain.join(", "))
+    }
+}
+
+fn located(src: &str, pos: Position) -> String {
+    match pos.line() {
+        Some(l) if src.is_empty() => format!(" at line {l}"),
+        Some(l) => format!(" at {src}:{l}"),
+        None => String::new(),
+    }
+}
+
+/// The message of an error without its position: for koko's own errors the
+/// `message` field of the thrown map.
+pub fn error_message(err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorRuntime(value, _) => {
+            if let Some(map) = value.read_lock::<rhai::Map>() {
+                if let Some(m) = map.get("message") {
+                    return m.to_string();
+                }
+            }
+            value.to_string()
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "the script ran too long: it hit the operations limit (a runaway loop?); raise it with --max-ops".into()
+        }
+        EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            let name = sig.split([' ', '(']).next().unwrap_or(sig);
+            match api::signature_of(name) {
+                Some(expected) => format!("no function {sig}; expected {expected}"),
+                None => format!("unknown function {sig}"),
+            }
+        }
+        other => {
+            // Display appends " (line L, position C)"; the caller prints
+            // the position its own way.
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            }
+        }
+    }
+}
+
+/// What `koko run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub file: PathBuf,
+    pub args: Vec<String>,
+    /// Keep what a failing script created (no rollback).
+    pub keep: bool,
+    /// Undo everything at the end of a successful run too.
+    pub cleanup: bool,
+    pub limits: Limits,
+}
+
+/// Run a script file; returns the exit code (0 ok, 1 script/system error,
+/// 2 usage or parse error).
+pub fn run_file(opts: &RunOptions) -> i32 {
+    let file = opts.file.display().to_string();
+    let source = match std::fs::read_to_string(&opts.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("koko: cannot read script {file}: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = crate::ns::check_privileges() {
+        eprintln!("koko: {e}");
+        return 1;
+    }
+    let world = match World::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("koko: {e}");
+            return 1;
+        }
+    };
+    let dir = opts.file.parent().map(Path::to_path_buf);
+    let engine = build_engine(&world, opts.limits, dir);
+    let mut ast: AST = match engine.compile(&source) {
+        Ok(ast) => ast,
+        Err(e) => {
+            eprintln!("koko: {}", format_parse_error(&file, &source, &e));
+            return 2;
+        }
+    };
+    ast.set_source(file.clone());
+    let mut scope = Scope::new();
+    let args: rhai::Array = opts.args.iter().cloned().map(Dynamic::from).collect();
+    scope.push_constant("ARGS", args);
+    install_interrupt_handler();
+    let result = engine.run_ast_with_scope(&mut scope, &ast);
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("koko: {}", format_runtime_error(&file, e));
+            1
+        }
+    };
+    let undo = (code != 0 && !opts.keep) || (code == 0 && opts.cleanup);
+    let mut final_code = code;
+    if undo {
+        let count = world.borrow().journal.entries().len();
+        let errors = undo_world(&world);
+        if code != 0 && count > 0 {
+            eprintln!(
+                "koko: undid {count} step(s) the script had done{}",
+                if opts.keep {
+                    ""
+                } else {
+                    " (use --keep to keep them)"
+                }
+            );
+        }
+        for e in &errors {
+            eprintln!("koko: while undoing: {e}");
+        }
+        if !errors.is_empty() {
+            final_code = 1;
+        }
+    } else if code != 0 && opts.keep {
+        eprintln!("koko: --keep: leaving what the script created in place");
+    }
+    clear_interrupt();
+    final_code
+}

@@ -1,0 +1,354 @@
+//! `koko repl`: the script API at a prompt.
+//!
+//! * Variables, functions and imports persist from one input to the next
+//!   (imports are re-registered as static modules under their alias, since
+//!   a Rhai `import` only lives as long as the script that ran it).
+//! * An unfinished block (`{` without `}`, a statement cut short) continues
+//!   on the next line with a `...` prompt.
+//! * Tab completes functions, methods, namespace names and link names.
+//! * `:help [name]` lists the API or explains one function; `:quit` leaves.
+//! * An error is printed and the session goes on.
+//! * History persists in ~/.koko_history (or `--history FILE`).
+//!
+//! Works on a terminal (rustyline) and on piped input (one line at a time).
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use rhai::{Dynamic, Engine, ModuleResolver, Position, Scope, AST};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+
+use super::api::DOCS;
+use super::{build_engine, format_parse_error, format_runtime_error, Limits, SharedWorld, World};
+use crate::net::link;
+use crate::ns::{named, Namespace};
+
+/// Methods of the built-in types worth completing after a dot.
+const EXTRA_METHODS: &[&str] = &["len", "to_string", "contains", "keys", "values", "push"];
+
+/// Complete the word ending at `pos`: functions and variables at the start
+/// of a word, methods after a dot, namespace and link names inside a string.
+/// Returns where the completed word starts and the candidates.
+pub fn complete_word(
+    line: &str,
+    pos: usize,
+    vars: &[String],
+    names: &[String],
+) -> (usize, Vec<String>) {
+    let before = &line[..pos];
+    let in_string = before.matches('"').count() % 2 == 1;
+    let start = before
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || (in_string && c == '.')))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let word = &before[start..];
+    let mut out: Vec<String> = if in_string {
+        names
+            .iter()
+            .filter(|n| n.starts_with(word))
+            .cloned()
+            .collect()
+    } else if before[..start].ends_with('.') {
+        DOCS.iter()
+            .map(|(n, _, _)| n.to_string())
+            .chain(EXTRA_METHODS.iter().map(|s| s.to_string()))
+            .filter(|n| n.starts_with(word))
+            .collect()
+    } else {
+        DOCS.iter()
+            .map(|(n, _, _)| n.to_string())
+            .chain(vars.iter().cloned())
+            .filter(|n| n.starts_with(word))
+            .collect()
+    };
+    out.sort();
+    out.dedup();
+    (start, out)
+}
+
+struct KokoHelper {
+    world: SharedWorld,
+    vars: Rc<RefCell<Vec<String>>>,
+}
+
+impl KokoHelper {
+    /// Namespace names under /run/netns and the link names inside them.
+    fn live_names(&self) -> Vec<String> {
+        let mut names = named::list().unwrap_or_default();
+        let world = self.world.borrow();
+        for ns_name in names.clone() {
+            let Ok(ns) = Namespace::netns(&ns_name) else {
+                continue;
+            };
+            let Ok(t) = world.session.target(&ns) else {
+                continue;
+            };
+            if let Ok(links) = world.session.block_on(link::list(&t)) {
+                names.extend(links.into_iter().map(|l| l.name));
+            }
+            // Completion must not keep namespaces alive.
+            world.session.forget(&ns);
+        }
+        names
+    }
+}
+
+impl Completer for KokoHelper {
+    type Candidate = Pair;
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let names = if line[..pos].matches('"').count() % 2 == 1 {
+            self.live_names()
+        } else {
+            Vec::new()
+        };
+        let (start, words) = complete_word(line, pos, &self.vars.borrow(), &names);
+        Ok((
+            start,
+            words
+                .into_iter()
+                .map(|w| Pair {
+                    display: w.clone(),
+                    replacement: w,
+                })
+                .collect(),
+        ))
+    }
+}
+impl Hinter for KokoHelper {
+    type Hint = String;
+}
+impl Highlighter for KokoHelper {}
+impl Validator for KokoHelper {}
+impl Helper for KokoHelper {}
+
+/// Is this parse error just "the input stops too early"?
+fn incomplete(err: &rhai::ParseError) -> bool {
+    matches!(
+        err.err_type(),
+        rhai::ParseErrorType::UnexpectedEOF | rhai::ParseErrorType::MissingToken(..)
+    ) || err.err_type().to_string().contains("end of")
+}
+
+fn help(name: Option<&str>) -> String {
+    match name {
+        None => {
+            let mut s = String::from("koko script API (:help NAME for one):\n");
+            for (_, sig, doc) in DOCS {
+                s.push_str(&format!("  {sig:<60} {doc}\n"));
+            }
+            s.push_str("REPL: :help [name], :quit; Tab completes; an unfinished block continues on the next line.");
+            s
+        }
+        Some(n) => match DOCS.iter().filter(|(d, _, _)| *d == n).collect::<Vec<_>>() {
+            v if v.is_empty() => format!("no API function '{n}' (:help lists them)"),
+            v => v
+                .iter()
+                .map(|(_, sig, doc)| format!("{sig}\n    {doc}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+    }
+}
+
+struct Session {
+    engine: Engine,
+    scope: Scope<'static>,
+    functions: AST,
+    resolver: super::resolver::Resolver,
+}
+
+impl Session {
+    /// Evaluate one complete input; returns what to print.
+    fn eval(&mut self, input: &str) -> Result<Option<String>, String> {
+        let ast = self
+            .engine
+            .compile_with_scope(&self.scope, input)
+            .map_err(|e| format_parse_error("<repl>", input, &e))?;
+        let runnable = self.functions.merge(&ast);
+        let value: Dynamic = self
+            .engine
+            .eval_ast_with_scope(&mut self.scope, &runnable)
+            .map_err(|e| format_runtime_error("<repl>", &e))?;
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        self.keep_imports(input)?;
+        Ok(if value.is_unit() {
+            None
+        } else {
+            Some(format!("{value:?}"))
+        })
+    }
+
+    /// Make `import "x" as y;` of this input last beyond it.
+    fn keep_imports(&mut self, input: &str) -> Result<(), String> {
+        let mut rest = input;
+        while let Some(i) = rest.find("import") {
+            rest = &rest[i + 6..];
+            let Some(q1) = rest.find('"') else { break };
+            let Some(q2) = rest[q1 + 1..].find('"') else {
+                break;
+            };
+            let path = rest[q1 + 1..q1 + 1 + q2].to_string();
+            let after = rest[q1 + 2 + q2..].trim_start();
+            let Some(alias_part) = after.strip_prefix("as") else {
+                continue;
+            };
+            let alias: String = alias_part
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if alias.is_empty() {
+                continue;
+            }
+            let module = self
+                .resolver
+                .resolve(&self.engine, None, &path, Position::NONE)
+                .map_err(|e| format_runtime_error("<repl>", &e))?;
+            self.engine.register_static_module(alias, module);
+        }
+        Ok(())
+    }
+}
+
+/// Run the REPL; returns the exit code.
+pub fn run(history: Option<PathBuf>) -> i32 {
+    if let Err(e) = crate::ns::check_privileges() {
+        eprintln!("koko: {e}");
+        return 1;
+    }
+    let world = match World::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("koko: {e}");
+            return 1;
+        }
+    };
+    let cwd = std::env::current_dir().ok();
+    let mut session = Session {
+        engine: build_engine(&world, Limits::default(), cwd.clone()),
+        scope: Scope::new(),
+        functions: AST::empty(),
+        resolver: super::resolver::Resolver::new(cwd),
+    };
+    super::install_interrupt_handler();
+    let vars = Rc::new(RefCell::new(Vec::new()));
+    let mut editor: Editor<KokoHelper, DefaultHistory> = match Editor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("koko: cannot start the line editor: {e}");
+            return 1;
+        }
+    };
+    editor.set_helper(Some(KokoHelper {
+        world: world.clone(),
+        vars: vars.clone(),
+    }));
+    let history = history
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".koko_history")));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "koko {} — the script API at a prompt. :help lists it, :quit leaves.",
+        crate::cli::VERSION
+    );
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() {
+            "koko> "
+        } else {
+            "  ... "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(_) => break,
+        };
+        if buffer.is_empty() {
+            let cmd = line.trim();
+            if cmd == ":quit" || cmd == ":q" || cmd == "exit" {
+                break;
+            }
+            if let Some(rest) = cmd.strip_prefix(":help") {
+                let name = rest.trim();
+                println!("{}", help((!name.is_empty()).then_some(name)));
+                continue;
+            }
+            if cmd.is_empty() {
+                continue;
+            }
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if let Err(e) = session.engine.compile_with_scope(&session.scope, &buffer) {
+            if incomplete(&e) {
+                continue;
+            }
+        }
+        let input = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(input.trim_end());
+        match session.eval(&input) {
+            Ok(Some(v)) => println!("=> {v}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("error: {e}"),
+        }
+        super::clear_interrupt();
+        *vars.borrow_mut() = session
+            .scope
+            .iter_raw()
+            .map(|(n, _, _)| n.to_string())
+            .collect();
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    let left = world.borrow().journal.entries().len();
+    if left > 0 {
+        println!("leaving {left} object(s) created in this session in place (call cleanup() before :quit to undo them)");
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completes_functions_methods_and_names() {
+        let vars = vec!["client".to_string()];
+        let (start, c) = complete_word("let x = net", 11, &vars, &[]);
+        assert_eq!(start, 8);
+        assert!(c.contains(&"netns".to_string()));
+        let (_, c) = complete_word("cli", 3, &vars, &[]);
+        assert_eq!(c, vec!["client"]);
+        let (start, c) = complete_word("client.forw", 11, &vars, &[]);
+        assert_eq!(start, 7);
+        assert_eq!(c, vec!["forwarding"]);
+        let names = vec!["firewall".to_string(), "link1".to_string()];
+        let (start, c) = complete_word("netns(\"fi", 9, &vars, &names);
+        assert_eq!(start, 7);
+        assert_eq!(c, vec!["firewall"]);
+    }
+
+    #[test]
+    fn help_knows_the_api() {
+        assert!(help(Some("veth")).contains("veth(a: Ns"));
+        assert!(help(Some("nope")).contains("no API function"));
+        assert!(help(None).contains("on_link_down") || help(None).contains("netns("));
+    }
+}
