@@ -1358,3 +1358,50 @@ fn hung_engine_times_out() {
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     drop(held);
 }
+
+/// A script wires a container with `docker(NAME)` and ends it with
+/// `destroy()`: the container is killed and its link ends go with it.
+#[test]
+fn script_docker_namespace_and_destroy() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let c1 = Ctr::docker("scripted");
+    let script = format!("/tmp/koko-docker-script-{}.rhai", std::process::id());
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+let c = docker("{}");
+let n = netns("peer");
+veth(c, "link1", n, "link2", #{{a_addrs: ["10.11.0.1/24"], b_addrs: ["10.11.0.2/24"]}});
+let r = c.ping("10.11.0.2");
+if !r.ok {{ throw "no ping across"; }}
+print("linked");
+c.destroy();
+print("destroyed");
+"#,
+            c1.name
+        ),
+    )
+    .unwrap();
+    let run = sb.koko(&["run", &script]);
+    let _ = std::fs::remove_file(&script);
+    run.ok();
+    assert!(
+        run.stdout.contains("linked") && run.stdout.contains("destroyed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(c1.inspect("{{.State.Running}}"), "false");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sb.link_names(Some("peer")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} survived",
+            sb.link_names(Some("peer"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
