@@ -1405,3 +1405,43 @@ print("destroyed");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// koko README: "create vxlan interface and put it into docker container".
+/// The parent eth1 lives in koko's own namespace (the sandbox's); the far
+/// end of the tunnel is a netns behind eth1, with its own vxlan (iproute2).
+#[test]
+fn readme_vxlan_into_docker_container() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let centos1 = Ctr::docker("centos1");
+    sb.sh(
+        "ip netns add far && ip link add eth1 type veth peer name eth1p netns far \
+         && ip addr add 10.1.1.2/24 dev eth1 && ip link set eth1 up \
+         && ip -n far addr add 10.1.1.1/24 dev eth1p && ip -n far link set eth1p up \
+         && ip -n far link add vx1 type vxlan id 1 remote 10.1.1.2 dstport 4789 dev eth1p \
+         && ip -n far addr add 192.168.1.2/24 dev vx1 && ip -n far link set vx1 up",
+    );
+    koko(
+        &sb,
+        &format!(
+            "-d {},link1,192.168.1.1/24 -x eth1,10.1.1.1,1",
+            centos1.name
+        ),
+    )
+    .ok();
+    let l = link(&sb, &centos1, "link1").expect("link1 in the container");
+    let info = &l["linkinfo"]["info_data"];
+    assert_eq!(l["linkinfo"]["info_kind"], "vxlan", "{l}");
+    assert_eq!(info["id"], 1, "{l}");
+    assert_eq!(info["remote"], "10.1.1.1", "{l}");
+    assert_eq!(info["port"], 4789, "{l}");
+    assert_eq!(addrs(&sb, &centos1, "link1"), ["192.168.1.1/24"]);
+    // Nothing but eth1 in koko's own namespace: the vxlan moved out.
+    assert_eq!(sb.link_names(None), ["eth1"]);
+    centos1.ping("192.168.1.2");
+
+    koko(&sb, &format!("-D {},link1", centos1.name)).ok();
+    assert!(link_names(&sb, &centos1).is_empty());
+}
