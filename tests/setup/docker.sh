@@ -40,10 +40,14 @@ ping_engine() {
   fi
 }
 
-# Is $1 the pid of a live process whose command name is $2?
+# Is $1 the pid of a live process (not a zombie waiting to be reaped) whose
+# command name is $2?
 alive_as() {
-  local pid=$1 name=$2
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
+  local pid=$1 name=$2 stat
+  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ] && [ "${stat%% *}" != X ]
 }
 
 # Start a daemon in the background, in its own session, with stdin closed,
@@ -63,10 +67,10 @@ spawn_daemon() {
 }
 
 wait_for() {
-  local sock=$1 what=$2 pid=$3 logfile=$4
+  local sock=$1 what=$2 pid=$3 logfile=$4 name=$5
   for _ in $(seq 1 300); do
     ping_engine "$sock" && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive_as "$pid" "$name"; then
       log "$what exited during start-up; last lines of $logfile:"
       tail -n 20 "$logfile" >&2 || true
       return 1
@@ -124,10 +128,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- dockerd ----------------------------------------------------------------
-if ! ping_engine "$DOCKER_SOCK"; then
+remove_stale_pid_files() {
   # /run is not a tmpfs on these machines: pid files from an earlier boot (or
   # a killed daemon) block start-up. Remove them only when their pid is not a
   # live dockerd/containerd.
+  local pf f name
   for pf in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
     f=${pf%%:*} name=${pf##*:}
     if [ -f "$f" ] && ! alive_as "$(cat "$f" 2>/dev/null)" "$name"; then
@@ -135,15 +140,24 @@ if ! ping_engine "$DOCKER_SOCK"; then
       rm -f "$f"
     fi
   done
-  if alive_as "$(cat /var/run/docker.pid 2>/dev/null)" dockerd; then
-    log "a dockerd (pid $(cat /var/run/docker.pid)) runs but does not answer on $DOCKER_SOCK; waiting for it"
-    wait_for "$DOCKER_SOCK" dockerd "$(cat /var/run/docker.pid)" /dev/null
-  else
+}
+
+if ! ping_engine "$DOCKER_SOCK"; then
+  remove_stale_pid_files
+  other=$(cat /var/run/docker.pid 2>/dev/null || true)
+  if alive_as "$other" dockerd; then
+    # Someone's dockerd is starting (or stopping): give it time, and start
+    # our own only if it goes away.
+    log "a dockerd (pid $other) runs but does not answer on $DOCKER_SOCK yet; waiting for it"
+    wait_for "$DOCKER_SOCK" dockerd "$other" /dev/null dockerd || true
+    remove_stale_pid_files
+  fi
+  if ! ping_engine "$DOCKER_SOCK"; then
     logfile=$STATE/dockerd.log
     log "starting dockerd (log: $logfile)"
     pid=$(spawn_daemon "$logfile" dockerd --bridge=none --iptables=false --ip-forward=false --host "unix://$DOCKER_SOCK")
     echo "$pid" >"$STATE/dockerd.pid"
-    wait_for "$DOCKER_SOCK" dockerd "$pid" "$logfile"
+    wait_for "$DOCKER_SOCK" dockerd "$pid" "$logfile" dockerd
   fi
 fi
 
@@ -158,7 +172,7 @@ if ! ping_engine "$PODMAN_SOCK"; then
   log "starting podman system service (log: $logfile)"
   pid=$(spawn_daemon "$logfile" podman system service --time=0 "unix://$PODMAN_SOCK")
   echo "$pid" >"$STATE/podman.pid"
-  wait_for "$PODMAN_SOCK" "podman system service" "$pid" "$logfile"
+  wait_for "$PODMAN_SOCK" "podman system service" "$pid" "$logfile" podman
 fi
 
 # --- the test image -----------------------------------------------------------
