@@ -51,6 +51,11 @@ pub enum Error {
         errno: Option<Errno>,
     },
 
+    /// A container engine (Docker, Podman) that could not be reached, or
+    /// refused a request; also a malformed `DOCKER_HOST`.
+    #[error("{what}: {cause}")]
+    Engine { what: String, cause: String },
+
     /// A file-system or other I/O failure while doing `what`.
     #[error("{what}: {source}")]
     Io {
@@ -82,6 +87,7 @@ impl Error {
             Error::LinkExists { .. } => "link_exists",
             Error::KernelFeature { .. } => "kernel_feature",
             Error::Kernel { .. } => "kernel",
+            Error::Engine { .. } => "engine",
             Error::Io { .. } => "io",
         }
     }

@@ -174,6 +174,7 @@ pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) 
                     ..VethOptions::default()
                 },
             };
+            test_pause_after_resolve();
             let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, &a)
                 .into_iter()
                 .chain(mirror_requests(&req.b, &b))
@@ -257,6 +258,20 @@ pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) 
                 json: json!({"ok": true, "action": "delete", "deleted": deleted}),
             })
         }
+    }
+}
+
+/// Test-only hook, not a user option: with KOKO_TEST_PAUSE_AFTER_RESOLVE_MS=N
+/// koko announces on stderr that it resolved its endpoints, then sleeps N ms
+/// before creating anything. Tests use it to kill a container in exactly that
+/// window and prove that nothing is left behind.
+fn test_pause_after_resolve() {
+    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

@@ -22,6 +22,7 @@
 //! home again (on `?` and on panic). A netlink socket stays bound to the
 //! namespace it was created in, so everything after that runs at home.
 
+pub mod docker;
 pub mod named;
 
 use std::fmt;
@@ -109,17 +110,15 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// Look up a namespace the user named. Docker and CRI containers are
-    /// resolved by their own modules; here they are reported as unsupported.
+    /// Look up a namespace the user named. Docker (and Podman) containers
+    /// are resolved through the engine ([`docker`]); CRI is not supported.
     pub fn resolve(spec: &NsSpec) -> Result<Namespace> {
         match spec {
             NsSpec::Netns(name) => Namespace::netns(name),
             NsSpec::Pid(pid) => Namespace::pid(*pid),
             NsSpec::Path(path) => Namespace::path(path),
             NsSpec::Current => Namespace::current(),
-            NsSpec::Docker(name) => Err(Error::NotSupported(format!(
-                "container '{name}': Docker endpoints are not available in this build of koko yet"
-            ))),
+            NsSpec::Docker(name) => docker::resolve(name),
             NsSpec::Cri(name) => Err(Error::NotSupported(format!(
                 "CRI container '{name}': CRI-O endpoints (-e/-E) are not supported yet"
             ))),

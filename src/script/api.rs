@@ -454,6 +454,7 @@ fn register_namespaces(engine: &mut Engine, world: &SharedWorld) {
         w.borrow().session.forget(&ns.0);
         match ns.0.kind() {
             NsKind::Netns => named::delete(ns.0.name()).map_err(fail),
+            NsKind::Docker => crate::ns::docker::kill(ns.0.name()).map_err(fail),
             kind => Err(fail(Error::NotSupported(format!(
                 "destroy() works on netns namespaces and containers, not on a {} namespace ({})",
                 kind.as_str(),

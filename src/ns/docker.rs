@@ -1,0 +1,530 @@
+//! Docker and Podman containers as endpoints.
+//!
+//! A container's network namespace is the namespace of its init process. The
+//! engine knows that process: `GET /containers/NAME/json` answers with
+//! `State.Pid`, and `/proc/PID/ns/net` is the namespace. koko asks the engine
+//! once, while it resolves an endpoint, and from then on works with an
+//! ordinary [`Namespace`] handle (which holds no fd; see [`super`]).
+//!
+//! Why the pid and not `NetworkSettings.SandboxKey` (a path under
+//! /var/run/docker/netns): dockerd may live in another mount namespace than
+//! koko, and Podman has no such file at all. `/proc/PID/ns/net` is the same
+//! for every engine, as long as koko sees the engine's pid namespace.
+//!
+//! The engine is found as the docker CLI finds it: `DOCKER_HOST`
+//! (`unix:///path` or `tcp://host:port`), else `unix:///var/run/docker.sock`.
+//! Podman serves the same API (`podman system service`), so
+//! `DOCKER_HOST=unix:///run/podman/podman.sock koko -d ...` works with Podman
+//! containers.
+//!
+//! Engines speak different API versions (Debian 12's dockerd speaks 1.41,
+//! Podman 4 speaks 1.41, bollard asks for 1.53 by default), so every
+//! connection negotiates the version first. Every request has a short time
+//! limit: an engine that is not there must be reported at once, not after a
+//! client library's two-minute default.
+//!
+//! The engine client is async (hyper); [`Namespace::resolve`] is not. Each
+//! call here runs on a small current-thread tokio runtime of its own, which
+//! lives only for that call (and on a helper thread when the caller is itself
+//! inside a runtime, since runtimes must not nest).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+
+use crate::error::{Error, Result};
+use crate::ns::{Namespace, NsKind};
+
+/// Where the engine listens when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long the first contact (version negotiation) may take. An engine that
+/// is not running is noticed at once (no socket, or connection refused); this
+/// bounds the case of an engine that accepts connections but does not answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one request after the first contact may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The address of a container engine's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineHost {
+    /// A unix socket (`unix:///var/run/docker.sock`).
+    Unix(PathBuf),
+    /// Plain HTTP over TCP (`tcp://host:port` or `http://host:port`).
+    Tcp(String),
+}
+
+impl fmt::Display for EngineHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineHost::Unix(path) => write!(f, "unix://{}", path.display()),
+            EngineHost::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+impl EngineHost {
+    /// The engine named by `DOCKER_HOST`, or the default socket.
+    pub fn from_env() -> Result<EngineHost> {
+        match std::env::var("DOCKER_HOST") {
+            Ok(v) if !v.trim().is_empty() => EngineHost::parse(&v),
+            _ => EngineHost::parse(DEFAULT_HOST),
+        }
+    }
+
+    /// Parse a `DOCKER_HOST` value. A malformed one is an engine error (exit
+    /// 1): the request on the command line is fine, the environment is not.
+    pub fn parse(value: &str) -> Result<EngineHost> {
+        let bad = |why: &str| Error::Engine {
+            what: format!("DOCKER_HOST={value:?}"),
+            cause: format!(
+                "{why} (expected unix:///path/to/socket or tcp://host:port, \
+                 e.g. unix:///var/run/docker.sock, or unix:///run/podman/podman.sock for Podman)"
+            ),
+        };
+        if let Some(path) = value.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(bad("the socket path must be absolute"));
+            }
+            return Ok(EngineHost::Unix(PathBuf::from(path)));
+        }
+        let rest = value
+            .strip_prefix("tcp://")
+            .or_else(|| value.strip_prefix("http://"));
+        if let Some(rest) = rest {
+            let authority = rest.strip_suffix('/').unwrap_or(rest);
+            let valid = !authority.is_empty()
+                && !authority.contains('/')
+                && !authority
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                && authority.parse::<http_authority::Authority>().is_ok();
+            if !valid {
+                return Err(bad("not a host:port address"));
+            }
+            return Ok(EngineHost::Tcp(authority.to_string()));
+        }
+        match value.split_once("://") {
+            Some((scheme, _)) => Err(bad(&format!(
+                "koko talks to container engines over unix:// and tcp:// only, not {scheme}://"
+            ))),
+            None => Err(bad("no scheme")),
+        }
+    }
+}
+
+/// A tiny `host:port` check, so a malformed address is reported up front
+/// instead of as an obscure URI error on the first request.
+mod http_authority {
+    pub struct Authority;
+
+    impl std::str::FromStr for Authority {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+                let (host, rest) = rest.split_once(']').ok_or(())?;
+                host.parse::<std::net::Ipv6Addr>().map_err(|_| ())?;
+                (host, rest.strip_prefix(':').ok_or(())?)
+            } else {
+                s.rsplit_once(':').ok_or(())?
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+            if host_ok && port.parse::<u16>().is_ok() {
+                Ok(Authority)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+/// What koko needs to know about a running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The full id.
+    pub id: String,
+    /// The engine's name for it (without the leading '/').
+    pub name: String,
+    /// Its init process, in koko's pid namespace.
+    pub pid: u32,
+}
+
+/// Look up a running container (by name, full id or unique id prefix) and
+/// return a handle on its network namespace.
+pub fn resolve(name: &str) -> Result<Namespace> {
+    let container = inspect(name)?;
+    let ns =
+        Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| match e {
+            // The process went away between the engine's answer and our look.
+            Error::NamespaceNotFound { .. } => Error::NamespaceNotFound {
+                ns: format!("container '{name}'"),
+                cause: "is not running (it stopped while koko was looking it up)".into(),
+            },
+            other => other,
+        })?;
+    // `--network host` (directly or through `container:X`) is refused in
+    // `inspect`. Belt and braces, where /proc/1 is readable: a container in
+    // the namespace of this machine's init is on the host network, whatever
+    // words its engine uses for that.
+    if Namespace::pid(1).is_ok_and(|init| init == ns) {
+        return Err(Error::Invalid(format!(
+            "container '{name}' shares the host's network namespace: koko refuses to add links \
+             to it, it would wire the host's own network"
+        )));
+    }
+    Ok(ns)
+}
+
+/// Ask the engine about a container; it must be running and must have a
+/// network namespace of its own.
+pub fn inspect(name: &str) -> Result<Container> {
+    let name = validate_name(name)?;
+    let host = EngineHost::from_env()?;
+    run(async {
+        let docker = connect(&host, name).await?;
+        let what = || format!("container '{name}'");
+        let info = timed(
+            &host,
+            name,
+            docker.inspect_container(name, None::<InspectContainerOptions>),
+        )
+        .await?
+        .map_err(|e| engine_error(&host, name, e))?;
+        let state = info.state.unwrap_or_default();
+        let pid = state.pid.unwrap_or(0);
+        if state.running != Some(true) || pid <= 0 {
+            let status = state
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            return Err(Error::NamespaceNotFound {
+                ns: what(),
+                cause: format!("is not running (status: {status}); start it first"),
+            });
+        }
+        let mut mode = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default();
+        if mode == "host" {
+            return Err(Error::Invalid(format!(
+                "container '{name}' uses the host's network (--network host): koko refuses to \
+                 add links to it, it would wire the host's own network"
+            )));
+        }
+        // `--network container:X` shares X's namespace: follow the chain (a
+        // few steps; the engine refuses cycles) to see whether it ends on
+        // the host's network.
+        for _ in 0..8 {
+            let Some(other) = mode.strip_prefix("container:").map(str::to_string) else {
+                break;
+            };
+            let Ok(Ok(shared)) = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                docker.inspect_container(&other, None::<InspectContainerOptions>),
+            )
+            .await
+            else {
+                break;
+            };
+            mode = shared
+                .host_config
+                .and_then(|h| h.network_mode)
+                .unwrap_or_default();
+            if mode == "host" {
+                return Err(Error::Invalid(format!(
+                    "container '{name}' shares the network of container '{other}', which uses \
+                     the host's network: koko refuses to add links to it, it would wire the \
+                     host's own network"
+                )));
+            }
+        }
+        let pid = u32::try_from(pid).map_err(|_| Error::Engine {
+            what: what(),
+            cause: format!("the engine reported an impossible pid {pid}"),
+        })?;
+        Ok(Container {
+            id: info.id.unwrap_or_default(),
+            name: info
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            pid,
+        })
+    })
+}
+
+/// Kill a container (SIGKILL, like `docker kill`) and wait until the engine
+/// reports it stopped: its namespace, and every link end in it, goes away
+/// with it. For scripts that rehearse failures.
+pub fn kill(name: &str) -> Result<()> {
+    let name = validate_name(name)?;
+    let host = EngineHost::from_env()?;
+    run(async {
+        let docker = connect(&host, name).await?;
+        let opts = KillContainerOptions {
+            signal: "SIGKILL".into(),
+        };
+        timed(&host, name, docker.kill_container(name, Some(opts)))
+            .await?
+            .map_err(|e| engine_error(&host, name, e))?;
+        // The engine answers once the signal is sent; wait for the death.
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let info = timed(
+                &host,
+                name,
+                docker.inspect_container(name, None::<InspectContainerOptions>),
+            )
+            .await?
+            .map_err(|e| engine_error(&host, name, e))?;
+            if info.state.and_then(|s| s.running) != Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Engine {
+                    what: format!("killing container '{name}'"),
+                    cause: format!(
+                        "still running {} s after SIGKILL",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Stop a container like `docker stop`: SIGTERM, then SIGKILL after `grace`.
+/// Returns once it has stopped.
+pub fn stop(name: &str, grace: Duration) -> Result<()> {
+    let name = validate_name(name)?;
+    let host = EngineHost::from_env()?;
+    run(async {
+        let docker = connect(&host, name).await?;
+        let opts = StopContainerOptions {
+            signal: None,
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+        };
+        tokio::time::timeout(
+            grace + REQUEST_TIMEOUT,
+            docker.stop_container(name, Some(opts)),
+        )
+        .await
+        .map_err(|_| no_engine(&host, name, "no answer to the stop request".into()))?
+        .map_err(|e| engine_error(&host, name, e))
+    })
+}
+
+/// Docker names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (a leading '/' is allowed,
+/// as the engine prints them); ids are hex. Anything else would end up in a
+/// URL path, so it is refused up front.
+pub fn validate_name(name: &str) -> Result<&str> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    let mut chars = bare.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(bare)
+    } else {
+        Err(Error::Invalid(format!(
+            "'{name}' is not a container name or id (names are letters, digits, '_', '.' and '-', \
+             starting with a letter or digit)"
+        )))
+    }
+}
+
+/// Run `fut` to completion on a runtime of its own.
+fn run<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+    let block = |fut| -> Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the container engine client", e))?;
+        rt.block_on(fut)
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Called from async code: a runtime cannot block inside another, so
+        // the request runs on a helper thread (which never enters a namespace).
+        std::thread::scope(|s| {
+            s.spawn(|| block(fut))
+                .join()
+                .expect("engine client thread panicked")
+        })
+    } else {
+        block(fut)
+    }
+}
+
+/// Connect to the engine and agree on an API version.
+async fn connect(host: &EngineHost, name: &str) -> Result<Docker> {
+    let secs = REQUEST_TIMEOUT.as_secs();
+    let docker = match host {
+        EngineHost::Unix(path) => Docker::connect_with_unix(
+            &path.display().to_string(),
+            secs,
+            bollard::API_DEFAULT_VERSION,
+        ),
+        EngineHost::Tcp(addr) => {
+            Docker::connect_with_http(&format!("tcp://{addr}"), secs, bollard::API_DEFAULT_VERSION)
+        }
+    }
+    .map_err(|e| engine_error(host, name, e))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(result) => result.map_err(|e| engine_error(host, name, e)),
+        Err(_) => Err(no_engine(
+            host,
+            name,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+async fn timed<T>(
+    host: &EngineHost,
+    name: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| {
+            no_engine(
+                host,
+                name,
+                format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+            )
+        })
+}
+
+fn no_engine(host: &EngineHost, name: &str, cause: String) -> Error {
+    let hint = match host {
+        EngineHost::Unix(_) => {
+            "; is the engine running? Set DOCKER_HOST to use another one, \
+             e.g. unix:///run/podman/podman.sock for Podman"
+        }
+        EngineHost::Tcp(_) => "; is the engine running and listening there?",
+    };
+    Error::Engine {
+        what: format!("looking up container '{name}'"),
+        cause: format!("cannot reach the container engine at {host}: {cause}{hint}"),
+    }
+}
+
+/// The engine's or the transport's error, in words.
+fn engine_error(host: &EngineHost, name: &str, e: BollardError) -> Error {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => Error::NamespaceNotFound {
+            ns: format!("container '{name}'"),
+            cause: format!("no such container (the engine at {host} does not know it)"),
+        },
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => Error::NamespaceNotFound {
+            ns: format!("container '{name}'"),
+            cause: format!("is not running ({})", message.trim()),
+        },
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::Engine {
+            what: format!("container '{name}'"),
+            cause: format!(
+                "the engine at {host} refused: {} (HTTP {status_code})",
+                message.trim()
+            ),
+        },
+        BollardError::SocketNotFoundError(_) => no_engine(host, name, "no such socket".into()),
+        other => {
+            // Transport failures: find the io::Error at the bottom (connection
+            // refused, permission denied) and say that.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&other);
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    let cause = match io.kind() {
+                        std::io::ErrorKind::NotFound => "no such socket".to_string(),
+                        std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                        std::io::ErrorKind::PermissionDenied => {
+                            "permission denied (koko must run as root)".to_string()
+                        }
+                        _ => io.to_string(),
+                    };
+                    return no_engine(host, name, cause);
+                }
+                source = s.source();
+            }
+            no_engine(host, name, other.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_host_forms() {
+        assert_eq!(
+            EngineHost::parse("unix:///run/podman/podman.sock").unwrap(),
+            EngineHost::Unix("/run/podman/podman.sock".into())
+        );
+        assert_eq!(
+            EngineHost::parse("tcp://127.0.0.1:2375").unwrap(),
+            EngineHost::Tcp("127.0.0.1:2375".into())
+        );
+        assert_eq!(
+            EngineHost::parse("http://engine:2375/").unwrap(),
+            EngineHost::Tcp("engine:2375".into())
+        );
+        assert_eq!(
+            EngineHost::parse("tcp://[::1]:2375").unwrap(),
+            EngineHost::Tcp("[::1]:2375".into())
+        );
+        assert_eq!(
+            EngineHost::parse(DEFAULT_HOST).unwrap().to_string(),
+            DEFAULT_HOST
+        );
+    }
+
+    #[test]
+    fn malformed_docker_host_is_an_engine_error() {
+        for bad in [
+            "/var/run/docker.sock",
+            "unix://relative.sock",
+            "tcp://",
+            "tcp://host",
+            "tcp://a b:1",
+            "tcp://h:99999",
+            "ssh://me@box",
+            "npipe:////./pipe/docker_engine",
+        ] {
+            let e = EngineHost::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 1, "{bad}: {e}");
+            assert!(e.to_string().contains("DOCKER_HOST"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn container_names() {
+        assert_eq!(validate_name("centos1").unwrap(), "centos1");
+        assert_eq!(validate_name("/web_1.x-y").unwrap(), "web_1.x-y");
+        assert_eq!(validate_name("4f2a9c").unwrap(), "4f2a9c");
+        for bad in ["", "/", "../x", "a/b", "-x", "a b", "x?y"] {
+            assert_eq!(validate_name(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+}
