@@ -109,6 +109,26 @@ pub const DOCS: &[(&str, &str, &str)] = &[
         "veth(a: Ns, name_a, b: Ns, name_b[, #{mtu, a_addrs, b_addrs}]) -> Link",
         "veth pair, both ends up; returns the end in a",
     ),
+    (
+        "vxlan",
+        "vxlan(ns, name, #{parent, remote, vni[, port, mtu, parent_ns, local, ttl, learning, addrs]}) -> Link",
+        "vxlan on a parent link (in koko's namespace unless parent_ns), put in ns, up",
+    ),
+    (
+        "vlan",
+        "vlan(ns, name, #{parent, id[, parent_ns, addrs]}) -> Link",
+        "802.1Q vlan on a parent link, put in ns, up",
+    ),
+    (
+        "macvlan",
+        "macvlan(ns, name, #{parent[, mode, parent_ns, addrs]}) -> Link",
+        "macvlan on a parent link (mode: bridge, private, vepa, passthru), put in ns, up",
+    ),
+    (
+        "mirror",
+        "link.mirror(\"ingress\"|\"egress\"|\"both\", source: Link)",
+        "copy the source link's traffic out through link (same namespace)",
+    ),
     ("link", "ns.link(name) -> Link", "an existing link"),
     (
         "links",
@@ -179,6 +199,31 @@ pub const DOCS: &[(&str, &str, &str)] = &[
         "koko",
         "koko(\"-n a,l1,10.0.1.1/24 -n b,l2,10.0.1.2/24\") -> map",
         "the one-shot grammar, same parser as the CLI",
+    ),
+    (
+        "ip",
+        "ns.ip(\"address add 10.0.1.1/24 dev link1\") -> string",
+        "an `ip`-style command (address, route, link set), run natively in the namespace",
+    ),
+    (
+        "route_add",
+        "ns.route_add(dest[, #{via, dev, metric, table}])",
+        "add a route (dest \"10.0.3.0/24\" or \"default\")",
+    ),
+    (
+        "route_del",
+        "ns.route_del(dest[, #{via, dev, metric, table}])",
+        "delete a route",
+    ),
+    (
+        "route_replace",
+        "ns.route_replace(dest[, #{via, dev, metric, table}])",
+        "add or replace a route (the old one comes back on undo)",
+    ),
+    (
+        "koro",
+        "koro(\"netns client route add default via 10.0.1.2 dev link1\") -> string",
+        "the koro grammar: a target, then an `ip`-style command",
     ),
     (
         "cleanup",
@@ -281,6 +326,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     register_probes(engine, world);
     register_routes(engine, world);
     register_misc(engine, world);
+    super::api_tunnels::register(engine, world);
 }
 
 /// Run one `ip`-style command in `ns` with the run's session and journal.

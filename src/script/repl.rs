@@ -186,8 +186,20 @@ impl Session {
         Ok(if value.is_unit() {
             None
         } else {
-            Some(format!("{value:?}"))
+            Some(self.show(value))
         })
+    }
+
+    /// A value as the script's `to_debug` shows it (so a Link prints as
+    /// `Link(x in netns 'a')`, also inside arrays and maps, not as a Rust
+    /// type name).
+    fn show(&self, value: Dynamic) -> String {
+        let fallback = format!("{value:?}");
+        let mut scope = Scope::new();
+        scope.push("__koko_value", value);
+        self.engine
+            .eval_with_scope::<String>(&mut scope, "to_debug(__koko_value)")
+            .unwrap_or(fallback)
     }
 
     /// Make `import "x" as y;` of this input last beyond it.
