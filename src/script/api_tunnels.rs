@@ -159,7 +159,13 @@ impl Opts<'_> {
     }
 }
 
-fn create(world: &SharedWorld, ns: &NsRef, name: &str, opts: &Opts, kind: TunnelKind) -> R<LinkRef> {
+fn create(
+    world: &SharedWorld,
+    ns: &NsRef,
+    name: &str,
+    opts: &Opts,
+    kind: TunnelKind,
+) -> R<LinkRef> {
     let req = TunnelRequest {
         parent_ns: opts.parent_ns()?,
         parent: opts.required_string("parent", "\"eth1\"")?,
@@ -191,14 +197,16 @@ fn known(extra: &[&'static str]) -> Vec<&'static str> {
 pub fn register(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
     sys!(engine, "vxlan", move |ns: NsRef,
-                                              name: &str,
-                                              map: Map|
+                                name: &str,
+                                map: Map|
           -> R<LinkRef> {
         let opts = Opts {
             what: "vxlan",
             map: &map,
         };
-        opts.check(&known(&["remote", "vni", "port", "mtu", "local", "ttl", "learning"]))?;
+        opts.check(&known(&[
+            "remote", "vni", "port", "mtu", "local", "ttl", "learning",
+        ]))?;
         let remote = opts.ip("remote")?.ok_or_else(|| {
             invalid("vxlan: option remote is required (e.g. remote: \"10.9.0.2\")")
         })?;
@@ -221,8 +229,8 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     });
     let w = world.clone();
     sys!(engine, "vlan", move |ns: NsRef,
-                                             name: &str,
-                                             map: Map|
+                               name: &str,
+                               map: Map|
           -> R<LinkRef> {
         let opts = Opts {
             what: "vlan",
@@ -236,8 +244,8 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     });
     let w = world.clone();
     sys!(engine, "macvlan", move |ns: NsRef,
-                                                name: &str,
-                                                map: Map|
+                                  name: &str,
+                                  map: Map|
           -> R<LinkRef> {
         let opts = Opts {
             what: "macvlan",
@@ -257,8 +265,8 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     });
     let w = world.clone();
     sys!(engine, "mirror", move |target: &mut LinkRef,
-                                               dir: &str,
-                                               source: LinkRef|
+                                 dir: &str,
+                                 source: LinkRef|
           -> R<()> {
         let dir = MirrorDir::parse(dir).ok_or_else(|| {
             invalid(format!(

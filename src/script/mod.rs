@@ -196,7 +196,10 @@ pub fn format_runtime_error(file: &str, err: &EvalAltResult) -> String {
     if chain.is_empty() {
         format!("{where_}: {message}")
     } else {
-        format!("{where_}: {message}\n  (call chain: {})", chain.join(" -> "))
+        format!(
+            "{where_}: {message}\n  (call chain: {})",
+            chain.join(" -> ")
+        )
     }
 }
 

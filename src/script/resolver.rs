@@ -80,11 +80,11 @@ impl Resolver {
     fn not_found(&self, importer: Option<&str>, name: &str, pos: Position) -> Box<EvalAltResult> {
         let stdlib: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
         let mut places = vec![format!("the stdlib ({})", stdlib.join(", "))];
-        places.extend(
-            self.dirs(importer)
-                .iter()
-                .map(|d| d.join(format!("{}.rhai", name.trim_end_matches(".rhai"))).display().to_string()),
-        );
+        places.extend(self.dirs(importer).iter().map(|d| {
+            d.join(format!("{}.rhai", name.trim_end_matches(".rhai")))
+                .display()
+                .to_string()
+        }));
         if std::env::var_os("KOKO_PATH").is_none() {
             places.push("KOKO_PATH (not set)".into());
         }
