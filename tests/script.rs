@@ -784,3 +784,64 @@ fn rollback_at_every_step_of_the_api_scripts() {
         inject_everywhere(&source, name.trim_end_matches(".rhai"), &[], |_| {});
     }
 }
+
+// ------------------------------------------------ more limits and journal
+
+#[test]
+fn call_depth_string_and_array_limits_stop_the_script() {
+    for (what, needle) in [
+        ("depth", "more than 64 levels (a runaway recursion?)"),
+        ("string", "Length of string: over the limit"),
+        ("array", "Size of array/BLOB: over the limit"),
+    ] {
+        let sb = Sandbox::new();
+        let started = Instant::now();
+        let r = run(&sb, &[&script("limits.rhai"), "--", what]);
+        r.fails(1, needle);
+        assert!(r.stderr.contains("limits.rhai:"), "{}", r.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: too slow"
+        );
+        assert_clean(&sb, what);
+    }
+}
+
+/// The test's own namespace "a" with a veth eth0x <-> eth0y, eth0x up.
+fn existing_link_scene() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a"]);
+    sb.sh("ip link add eth0x netns a type veth peer eth0y netns a && ip -n a link set eth0x up");
+    sb
+}
+
+#[test]
+fn changes_to_existing_things_are_put_back_on_failure() {
+    let sb = existing_link_scene();
+    let r = run(&sb, &[&script("existing_link.rhai"), "--", "fail"]);
+    r.fails(1, "stop here");
+    assert_eq!(
+        line(&r, "changed:"),
+        "changed: mtu=1400 state=down fwd=1 rp=1"
+    );
+    // Through the kernel: everything as the test made it.
+    assert_eq!(sb.netns_list(), vec!["a"], "a was not created by the run");
+    let l = sb.link(Some("a"), "eth0x").unwrap();
+    assert_eq!(l["mtu"], 1500);
+    assert!(flags(&l).contains(&"UP".to_string()), "{l}");
+    assert!(sb.addrs(Some("a"), "eth0x").is_empty());
+    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "0");
+    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "0");
+}
+
+#[test]
+fn changes_to_existing_things_stay_after_success() {
+    let sb = existing_link_scene();
+    run(&sb, &[&script("existing_link.rhai")]).ok();
+    let l = sb.link(Some("a"), "eth0x").unwrap();
+    assert_eq!(l["mtu"], 1400);
+    assert!(!flags(&l).contains(&"UP".to_string()), "{l}");
+    assert_eq!(sb.addrs(Some("a"), "eth0x"), vec!["10.3.0.1/24"]);
+    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
+    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "1");
+}

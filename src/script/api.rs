@@ -516,6 +516,20 @@ fn register_namespaces(engine: &mut Engine, world: &SharedWorld) {
           -> R<()> {
         set_sysctl(&w, &ns.0, key, value)
     });
+    let w = world.clone();
+    sys!(engine, "sysctl", move |ns: &mut NsRef,
+                                 key: &str,
+                                 value: i64|
+          -> R<()> {
+        set_sysctl(&w, &ns.0, key, &value.to_string())
+    });
+    let w = world.clone();
+    sys!(engine, "sysctl", move |ns: &mut NsRef,
+                                 key: &str,
+                                 value: bool|
+          -> R<()> {
+        set_sysctl(&w, &ns.0, key, if value { "1" } else { "0" })
+    });
     sys!(engine, "sysctl", |ns: &mut NsRef, key: &str| -> R<String> {
         sysctl::read(&ns.0, key).map_err(fail)
     });
@@ -781,48 +795,33 @@ fn register_links(engine: &mut Engine, world: &SharedWorld) {
         let world = w.borrow();
         connect::delete_link(&world.session, &l.ns, &l.name).map_err(fail)
     });
-    let w = world.clone();
-    sys!(engine, "add_addr", move |l: &mut LinkRef,
-                                   cidr: &str|
-          -> R<()> {
-        let net = parse_cidr(cidr).map_err(fail)?;
-        let mut world = w.borrow_mut();
-        let t = world.session.target(&l.ns).map_err(fail)?;
-        world
-            .session
-            .block_on(addr::add(&t, &l.name, net))
-            .map_err(fail)?;
-        world.journal.record(
-            format!("address {net} on {} in {}", l.name, l.ns),
-            Undo::DeleteAddress {
-                ns: l.ns.clone(),
-                link: l.name.clone(),
-                addr: net,
-            },
-        );
-        Ok(())
-    });
-    let w = world.clone();
-    sys!(engine, "del_addr", move |l: &mut LinkRef,
-                                   cidr: &str|
-          -> R<()> {
-        let net = parse_cidr(cidr).map_err(fail)?;
-        let world = w.borrow();
-        let t = world.session.target(&l.ns).map_err(fail)?;
-        world
-            .session
-            .block_on(addr::del(&t, &l.name, net))
-            .map_err(fail)
-    });
+    // Addresses go through the same executor as `ns.ip("address add ...")`,
+    // so both are journaled alike.
+    for (name, op) in [
+        ("add_addr", crate::ipcmd::AddrOp::Add),
+        ("del_addr", crate::ipcmd::AddrOp::Del),
+    ] {
+        let w = world.clone();
+        sys!(engine, name, move |l: &mut LinkRef, cidr: &str| -> R<()> {
+            let cmd = crate::ipcmd::IpCommand::Address {
+                op,
+                addr: parse_cidr(cidr).map_err(fail)?,
+                dev: l.name.clone(),
+            };
+            apply_ip(&w, &l.ns, &cmd).map(|_| ())
+        });
+    }
 }
 
+/// `link.up()`, `.down()`, `.set_mtu(n)`: the same executor as
+/// `ns.ip("link set ...")`, so the old state is journaled and put back on
+/// undo (this matters for links the run did not create).
 fn change(world: &SharedWorld, l: &LinkRef, c: LinkChange) -> R<()> {
-    let world = world.borrow();
-    let t = world.session.target(&l.ns).map_err(fail)?;
-    world
-        .session
-        .block_on(link::set(&t, &l.name, c))
-        .map_err(fail)
+    let cmd = crate::ipcmd::IpCommand::LinkSet {
+        dev: l.name.clone(),
+        change: c,
+    };
+    apply_ip(world, &l.ns, &cmd).map(|_| ())
 }
 
 fn ping_map(r: probe::PingResult) -> Map {

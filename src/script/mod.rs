@@ -227,6 +227,17 @@ pub fn error_message(err: &EvalAltResult) -> String {
             "the script ran too long: it hit the operations limit (a runaway loop?); raise it with --max-ops".into()
         }
         EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "functions called each other too deep: more than {} levels (a runaway recursion?)",
+            Limits::default().max_call_levels
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let l = Limits::default();
+            format!(
+                "{what}: over the limit (strings {} bytes, arrays and maps {} items)",
+                l.max_string_size, l.max_array_size
+            )
+        }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split([' ', '(']).next().unwrap_or(sig);
             // Rhai spells argument types the Rust way; say them the script's way.
