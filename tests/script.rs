@@ -539,12 +539,14 @@ fn keep_and_cleanup_together_is_a_usage_error() {
     assert_clean(&sb, "usage errors");
 }
 
-#[test]
-fn ctrl_c_stops_promptly_with_exit_1_and_undoes() {
+/// Start `script_name`, wait for it to print "built", press Ctrl-C (SIGINT),
+/// expect exit 1 within 3 s with "FILE:AT: interrupted (Ctrl-C)" and nothing
+/// left.
+fn ctrl_c(script_name: &str, at: &str) {
     let sb = Sandbox::new();
     let mut child = sb
         .command(koko_bin())
-        .args(["run", &script("interrupted.rhai")])
+        .args(["run", &script(script_name)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -575,11 +577,21 @@ fn ctrl_c_stops_promptly_with_exit_1_and_undoes() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("interrupted.rhai:5:1: interrupted (Ctrl-C)"),
+        err.contains(&format!("{script_name}:{at}: interrupted (Ctrl-C)")),
         "{err}"
     );
     assert!(err.contains("undid"), "{err}");
     assert_clean(&sb, "Ctrl-C");
+}
+
+#[test]
+fn ctrl_c_stops_a_sleep_promptly_with_exit_1_and_undoes() {
+    ctrl_c("interrupted.rhai", "5:1");
+}
+
+#[test]
+fn ctrl_c_stops_a_long_probe_promptly() {
+    ctrl_c("interrupted_probe.rhai", "5:3");
 }
 
 #[test]

@@ -836,12 +836,44 @@ fn ping_map(r: probe::PingResult) -> Map {
     m
 }
 
+/// Stop with "interrupted (Ctrl-C)" if Ctrl-C was pressed. A probe cut short
+/// by the signal (its poll returns EINTR) must not look like a timeout.
+fn stop_if_interrupted() -> R<()> {
+    if super::interrupted() {
+        return Err(
+            EvalAltResult::ErrorTerminated("interrupted (Ctrl-C)".into(), Position::NONE).into(),
+        );
+    }
+    Ok(())
+}
+
+/// `count` echo requests, one at a time, so Ctrl-C stops a long series
+/// within one timeout instead of after all of them.
+fn ping_interruptible(ns: &Namespace, ip: IpAddr, count: u32, timeout: Duration) -> R<Map> {
+    let mut total = probe::PingResult {
+        ok: false,
+        sent: 0,
+        received: 0,
+        rtt_ms: None,
+    };
+    for _ in 0..count.max(1) {
+        stop_if_interrupted()?;
+        let r = probe::ping(ns, ip, 1, timeout).map_err(fail)?;
+        stop_if_interrupted()?;
+        total.sent += r.sent;
+        total.received += r.received;
+        if r.rtt_ms.is_some() {
+            total.rtt_ms = r.rtt_ms;
+        }
+    }
+    total.ok = total.received > 0;
+    Ok(ping_map(total))
+}
+
 fn register_probes(engine: &mut Engine, world: &SharedWorld) {
     sys!(engine, "ping", |ns: &mut NsRef, ip: &str| -> R<Map> {
         let ip = parse_ip(ip)?;
-        probe::ping(&ns.0, ip, 1, Duration::from_millis(1000))
-            .map(ping_map)
-            .map_err(fail)
+        ping_interruptible(&ns.0, ip, 1, Duration::from_millis(1000))
     });
     sys!(engine, "ping", |ns: &mut NsRef,
                           ip: &str,
@@ -867,9 +899,7 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
                 }
             }
         }
-        probe::ping(&ns.0, ip, count, timeout)
-            .map(ping_map)
-            .map_err(fail)
+        ping_interruptible(&ns.0, ip, count, timeout)
     });
     sys!(engine, "tcp", |ns: &mut NsRef,
                          ip: &str,
@@ -878,12 +908,13 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
      -> R<bool> {
         let ip = parse_ip(ip)?;
         let port = u16::try_from(port).map_err(|_| invalid(format!("{port} is not a TCP port")))?;
-        probe::tcp_check(
+        let r = probe::tcp_check(
             &ns.0,
             SocketAddr::new(ip, port),
             ms(timeout_ms, "tcp timeout")?,
-        )
-        .map_err(fail)
+        );
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     let w = world.clone();
     sys!(engine, "serve_http", move |ns: &mut NsRef,
@@ -901,13 +932,17 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
     sys!(engine, "http_get", |ns: &mut NsRef,
                               url: &str|
      -> R<String> {
-        probe::http_get(&ns.0, url, Duration::from_millis(2000)).map_err(fail)
+        let r = probe::http_get(&ns.0, url, Duration::from_millis(2000));
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     sys!(engine, "http_get", |ns: &mut NsRef,
                               url: &str,
                               timeout_ms: i64|
      -> R<String> {
-        probe::http_get(&ns.0, url, ms(timeout_ms, "http_get timeout")?).map_err(fail)
+        let r = probe::http_get(&ns.0, url, ms(timeout_ms, "http_get timeout")?);
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     sys!(engine, "exec", |ns: &mut NsRef, argv: Array| -> R<Map> {
         let argv = strings(&argv, "exec")?;
