@@ -857,3 +857,60 @@ fn changes_to_existing_things_stay_after_success() {
     assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
     assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "1");
 }
+
+/// Every function api.rs / api_tunnels.rs registers by name is in the DOCS
+/// table (the REPL's :help, completion and "expected ..." hints use it), and
+/// every test script here is run by some test.
+#[test]
+fn every_registered_function_is_documented_and_every_script_used() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let api = std::fs::read_to_string(format!("{root}/src/script/api.rs")).unwrap();
+    let tunnels = std::fs::read_to_string(format!("{root}/src/script/api_tunnels.rs")).unwrap();
+    let docs = &api[api.find("pub const DOCS").unwrap()..];
+    let docs = &docs[..docs.find("];").unwrap()];
+    let mut names = Vec::new();
+    for text in [&api, &tunnels] {
+        for marker in [
+            "sys!(engine, \"",
+            "register_get(\"",
+            "(\"route_",
+            "(\"up\"",
+            "(\"down\"",
+            "(\"add_addr\"",
+            "(\"del_addr\"",
+        ] {
+            for (i, _) in text.match_indices(marker) {
+                let start = i + marker.find('"').unwrap() + 1;
+                let name: String = text[start..].chars().take_while(|c| *c != '"').collect();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    assert!(names.len() > 30, "{names:?}");
+    let undocumented: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !docs.contains(&format!("(\n        \"{n}\",")) && !docs.contains(&format!("(\"{n}\","))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "registered but not in DOCS: {undocumented:?}"
+    );
+
+    let tests: String = ["script.rs", "repl.rs", "scripts_examples.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{root}/tests/{f}")).unwrap())
+        .collect();
+    for entry in std::fs::read_dir(format!("{root}/tests/scripts")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rhai") && name != "mylib.rhai" {
+            assert!(
+                tests.contains(&format!("\"{name}\"")),
+                "tests/scripts/{name} is run by no test"
+            );
+        }
+    }
+}

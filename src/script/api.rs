@@ -222,8 +222,8 @@ pub const DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "koro",
-        "koro(\"netns client route add default via 10.0.1.2 dev link1\") -> string",
-        "the koro grammar: a target, then an `ip`-style command",
+        "koro(\"ipnetns client route add default via 10.0.1.2 dev link1\") -> string",
+        "the koro grammar: a target (docker NAME, ipnetns NAME, netns PATH, pid N, host), then an `ip`-style command",
     ),
     (
         "cleanup",

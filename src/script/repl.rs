@@ -146,7 +146,11 @@ fn help(name: Option<&str>) -> String {
         None => {
             let mut s = String::from("koko script API (:help NAME for one):\n");
             for (_, sig, doc) in DOCS {
-                s.push_str(&format!("  {sig:<60} {doc}\n"));
+                if sig.chars().count() < 60 {
+                    s.push_str(&format!("  {sig:<60} {doc}\n"));
+                } else {
+                    s.push_str(&format!("  {sig}\n  {:<60} {doc}\n", ""));
+                }
             }
             s.push_str("REPL: :help [name], :quit; Tab completes; an unfinished block continues on the next line.");
             s
