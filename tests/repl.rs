@@ -236,3 +236,42 @@ fn tab_completes_on_a_pseudo_terminal() {
         "1"
     );
 }
+
+/// Ctrl-C stops the running input, not the session.
+#[test]
+fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl-int");
+    let mut child = sb
+        .command(koko_bin())
+        .args(["repl", "--history"])
+        .arg(dir.join("h"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"let a = netns(\"a\");\nsleep(10000);\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    stdin.write_all(b"print(`after ${a.name}`);\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C did not stop sleep()"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(stdout.contains("after a"), "{stdout}");
+}

@@ -666,6 +666,8 @@ fn try_catch_reads_kind_and_message_and_args_arrive() {
         "5 kind=namespace_not_found message=pid 999999999",
         "6 kind=not_supported message=destroy() works on netns",
         "7 kind=assertion message=one: expected 2, got 1",
+        "8 kind= error=ErrorFunctionNotFound message=Function not found: netns (i64)",
+        "9 kind=mine message=custom",
         "done",
     ] {
         assert!(
@@ -726,9 +728,11 @@ fn inject_everywhere(source: &str, tag: &str, args: &[&str], check_extra: impl F
 }
 
 #[test]
-fn rollback_at_every_step_of_the_service_chain() {
+fn rollback_at_every_step_of_the_examples() {
     let source = std::fs::read_to_string(scriptkit::example("service-chain.rhai")).unwrap();
     inject_everywhere(&source, "service-chain", &[], |_| {});
+    let source = std::fs::read_to_string(scriptkit::example("two-namespaces.rhai")).unwrap();
+    inject_everywhere(&source, "two-namespaces", &[], |_| {});
 }
 
 /// Inject a failure after every statement of a stdlib module (a copy of it,

@@ -4,13 +4,34 @@
 mod scriptkit;
 mod support;
 
-use scriptkit::{assert_clean, example, run};
-use support::Sandbox;
+use scriptkit::assert_clean;
+use support::{koko_bin, Run, Sandbox};
+
+/// `cd REPO && koko run scripts/NAME` inside the sandbox, as the README says.
+fn run_example(sb: &Sandbox, name: &str) -> Run {
+    let out = sb
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && exec {} run scripts/{name}",
+            env!("CARGO_MANIFEST_DIR"),
+            koko_bin().display()
+        ))
+        .env_remove("KOKO_PATH")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what: format!("koko run scripts/{name}"),
+    }
+}
 
 #[test]
 fn two_namespaces_runs_and_cleans_up() {
     let sb = Sandbox::new();
-    let r = run(&sb, &[&example("two-namespaces.rhai")]);
+    let r = run_example(&sb, "two-namespaces.rhai");
     r.ok();
     assert!(
         r.stdout
@@ -35,7 +56,7 @@ fn two_namespaces_runs_and_cleans_up() {
 #[test]
 fn service_chain_runs_breaks_repairs_and_cleans_up() {
     let sb = Sandbox::new();
-    let r = run(&sb, &[&example("service-chain.rhai")]);
+    let r = run_example(&sb, "service-chain.rhai");
     r.ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
