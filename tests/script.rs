@@ -465,6 +465,26 @@ fn syntax_error_shows_file_line_col_and_a_caret() {
 }
 
 #[test]
+fn syntax_error_in_an_imported_module_shows_its_line() {
+    let sb = Sandbox::new();
+    let r = run(&sb, &[&script("bad_module_user.rhai")]);
+    r.fails(2, "bad_module_user.rhai:2:8: in module 'bad_module': ");
+    assert!(
+        r.stderr.contains("bad_module.rhai:3:16: syntax error"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("     3 |   let x = (1 + ;"),
+        "{}",
+        r.stderr
+    );
+    assert_clean(&sb, "syntax error in a module");
+    // Usage errors are 2 as well.
+    run(&sb, &[]).fails(2, "<FILE>");
+}
+
+#[test]
 fn wrong_types_say_what_was_expected() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("bad_types.rhai")]);
@@ -910,7 +930,7 @@ fn every_registered_function_is_documented_and_every_script_used() {
         .collect();
     for entry in std::fs::read_dir(format!("{root}/tests/scripts")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.ends_with(".rhai") && name != "mylib.rhai" {
+        if name.ends_with(".rhai") && name != "mylib.rhai" && name != "bad_module.rhai" {
             assert!(
                 tests.contains(&format!("\"{name}\"")),
                 "tests/scripts/{name} is run by no test"

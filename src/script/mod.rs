@@ -211,6 +211,18 @@ fn located(src: &str, pos: Position) -> String {
     }
 }
 
+/// The `kind` of koko's own (map) errors, under any call/module wrapping.
+fn error_kind(err: &EvalAltResult) -> Option<String> {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => error_kind(inner),
+        EvalAltResult::ErrorRuntime(value, _) => value
+            .read_lock::<rhai::Map>()
+            .and_then(|m| m.get("kind").map(|k| k.to_string())),
+        _ => None,
+    }
+}
+
 /// The message of an error without its position: for koko's own errors the
 /// `message` field of the thrown map.
 pub fn error_message(err: &EvalAltResult) -> String {
@@ -316,7 +328,12 @@ pub fn run_file(opts: &RunOptions) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("koko: {}", format_runtime_error(&file, e));
-            1
+            // A syntax error in an imported module is a parse error too.
+            if error_kind(e).as_deref() == Some("syntax") {
+                2
+            } else {
+                1
+            }
         }
     };
     let undo = (code != 0 && !opts.keep) || (code == 0 && opts.cleanup);

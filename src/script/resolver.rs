@@ -113,11 +113,18 @@ impl rhai::ModuleResolver for Resolver {
             .find(source, path)
             .ok_or_else(|| self.not_found(source, path, pos))?;
         let mut ast = engine.compile(&text).map_err(|e| {
-            Box::new(EvalAltResult::ErrorInModule(
-                origin.clone(),
-                EvalAltResult::ErrorParsing(e.err_type().clone(), e.position()).into(),
-                pos,
-            ))
+            // The module's own line and caret, as for the main script.
+            let mut map = rhai::Map::new();
+            map.insert("kind".into(), "syntax".into());
+            map.insert(
+                "message".into(),
+                format!(
+                    "in module '{path}': {}",
+                    super::format_parse_error(&origin, &text, &e)
+                )
+                .into(),
+            );
+            Box::new(EvalAltResult::ErrorRuntime(map.into(), pos))
         })?;
         ast.set_source(origin.clone());
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
