@@ -89,6 +89,20 @@ fn namespace_changes_are_undone_by_cleanup_flag() {
 }
 
 #[test]
+fn destroy_lets_go_of_koko_responders_so_the_namespace_dies() {
+    let sb = Sandbox::new();
+    let r = run(&sb, &[&script("destroy_with_server.rhai")]);
+    r.ok();
+    assert_eq!(line(&r, "before:"), "before: true");
+    assert_eq!(
+        line(&r, "after destroy:"),
+        "after destroy: va is gone, tcp false"
+    );
+    assert_eq!(sb.netns_list(), vec!["a"]);
+    assert!(sb.link_names(Some("a")).is_empty());
+}
+
+#[test]
 fn links_veth_addresses_state_mtu_delete() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_links.rhai")]);

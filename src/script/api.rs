@@ -536,8 +536,19 @@ fn register_namespaces(engine: &mut Engine, world: &SharedWorld) {
 
     let w = world.clone();
     sys!(engine, "destroy", move |ns: &mut NsRef| -> R<()> {
-        // Let go of our socket first: it would keep the namespace alive.
+        // Let go of what koko holds in it first: its netlink socket and its
+        // HTTP responders' sockets would keep the namespace (and its veth
+        // ends) alive.
         w.borrow().session.forget(&ns.0);
+        for entry in w.borrow().journal.entries() {
+            if let Undo::StopServer(server) = &entry.undo {
+                if let Ok(mut s) = server.lock() {
+                    if s.ns == ns.0 {
+                        s.stop();
+                    }
+                }
+            }
+        }
         match ns.0.kind() {
             NsKind::Netns => named::delete(ns.0.name()).map_err(fail),
             kind => Err(fail(Error::NotSupported(format!(
