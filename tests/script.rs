@@ -289,6 +289,29 @@ fn vxlan_is_undone_with_the_run() {
 }
 
 #[test]
+fn vxlan_parent_defaults_to_kokos_own_namespace() {
+    let sb = Sandbox::new();
+    sb.sh("ip link add eth9 type veth peer name eth9p && ip addr add 10.99.0.1/24 dev eth9 && ip link set eth9 up");
+    let r = run(&sb, &[&script("vxlan_default_parent.rhai")]);
+    r.ok();
+    assert_eq!(line(&r, "vx9"), "vx9 in c: up");
+    let l = sb.link(Some("c"), "vx9").unwrap();
+    assert_eq!(l["linkinfo"]["info_data"]["id"], 7);
+    assert_eq!(l["linkinfo"]["info_data"]["port"], 8472);
+    assert!(
+        l.get("link_netnsid").is_some(),
+        "the parent is in another namespace: {l}"
+    );
+    let sb = Sandbox::new();
+    sb.sh("ip link add eth9 type veth peer name eth9p && ip link set eth9 up");
+    run(&sb, &["--cleanup", &script("vxlan_default_parent.rhai")]).ok();
+    assert_eq!(sb.netns_list(), Vec::<String>::new());
+    let mut left = sb.link_names(None);
+    left.sort();
+    assert_eq!(left, vec!["eth9", "eth9p"]);
+}
+
+#[test]
 fn macvlan_and_vlan_with_bad_options() {
     let sb = Sandbox::new();
     sb.netns_add(&["host1"]);
