@@ -205,6 +205,7 @@ fn probes_ping_tcp_http_exec_sleep_now() {
     let r = run(&sb, &[&script("api_probes.rhai")]);
     r.ok();
     for want in [
+        "warm.ok=true",
         "ping.ok=true rtt_is_float=true",
         "ping3 sent=3 received=3",
         "ping.miss ok=false rtt=",
