@@ -82,6 +82,26 @@ pub const DOCS: &[(&str, &str, &str)] = &[
         "veth(a: Ns, name_a, b: Ns, name_b[, #{mtu, a_addrs, b_addrs}]) -> Link",
         "veth pair, both ends up; returns the end in a",
     ),
+    (
+        "vxlan",
+        "vxlan(ns, name, #{parent, remote, vni[, port, mtu, parent_ns, local, ttl, learning, addrs]}) -> Link",
+        "vxlan on a parent link (in koko's namespace unless parent_ns), put in ns, up",
+    ),
+    (
+        "vlan",
+        "vlan(ns, name, #{parent, id[, parent_ns, addrs]}) -> Link",
+        "802.1Q vlan on a parent link, put in ns, up",
+    ),
+    (
+        "macvlan",
+        "macvlan(ns, name, #{parent[, mode, parent_ns, addrs]}) -> Link",
+        "macvlan on a parent link (mode: bridge, private, vepa, passthru), put in ns, up",
+    ),
+    (
+        "mirror",
+        "link.mirror(\"ingress\"|\"egress\"|\"both\", source: Link)",
+        "copy the source link's traffic out through link (same namespace)",
+    ),
     ("link", "ns.link(name) -> Link", "an existing link"),
     (
         "links",
@@ -152,6 +172,81 @@ pub const DOCS: &[(&str, &str, &str)] = &[
         "koko",
         "koko(\"-n a,l1,10.0.1.1/24 -n b,l2,10.0.1.2/24\") -> map",
         "the one-shot grammar, same parser as the CLI",
+    ),
+    (
+        "ip",
+        "ns.ip(\"address add 10.0.1.1/24 dev link1\") -> string",
+        "an `ip`-style command (address, route, link set), run natively in the namespace",
+    ),
+    (
+        "route_add",
+        "ns.route_add(dest[, #{via, dev, metric, table}])",
+        "add a route (dest \"10.0.3.0/24\" or \"default\")",
+    ),
+    (
+        "route_del",
+        "ns.route_del(dest[, #{via, dev, metric, table}])",
+        "delete a route",
+    ),
+    (
+        "route_replace",
+        "ns.route_replace(dest[, #{via, dev, metric, table}])",
+        "add or replace a route (the old one comes back on undo)",
+    ),
+    (
+        "koro",
+        "koro(\"ipnetns client route add default via 10.0.1.2 dev link1\") -> string",
+        "the koro grammar: a target (docker NAME, ipnetns NAME, netns PATH, pid N, host), then an `ip`-style command",
+    ),
+    (
+        "on_link_down",
+        "on_link_down(ns, link_name, |ev| { ... })  or  on_link_down(link, |ev| ...)",
+        "run when the link goes down or disappears (its peer's namespace died); ev = #{kind, namespace, link, time}",
+    ),
+    (
+        "on_link_up",
+        "on_link_up(ns, link_name, |ev| { ... })",
+        "run when the link comes up (with carrier)",
+    ),
+    (
+        "on_container_exit",
+        "on_container_exit(name, |ev| { ... })",
+        "run when a container stops",
+    ),
+    (
+        "watch",
+        "watch(ms[, #{stop_on_error}]) -> int",
+        "dispatch events for up to ms (or until stop_watch()); returns how many hooks ran",
+    ),
+    (
+        "stop_watch",
+        "stop_watch()",
+        "end the current watch() (call it from a hook)",
+    ),
+    (
+        "probe_start",
+        "probe_start(ns, ip, port, #{interval_ms, timeout_ms}) -> Probe",
+        "keep opening TCP connections from ns to ip:port in the background, to measure an outage",
+    ),
+    (
+        "report",
+        "probe.report() -> map",
+        "#{sent, lost, first_failure_ms, first_recovery_ms, outage_ms} so far",
+    ),
+    (
+        "stop",
+        "probe.stop() -> map",
+        "stop the probe; the final report",
+    ),
+    (
+        "wait_success_after",
+        "probe.wait_success_after(t_ms, timeout_ms) -> float or ()",
+        "wait for the first successful probe started at or after t (ms since the epoch)",
+    ),
+    (
+        "wait_recovery",
+        "probe.wait_recovery(ms) -> bool",
+        "wait until the probe saw traffic recover after a failure",
     ),
     (
         "cleanup",
@@ -255,6 +350,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     register_routes(engine, world);
     register_misc(engine, world);
     super::events::register(engine, world);
+    super::api_tunnels::register(engine, world);
 }
 
 /// Run one `ip`-style command in `ns` with the run's session and journal.
@@ -444,14 +540,39 @@ fn register_namespaces(engine: &mut Engine, world: &SharedWorld) {
           -> R<()> {
         set_sysctl(&w, &ns.0, key, value)
     });
+    let w = world.clone();
+    sys!(engine, "sysctl", move |ns: &mut NsRef,
+                                 key: &str,
+                                 value: i64|
+          -> R<()> {
+        set_sysctl(&w, &ns.0, key, &value.to_string())
+    });
+    let w = world.clone();
+    sys!(engine, "sysctl", move |ns: &mut NsRef,
+                                 key: &str,
+                                 value: bool|
+          -> R<()> {
+        set_sysctl(&w, &ns.0, key, if value { "1" } else { "0" })
+    });
     sys!(engine, "sysctl", |ns: &mut NsRef, key: &str| -> R<String> {
         sysctl::read(&ns.0, key).map_err(fail)
     });
 
     let w = world.clone();
     sys!(engine, "destroy", move |ns: &mut NsRef| -> R<()> {
-        // Let go of our socket first: it would keep the namespace alive.
+        // Let go of what koko holds in it first: its netlink socket and its
+        // HTTP responders' sockets would keep the namespace (and its veth
+        // ends) alive.
         w.borrow().session.forget(&ns.0);
+        for entry in w.borrow().journal.entries() {
+            if let Undo::StopServer(server) = &entry.undo {
+                if let Ok(mut s) = server.lock() {
+                    if s.ns == ns.0 {
+                        s.stop();
+                    }
+                }
+            }
+        }
         match ns.0.kind() {
             NsKind::Netns => named::delete(ns.0.name()).map_err(fail),
             NsKind::Docker => crate::ns::docker::kill(ns.0.name()).map_err(fail),
@@ -710,48 +831,33 @@ fn register_links(engine: &mut Engine, world: &SharedWorld) {
         let world = w.borrow();
         connect::delete_link(&world.session, &l.ns, &l.name).map_err(fail)
     });
-    let w = world.clone();
-    sys!(engine, "add_addr", move |l: &mut LinkRef,
-                                   cidr: &str|
-          -> R<()> {
-        let net = parse_cidr(cidr).map_err(fail)?;
-        let mut world = w.borrow_mut();
-        let t = world.session.target(&l.ns).map_err(fail)?;
-        world
-            .session
-            .block_on(addr::add(&t, &l.name, net))
-            .map_err(fail)?;
-        world.journal.record(
-            format!("address {net} on {} in {}", l.name, l.ns),
-            Undo::DeleteAddress {
-                ns: l.ns.clone(),
-                link: l.name.clone(),
-                addr: net,
-            },
-        );
-        Ok(())
-    });
-    let w = world.clone();
-    sys!(engine, "del_addr", move |l: &mut LinkRef,
-                                   cidr: &str|
-          -> R<()> {
-        let net = parse_cidr(cidr).map_err(fail)?;
-        let world = w.borrow();
-        let t = world.session.target(&l.ns).map_err(fail)?;
-        world
-            .session
-            .block_on(addr::del(&t, &l.name, net))
-            .map_err(fail)
-    });
+    // Addresses go through the same executor as `ns.ip("address add ...")`,
+    // so both are journaled alike.
+    for (name, op) in [
+        ("add_addr", crate::ipcmd::AddrOp::Add),
+        ("del_addr", crate::ipcmd::AddrOp::Del),
+    ] {
+        let w = world.clone();
+        sys!(engine, name, move |l: &mut LinkRef, cidr: &str| -> R<()> {
+            let cmd = crate::ipcmd::IpCommand::Address {
+                op,
+                addr: parse_cidr(cidr).map_err(fail)?,
+                dev: l.name.clone(),
+            };
+            apply_ip(&w, &l.ns, &cmd).map(|_| ())
+        });
+    }
 }
 
+/// `link.up()`, `.down()`, `.set_mtu(n)`: the same executor as
+/// `ns.ip("link set ...")`, so the old state is journaled and put back on
+/// undo (this matters for links the run did not create).
 fn change(world: &SharedWorld, l: &LinkRef, c: LinkChange) -> R<()> {
-    let world = world.borrow();
-    let t = world.session.target(&l.ns).map_err(fail)?;
-    world
-        .session
-        .block_on(link::set(&t, &l.name, c))
-        .map_err(fail)
+    let cmd = crate::ipcmd::IpCommand::LinkSet {
+        dev: l.name.clone(),
+        change: c,
+    };
+    apply_ip(world, &l.ns, &cmd).map(|_| ())
 }
 
 fn ping_map(r: probe::PingResult) -> Map {
@@ -766,12 +872,44 @@ fn ping_map(r: probe::PingResult) -> Map {
     m
 }
 
+/// Stop with "interrupted (Ctrl-C)" if Ctrl-C was pressed. A probe cut short
+/// by the signal (its poll returns EINTR) must not look like a timeout.
+fn stop_if_interrupted() -> R<()> {
+    if super::interrupted() {
+        return Err(
+            EvalAltResult::ErrorTerminated("interrupted (Ctrl-C)".into(), Position::NONE).into(),
+        );
+    }
+    Ok(())
+}
+
+/// `count` echo requests, one at a time, so Ctrl-C stops a long series
+/// within one timeout instead of after all of them.
+fn ping_interruptible(ns: &Namespace, ip: IpAddr, count: u32, timeout: Duration) -> R<Map> {
+    let mut total = probe::PingResult {
+        ok: false,
+        sent: 0,
+        received: 0,
+        rtt_ms: None,
+    };
+    for _ in 0..count.max(1) {
+        stop_if_interrupted()?;
+        let r = probe::ping(ns, ip, 1, timeout).map_err(fail)?;
+        stop_if_interrupted()?;
+        total.sent += r.sent;
+        total.received += r.received;
+        if r.rtt_ms.is_some() {
+            total.rtt_ms = r.rtt_ms;
+        }
+    }
+    total.ok = total.received > 0;
+    Ok(ping_map(total))
+}
+
 fn register_probes(engine: &mut Engine, world: &SharedWorld) {
     sys!(engine, "ping", |ns: &mut NsRef, ip: &str| -> R<Map> {
         let ip = parse_ip(ip)?;
-        probe::ping(&ns.0, ip, 1, Duration::from_millis(1000))
-            .map(ping_map)
-            .map_err(fail)
+        ping_interruptible(&ns.0, ip, 1, Duration::from_millis(1000))
     });
     sys!(engine, "ping", |ns: &mut NsRef,
                           ip: &str,
@@ -797,9 +935,7 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
                 }
             }
         }
-        probe::ping(&ns.0, ip, count, timeout)
-            .map(ping_map)
-            .map_err(fail)
+        ping_interruptible(&ns.0, ip, count, timeout)
     });
     sys!(engine, "tcp", |ns: &mut NsRef,
                          ip: &str,
@@ -808,12 +944,13 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
      -> R<bool> {
         let ip = parse_ip(ip)?;
         let port = u16::try_from(port).map_err(|_| invalid(format!("{port} is not a TCP port")))?;
-        probe::tcp_check(
+        let r = probe::tcp_check(
             &ns.0,
             SocketAddr::new(ip, port),
             ms(timeout_ms, "tcp timeout")?,
-        )
-        .map_err(fail)
+        );
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     let w = world.clone();
     sys!(engine, "serve_http", move |ns: &mut NsRef,
@@ -831,13 +968,17 @@ fn register_probes(engine: &mut Engine, world: &SharedWorld) {
     sys!(engine, "http_get", |ns: &mut NsRef,
                               url: &str|
      -> R<String> {
-        probe::http_get(&ns.0, url, Duration::from_millis(2000)).map_err(fail)
+        let r = probe::http_get(&ns.0, url, Duration::from_millis(2000));
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     sys!(engine, "http_get", |ns: &mut NsRef,
                               url: &str,
                               timeout_ms: i64|
      -> R<String> {
-        probe::http_get(&ns.0, url, ms(timeout_ms, "http_get timeout")?).map_err(fail)
+        let r = probe::http_get(&ns.0, url, ms(timeout_ms, "http_get timeout")?);
+        stop_if_interrupted()?;
+        r.map_err(fail)
     });
     sys!(engine, "exec", |ns: &mut NsRef, argv: Array| -> R<Map> {
         let argv = strings(&argv, "exec")?;

@@ -16,6 +16,7 @@
 //! cleanly and its journal is undone.
 
 pub mod api;
+pub mod api_tunnels;
 pub mod events;
 pub mod repl;
 pub mod resolver;
@@ -160,42 +161,66 @@ pub fn format_parse_error(file: &str, source: &str, err: &rhai::ParseError) -> S
 }
 
 /// A runtime error as `file:line:col: message`, with the call chain of
-/// module functions it came through.
+/// script functions it came through: each step says where the function was
+/// called (in its caller's file), the last where the error was raised.
 pub fn format_runtime_error(file: &str, err: &EvalAltResult) -> String {
     let mut chain = Vec::new();
     let mut cur = err;
     let outer_pos = err.position();
+    // The file the current step's position refers to.
+    let mut caller = file.to_string();
     loop {
         match cur {
             EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
-                chain.push(format!("in {name}(){}", located(src, *pos)));
+                chain.push(format!("{name}() called at {}", located(&caller, *pos)));
+                if !src.is_empty() {
+                    caller = src.clone();
+                }
                 cur = inner;
             }
             EvalAltResult::ErrorInModule(name, inner, pos) => {
-                chain.push(format!("in module '{name}'{}", located("", *pos)));
+                chain.push(format!(
+                    "module '{name}' imported at {}",
+                    located(&caller, *pos)
+                ));
+                caller = name.clone();
                 cur = inner;
             }
             _ => break,
         }
     }
     let message = error_message(cur);
-    let where_ = match (outer_pos.line(), outer_pos.position()) {
-        (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
-        (Some(l), None) => format!("{file}:{l}"),
-        _ => file.to_string(),
-    };
+    if !chain.is_empty() && !cur.position().is_none() {
+        chain.push(format!("raised at {}", located(&caller, cur.position())));
+    }
+    let where_ = located(file, outer_pos);
     if chain.is_empty() {
         format!("{where_}: {message}")
     } else {
-        format!("{where_}: {message}\n  ({})", chain.join(", "))
+        format!(
+            "{where_}: {message}\n  (call chain: {})",
+            chain.join(" -> ")
+        )
     }
 }
 
 fn located(src: &str, pos: Position) -> String {
-    match pos.line() {
-        Some(l) if src.is_empty() => format!(" at line {l}"),
-        Some(l) => format!(" at {src}:{l}"),
-        None => String::new(),
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("{src}:{l}:{c}"),
+        (Some(l), None) => format!("{src}:{l}"),
+        _ => src.to_string(),
+    }
+}
+
+/// The `kind` of koko's own (map) errors, under any call/module wrapping.
+fn error_kind(err: &EvalAltResult) -> Option<String> {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => error_kind(inner),
+        EvalAltResult::ErrorRuntime(value, _) => value
+            .read_lock::<rhai::Map>()
+            .and_then(|m| m.get("kind").map(|k| k.to_string())),
+        _ => None,
     }
 }
 
@@ -215,10 +240,27 @@ pub fn error_message(err: &EvalAltResult) -> String {
             "the script ran too long: it hit the operations limit (a runaway loop?); raise it with --max-ops".into()
         }
         EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "functions called each other too deep: more than {} levels (a runaway recursion?)",
+            Limits::default().max_call_levels
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let l = Limits::default();
+            format!(
+                "{what}: over the limit (strings {} bytes, arrays and maps {} items)",
+                l.max_string_size, l.max_array_size
+            )
+        }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split([' ', '(']).next().unwrap_or(sig);
+            // Rhai spells argument types the Rust way; say them the script's way.
+            let sig = sig
+                .replace("&str | ImmutableString | String", "string")
+                .replace("i64", "int")
+                .replace("f64", "float")
+                .replace("rhai::", "");
             match api::signature_of(name) {
-                Some(expected) => format!("no function {sig}; expected {expected}"),
+                Some(expected) => format!("wrong arguments for {sig}: expected {expected}"),
                 None => format!("unknown function {sig}"),
             }
         }
@@ -287,7 +329,12 @@ pub fn run_file(opts: &RunOptions) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("koko: {}", format_runtime_error(&file, e));
-            1
+            // A syntax error in an imported module is a parse error too.
+            if error_kind(e).as_deref() == Some("syntax") {
+                2
+            } else {
+                1
+            }
         }
     };
     let undo = (code != 0 && !opts.keep) || (code == 0 && opts.cleanup);

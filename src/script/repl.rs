@@ -146,7 +146,11 @@ fn help(name: Option<&str>) -> String {
         None => {
             let mut s = String::from("koko script API (:help NAME for one):\n");
             for (_, sig, doc) in DOCS {
-                s.push_str(&format!("  {sig:<60} {doc}\n"));
+                if sig.chars().count() < 60 {
+                    s.push_str(&format!("  {sig:<60} {doc}\n"));
+                } else {
+                    s.push_str(&format!("  {sig}\n  {:<60} {doc}\n", ""));
+                }
             }
             s.push_str("REPL: :help [name], :quit; Tab completes; an unfinished block continues on the next line.");
             s
@@ -186,8 +190,20 @@ impl Session {
         Ok(if value.is_unit() {
             None
         } else {
-            Some(format!("{value:?}"))
+            Some(self.show(value))
         })
+    }
+
+    /// A value as the script's `to_debug` shows it (so a Link prints as
+    /// `Link(x in netns 'a')`, also inside arrays and maps, not as a Rust
+    /// type name).
+    fn show(&self, value: Dynamic) -> String {
+        let fallback = format!("{value:?}");
+        let mut scope = Scope::new();
+        scope.push("__koko_value", value);
+        self.engine
+            .eval_with_scope::<String>(&mut scope, "to_debug(__koko_value)")
+            .unwrap_or(fallback)
     }
 
     /// Make `import "x" as y;` of this input last beyond it.

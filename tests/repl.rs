@@ -1,0 +1,277 @@
+//! `koko repl` driven through piped stdin (rustyline reads plain lines when
+//! stdin is not a terminal) and through a pseudo-terminal (`script` from
+//! util-linux) for Tab completion.
+
+mod scriptkit;
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{koko_bin, Sandbox};
+
+struct Session {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Feed `input` to `koko repl --history HISTORY` on a pipe.
+fn repl(sb: &Sandbox, input: &str, history: &std::path::Path) -> Session {
+    let mut child = sb
+        .command(koko_bin())
+        .args(["repl", "--history"])
+        .arg(history)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Session {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const INPUT: &str = r#"let a = netns("a");
+fn add(x,
+       y) {
+  x + y
+}
+add(2, 3)
+if a.name == "a" {
+  print("in the if block");
+}
+import "assert" as t;
+let b = netns("b");
+t::eq(a.name, "a", "name");
+nosuch(1);
+let l = veth(a, "va", b, "vb",
+             #{a_addrs: ["10.0.1.1/24"], b_addrs: ["10.0.1.2/24"]});
+l
+t::reachable(a, "10.0.1.2").ok
+:help veth
+t::eq(1, 2, "one is not two");
+netns("a").link("nope");
+print(`still here: ${add(40, 2)}`);
+"#;
+
+#[test]
+fn piped_session_multiline_variables_imports_errors_help_history() {
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl");
+    let history = dir.join("history");
+    let s = repl(&sb, INPUT, &history);
+    assert_eq!(s.code, 0, "stdout:\n{}\nstderr:\n{}", s.stdout, s.stderr);
+    let out = &s.stdout;
+    // A fn split over lines, then called in a later line.
+    assert!(out.contains("=> 5"), "{out}");
+    // An if block split over lines, using a variable of an earlier line.
+    assert!(out.contains("in the if block"), "{out}");
+    // The import of one line is usable in later lines.
+    assert!(out.contains("=> true"), "{out}");
+    // A value of the API's types shows as the script sees it.
+    assert!(out.contains("=> Link(va in netns 'a')"), "{out}");
+    // :help NAME.
+    assert!(out.contains("veth(a: Ns, name_a, b: Ns, name_b"), "{out}");
+    // Errors are reported and the session goes on.
+    assert!(
+        s.stderr
+            .contains("error: <repl>:1:1: unknown function nosuch (int)"),
+        "{}",
+        s.stderr
+    );
+    assert!(
+        s.stderr.contains("one is not two: expected 2, got 1"),
+        "{}",
+        s.stderr
+    );
+    assert!(
+        s.stderr.contains("no link 'nope' in netns 'a'"),
+        "{}",
+        s.stderr
+    );
+    assert!(out.contains("still here: 42"), "{out}");
+    // What the session built is in the kernel (the REPL keeps it).
+    assert_eq!(sb.netns_list(), vec!["a", "b"]);
+    assert_eq!(sb.addrs(Some("a"), "va"), vec!["10.0.1.1/24"]);
+    assert!(out.contains("leaving"), "{out}");
+    // History: every complete input, multi-line ones as one entry.
+    let h = std::fs::read_to_string(&history).unwrap();
+    assert!(h.contains("let a = netns(\"a\");"), "{h}");
+    assert!(h.contains("fn add(x,"), "{h}");
+    assert!(h.contains("print(`still here: ${add(40, 2)}`);"), "{h}");
+    // A second session loads the history and appends to it.
+    let s2 = repl(&sb, "1 + 1\n", &history);
+    assert_eq!(s2.code, 0);
+    assert!(s2.stdout.contains("=> 2"));
+    let h2 = std::fs::read_to_string(&history).unwrap();
+    assert!(h2.contains("fn add(x,") && h2.contains("1 + 1"), "{h2}");
+}
+
+#[test]
+fn cleanup_in_the_repl_undoes_the_session() {
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl");
+    let s = repl(
+        &sb,
+        "let a = netns(\"a\");\nveth(a, \"x\", host(), \"y\");\ncleanup();\n:quit\nprint(\"after quit\");\n",
+        &dir.join("h"),
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert!(!s.stdout.contains("after quit"), "{}", s.stdout);
+    scriptkit::assert_clean(&sb, "cleanup() in the repl");
+}
+
+#[test]
+fn syntax_error_in_the_repl_shows_the_caret_and_goes_on() {
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl");
+    let s = repl(&sb, "let x = (1 + ;\nlet y = 7;\ny * 6\n", &dir.join("h"));
+    assert_eq!(s.code, 0);
+    assert!(
+        s.stderr.contains("<repl>:1:14: syntax error"),
+        "{}",
+        s.stderr
+    );
+    assert!(s.stderr.contains('^'), "{}", s.stderr);
+    assert!(s.stdout.contains("=> 42"), "{}", s.stdout);
+}
+
+/// Tab completion on a real terminal: `script` gives koko a pty.
+#[test]
+fn tab_completes_on_a_pseudo_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip("no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl-pty");
+    let cmd = format!(
+        "{} repl --history {}",
+        koko_bin().display(),
+        dir.join("h").display()
+    );
+    let mut child = sb
+        .command("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm") // rustyline does not edit on "dumb"
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let pause = || std::thread::sleep(Duration::from_millis(400));
+    pause();
+    // "net" + Tab -> "netns"; then finish the line and print the result.
+    stdin.write_all(b"let a = net\t").unwrap();
+    pause();
+    stdin
+        .write_all(b"(\"a\"); print(`made ${a.name}`)\r")
+        .unwrap();
+    pause();
+    // A method after a dot: "a.forw" + Tab -> "a.forwarding".
+    stdin.write_all(b"a.forw\t").unwrap();
+    pause();
+    stdin
+        .write_all(b"(true); print(a.sysctl(\"net.ipv4.ip_forward\"))\r")
+        .unwrap();
+    pause();
+    // A link name inside a string: "linkz" + Tab -> "linkzz" (read from the kernel).
+    stdin
+        .write_all(b"veth(a, \"linkzz\", host(), \"linkyy\");\r")
+        .unwrap();
+    pause();
+    stdin.write_all(b"print(\"linkz\t").unwrap();
+    pause();
+    stdin.write_all(b"\".len())\r").unwrap();
+    pause();
+    stdin.write_all(b":quit\r").unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("koko repl on a pty did not quit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let out = reader.join().unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("netns"), "completion of 'net': {out}");
+    assert!(out.contains("made a"), "{out}");
+    assert!(out.contains("forwarding"), "{out}");
+    // "linkzz".len() is 6: the name was completed before the line ran.
+    assert!(
+        out.lines().any(|l| l.trim() == "6"),
+        "completion of a link name: {out}"
+    );
+    assert_eq!(sb.netns_list(), vec!["a"]);
+    assert_eq!(
+        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward")
+            .trim(),
+        "1"
+    );
+}
+
+/// Ctrl-C stops the running input, not the session.
+#[test]
+fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
+    let sb = Sandbox::new();
+    let dir = scriptkit::tmp_dir("repl-int");
+    let mut child = sb
+        .command(koko_bin())
+        .args(["repl", "--history"])
+        .arg(dir.join("h"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"let a = netns(\"a\");\nsleep(10000);\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    stdin.write_all(b"print(`after ${a.name}`);\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C did not stop sleep()"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(stdout.contains("after a"), "{stdout}");
+}
