@@ -58,7 +58,28 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
     }
     let ta = session.target(&a.ns)?;
     let tb = session.target(&b.ns)?;
-    let created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &req.options));
+    // Choose the two ends' ifindexes so they differ. In fresh namespaces the
+    // kernel would give both ends index 2, and a veth whose ifindex equals
+    // its peer's ("iflink") has its carrier changes treated as non-urgent
+    // by the kernel's linkwatch: its qdisc is activated up to a second
+    // later, and the first packets (ARP) are dropped. Distinct indexes make
+    // the link usable the moment it exists.
+    let mut options = req.options.clone();
+    if options.index == 0 && options.peer_index == 0 {
+        let top = |t| {
+            session
+                .block_on(link::list(t))
+                .map(|l| l.iter().map(|x| x.index).max().unwrap_or(1))
+        };
+        let next = top(&ta)?.max(top(&tb)?) + 1;
+        options.index = next;
+        options.peer_index = next + 1;
+    }
+    let mut created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &options));
+    if matches!(created, Err(VethError::Kernel(nix::errno::Errno::EBUSY))) {
+        // Someone took one of those indexes meanwhile: let the kernel choose.
+        created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &req.options));
+    }
     match created {
         Ok(()) => journal.record(
             format!("veth {} in {} <-> {} in {}", a.name, a.ns, b.name, b.ns),

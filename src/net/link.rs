@@ -115,6 +115,10 @@ pub struct VethOptions {
     pub mtu: u32,
     /// IFLA_GROUP for both ends (0 is the kernel's default group).
     pub group: u32,
+    /// The ifindex of each end (0: the kernel chooses). See
+    /// `connect::veth` for why koko chooses them.
+    pub index: u32,
+    pub peer_index: u32,
 }
 
 impl Default for VethOptions {
@@ -122,6 +126,8 @@ impl Default for VethOptions {
         VethOptions {
             mtu: 1500,
             group: 0,
+            index: 0,
+            peer_index: 0,
         }
     }
 }
@@ -139,12 +145,14 @@ pub fn veth_request(
     // two ends are joined, and opening a veth without a peer fails with
     // ENOTCONN. The caller brings it up on the peer namespace's socket.
     let mut peer_msg = LinkMessage::default();
+    peer_msg.header.index = options.peer_index;
     peer_msg.attributes = vec![
         LinkAttribute::IfName(peer.to_string()),
         LinkAttribute::Mtu(options.mtu),
         LinkAttribute::NetNsFd(peer_ns_fd),
     ];
     let mut msg = LinkMessage::default();
+    msg.header.index = options.index;
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
     msg.attributes = vec![
@@ -357,10 +365,13 @@ mod tests {
             42,
             &VethOptions {
                 mtu: 9000,
-                group: 0,
+                index: 7,
+                peer_index: 8,
+                ..VethOptions::default()
             },
         );
         assert!(msg.header.flags.contains(LinkFlags::Up));
+        assert_eq!(msg.header.index, 7);
         assert!(msg
             .attributes
             .contains(&LinkAttribute::IfName("link1".into())));
@@ -382,7 +393,7 @@ mod tests {
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
         assert!(peer.attributes.contains(&LinkAttribute::Mtu(9000)));
         assert!(
-            !peer.header.flags.contains(LinkFlags::Up),
+            !peer.header.flags.contains(LinkFlags::Up) && peer.header.index == 8,
             "the kernel refuses an up peer"
         );
         // No fd for the first end: it is born where the request is sent.
@@ -399,8 +410,8 @@ mod tests {
             "b",
             3,
             &VethOptions {
-                mtu: 1500,
                 group: 77,
+                ..VethOptions::default()
             },
         );
         assert!(msg.attributes.contains(&LinkAttribute::Group(77)));
