@@ -1445,3 +1445,48 @@ fn readme_vxlan_into_docker_container() {
     koko(&sb, &format!("-D {},link1", centos1.name)).ok();
     assert!(link_names(&sb, &centos1).is_empty());
 }
+
+#[test]
+fn failover_docker_script_repairs_the_chain_when_the_firewall_container_dies() {
+    if !engine("docker") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let client = Ctr::docker("fo-client");
+    let firewall = Ctr::docker("fo-firewall");
+    let router = Ctr::docker("fo-router");
+    let web = Ctr::docker("fo-web");
+    let script = format!(
+        "{}/scripts/failover-docker.rhai",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = sb.koko(&[
+        "run",
+        &script,
+        "--",
+        &client.name,
+        &firewall.name,
+        &router.name,
+        &web.name,
+    ]);
+    run.ok();
+    assert!(run.stdout.contains("chain up"), "{}", run.stdout);
+    assert!(run.stdout.contains("repaired"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("container {}: container_exit", firewall.name)),
+        "{}",
+        run.stdout
+    );
+    // Through the engine and the kernel: the firewall container is dead,
+    // and the script undid its links in the others.
+    assert_eq!(firewall.inspect("{{.State.Running}}"), "false");
+    for c in [&client, &router, &web] {
+        assert!(
+            link_names(&sb, c).is_empty(),
+            "{}: {:?}",
+            c.name,
+            link_names(&sb, c)
+        );
+    }
+}
