@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
 
 use super::SharedWorld;
 use crate::connect::{self, EndRequest, VethRequest};
@@ -329,16 +329,6 @@ pub fn interruptible_sleep(d: Duration) -> R<()> {
         }
         std::thread::sleep((end - now).min(Duration::from_millis(10)));
     }
-}
-
-/// Register a function that touches the system: volatile, so the optimizer
-/// never calls it at compile time.
-macro_rules! sys {
-    ($engine:expr, $name:expr, $func:expr) => {
-        FuncRegistration::new($name)
-            .with_volatility(true)
-            .register_into_engine($engine, $func)
-    };
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {

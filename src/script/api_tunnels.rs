@@ -25,15 +25,6 @@ use crate::net::tc::MirrorDir;
 use crate::net::tunnel::{MacvlanMode, TunnelKind, VxlanOptions, VXLAN_PORT};
 use crate::ns::Namespace;
 
-/// Functions that touch the system are volatile (see api.rs).
-macro_rules! sys {
-    ($engine:expr, $name:expr, $func:expr) => {
-        rhai::FuncRegistration::new($name)
-            .with_volatility(true)
-            .register_into_engine($engine, $func)
-    };
-}
-
 type R<T> = Result<T, Box<rhai::EvalAltResult>>;
 
 fn invalid(msg: impl Into<String>) -> Box<rhai::EvalAltResult> {

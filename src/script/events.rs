@@ -21,9 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use rhai::{
-    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, NativeCallContext, Position,
-};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
 use super::api::{fail, interruptible_sleep, LinkRef, NsRef};
 use super::{SharedWorld, World};
@@ -309,14 +307,6 @@ fn report_map(r: &OutageReport) -> Map {
     m.insert("first_recovery_ms".into(), opt(r.first_recovery_ms));
     m.insert("outage_ms".into(), opt(r.outage_ms));
     m
-}
-
-macro_rules! sys {
-    ($engine:expr, $name:expr, $func:expr) => {
-        FuncRegistration::new($name)
-            .with_volatility(true)
-            .register_into_engine($engine, $func)
-    };
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {

@@ -15,6 +15,16 @@
 //! koko's long-running functions (`sleep`, `watch`) check, so a script stops
 //! cleanly and its journal is undone.
 
+/// Register a function that touches the system: volatile, so the optimizer
+/// never calls it at compile time. (Defined before the modules that use it.)
+macro_rules! sys {
+    ($engine:expr, $name:expr, $func:expr) => {
+        rhai::FuncRegistration::new($name)
+            .with_volatility(true)
+            .register_into_engine($engine, $func)
+    };
+}
+
 pub mod api;
 pub mod api_tunnels;
 pub mod events;
@@ -42,6 +52,18 @@ pub struct World {
 pub type SharedWorld = Rc<RefCell<World>>;
 
 impl World {
+    /// Check privileges and create a world; on failure, report it and
+    /// return the exit code.
+    pub fn start() -> std::result::Result<SharedWorld, i32> {
+        match crate::ns::check_privileges().and_then(|_| World::new()) {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                eprintln!("koko: {e}");
+                Err(1)
+            }
+        }
+    }
+
     pub fn new() -> Result<SharedWorld> {
         Ok(Rc::new(RefCell::new(World {
             session: Session::new()?,
@@ -299,16 +321,9 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = crate::ns::check_privileges() {
-        eprintln!("koko: {e}");
-        return 1;
-    }
-    let world = match World::new() {
+    let world = match World::start() {
         Ok(w) => w,
-        Err(e) => {
-            eprintln!("koko: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let dir = opts.file.parent().map(Path::to_path_buf);
     let engine = build_engine(&world, opts.limits, dir);

@@ -240,16 +240,9 @@ impl Session {
 
 /// Run the REPL; returns the exit code.
 pub fn run(history: Option<PathBuf>) -> i32 {
-    if let Err(e) = crate::ns::check_privileges() {
-        eprintln!("koko: {e}");
-        return 1;
-    }
-    let world = match World::new() {
+    let world = match World::start() {
         Ok(w) => w,
-        Err(e) => {
-            eprintln!("koko: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let cwd = std::env::current_dir().ok();
     let mut session = Session {
