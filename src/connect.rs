@@ -120,6 +120,15 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
             addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
         });
     }
+    // "Both ends up" means usable: wait for linkwatch to have activated
+    // both (normally a few ms; never fails the request).
+    for (end, t) in [(a, &ta), (b, &tb)] {
+        session.block_on(link::wait_oper_up(
+            t,
+            &end.name,
+            std::time::Duration::from_secs(1),
+        ))?;
+    }
     let b_report = reports.pop().expect("two ends");
     let a_report = reports.pop().expect("two ends");
     Ok([a_report, b_report])

@@ -57,6 +57,10 @@ pub struct LinkState {
     pub up: bool,
     /// Carrier present (IFF_LOWER_UP).
     pub lower_up: bool,
+    /// RFC 2863 operational state is "up" (IFLA_OPERSTATE): the kernel's
+    /// linkwatch has processed the carrier and activated the queueing
+    /// discipline, so packets actually leave.
+    pub oper_up: bool,
     pub mtu: u32,
     /// IFLA_LINK: the peer's (or parent's) ifindex, in `link_netnsid`'s
     /// namespace if that is given.
@@ -74,6 +78,7 @@ impl LinkState {
             kind: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             lower_up: msg.header.flags.contains(LinkFlags::LowerUp),
+            oper_up: false,
             mtu: 0,
             link_index: None,
             link_netnsid: None,
@@ -83,6 +88,9 @@ impl LinkState {
             match attr {
                 LinkAttribute::IfName(n) => state.name = n.clone(),
                 LinkAttribute::Mtu(m) => state.mtu = *m,
+                LinkAttribute::OperState(o) => {
+                    state.oper_up = *o == netlink_packet_route::link::State::Up
+                }
                 LinkAttribute::Link(i) => state.link_index = Some(*i),
                 LinkAttribute::LinkNetNsId(id) => state.link_netnsid = Some(*id),
                 LinkAttribute::Group(g) => state.group = *g,
@@ -225,6 +233,23 @@ pub async fn require(t: &Target, name: &str) -> Result<LinkState> {
         link: name.to_string(),
         ns: t.ns.to_string(),
     })
+}
+
+/// Wait (at most `limit`) until link `name` is operationally up. A new
+/// veth end has its carrier at once, but its queueing discipline is only
+/// attached when the kernel's linkwatch worker runs; until then packets
+/// (the first ARP request, say) are dropped. Returns whether it came up.
+pub async fn wait_oper_up(t: &Target, name: &str, limit: std::time::Duration) -> Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        if require(t, name).await?.oper_up {
+            return Ok(true);
+        }
+        if start.elapsed() >= limit {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// Every link of the namespace, in ifindex order.
