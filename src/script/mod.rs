@@ -16,6 +16,7 @@
 //! cleanly and its journal is undone.
 
 pub mod api;
+pub mod api_bulk;
 pub mod repl;
 pub mod resolver;
 
@@ -59,7 +60,7 @@ pub fn undo_world(world: &SharedWorld) -> Vec<String> {
     } = &mut *w;
     events.clear();
     journal
-        .undo_all(session)
+        .undo_all_batched(session)
         .into_iter()
         .map(|e| e.to_string())
         .collect()
