@@ -19,11 +19,13 @@
 //! `unshare`). Writes target/bench-scale/scale.json and scale.png (plotted
 //! with Python matplotlib, installed with pip if missing).
 //!
-//!     cargo bench --bench scale [-- SIZES] [--per-step-max N]
+//!     cargo bench --bench scale [-- SIZES] [--rounds R] [--per-step-max N]
 //!
 //! SIZES defaults to 100,300,1000. The one-process-per-step way is run up to
 //! --per-step-max (default 1000); above it, it is extrapolated linearly from
-//! the largest size measured and labelled so.
+//! the largest size measured and labelled so. With --rounds R (default 1)
+//! each size is measured R times and the medians are reported (peak memory:
+//! the maximum).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,9 +62,12 @@ fn main() {
     }
     let mut sizes = vec![100usize, 300, 1000];
     let mut per_step_max = 1000usize;
+    let mut rounds = 1usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--per-step-max" {
+        if a == "--rounds" {
+            rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds R");
+        } else if a == "--per-step-max" {
             per_step_max = it
                 .next()
                 .and_then(|v| v.parse().ok())
@@ -85,9 +90,12 @@ fn main() {
     println!("koko scale benchmark: chain of N namespaces; {machine}");
     let mut results = Vec::new();
     for &n in &sizes {
-        eprintln!("N = {n}: koko ...");
-        let r = measure(n, n <= per_step_max, &work);
-        results.push(r);
+        let mut all = Vec::new();
+        for round in 0..rounds {
+            eprintln!("N = {n}, round {}/{rounds}: koko ...", round + 1);
+            all.push(measure(n, n <= per_step_max, &work));
+        }
+        results.push(median_sample(all));
     }
     // Extrapolate per-step where it was not run (linear in N from the
     // largest measured size).
@@ -119,6 +127,28 @@ struct Sample {
     step_build: Option<f64>,
     step_teardown: Option<f64>,
     step_extrapolated: bool,
+}
+
+/// Field by field, the median of the rounds.
+fn median_sample(all: Vec<Sample>) -> Sample {
+    let med = |f: &dyn Fn(&Sample) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let has_step = all[0].step_build.is_some();
+    Sample {
+        n: all[0].n,
+        koko_build: med(&|s| s.koko_build),
+        koko_teardown: med(&|s| s.koko_teardown),
+        koko_maxrss_kib: all.iter().map(|s| s.koko_maxrss_kib).max().unwrap_or(0),
+        koko_teardown_links: med(&|s| s.koko_teardown_links),
+        batch_build: med(&|s| s.batch_build),
+        batch_teardown: med(&|s| s.batch_teardown),
+        step_build: has_step.then(|| med(&|s| s.step_build.unwrap_or(0.0))),
+        step_teardown: has_step.then(|| med(&|s| s.step_teardown.unwrap_or(0.0))),
+        step_extrapolated: false,
+    }
 }
 
 fn measure(n: usize, per_step: bool, work: &Path) -> Sample {
