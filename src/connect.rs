@@ -42,20 +42,7 @@ pub struct EndReport {
 /// whatever was created is in `journal` (the caller rolls back).
 pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Result<[EndReport; 2]> {
     let (a, b) = (&req.a, &req.b);
-    link::validate_name(&a.name)?;
-    link::validate_name(&b.name)?;
-    if a.ns == b.ns && a.name == b.name {
-        return Err(Error::Invalid(format!(
-            "both ends are named '{}' in {}: a namespace cannot hold two links of the same name",
-            a.name, a.ns
-        )));
-    }
-    if req.options.mtu < 68 || req.options.mtu > 65535 {
-        return Err(Error::Invalid(format!(
-            "MTU {} is out of range for a veth (68 to 65535)",
-            req.options.mtu
-        )));
-    }
+    validate_veth(req)?;
     let ta = session.target(&a.ns)?;
     let tb = session.target(&b.ns)?;
     // Choose the two ends' ifindexes so they differ. In fresh namespaces the
@@ -81,13 +68,7 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &req.options));
     }
     match created {
-        Ok(()) => journal.record(
-            format!("veth {} in {} <-> {} in {}", a.name, a.ns, b.name, b.ns),
-            Undo::DeleteLink {
-                ns: a.ns.clone(),
-                name: a.name.clone(),
-            },
-        ),
+        Ok(()) => record_veth(journal, req),
         Err(VethError::Namespace(e)) => return Err(e),
         Err(VethError::Kernel(errno)) => {
             return Err(explain_veth_failure(session, req, errno));
@@ -132,6 +113,242 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
     let b_report = reports.pop().expect("two ends");
     let a_report = reports.pop().expect("two ends");
     Ok([a_report, b_report])
+}
+
+/// Check a veth request before anything is sent: names, MTU, two ends of
+/// the same name in one namespace.
+fn validate_veth(req: &VethRequest) -> Result<()> {
+    let (a, b) = (&req.a, &req.b);
+    link::validate_name(&a.name)?;
+    link::validate_name(&b.name)?;
+    if a.ns == b.ns && a.name == b.name {
+        return Err(Error::Invalid(format!(
+            "both ends are named '{}' in {}: a namespace cannot hold two links of the same name",
+            a.name, a.ns
+        )));
+    }
+    if req.options.mtu < 68 || req.options.mtu > 65535 {
+        return Err(Error::Invalid(format!(
+            "MTU {} is out of range for a veth (68 to 65535)",
+            req.options.mtu
+        )));
+    }
+    Ok(())
+}
+
+/// Record a created veth pair: deleting either end removes both; knowing the
+/// peer's namespace lets a batched teardown skip pairs that die with their
+/// namespaces.
+fn record_veth(journal: &mut Journal, req: &VethRequest) {
+    let (a, b) = (&req.a, &req.b);
+    journal.record(
+        format!("veth {} in {} <-> {} in {}", a.name, a.ns, b.name, b.ns),
+        Undo::DeleteVeth {
+            ns: a.ns.clone(),
+            name: a.name.clone(),
+            peer_ns: b.ns.clone(),
+        },
+    );
+}
+
+/// Create many veth pairs, both ends up, with their addresses, in as few
+/// round trips as the kernel allows:
+///
+/// 1. every pair's `RTM_NEWLINK` (one per pair, each end born in its
+///    namespace, as in [`veth`]) is sent on its first namespace's socket,
+///    all pipelined (see [`batch`](crate::net::batch));
+/// 2. one link dump per namespace involved learns the ifindexes (instead of
+///    one lookup per end);
+/// 3. the peers' "up" and every address are sent pipelined, each on its own
+///    namespace's socket.
+///
+/// Sockets come from the session (one per namespace, reused across the
+/// run); no thread ever switches namespace per item. Each pair created is in
+/// `journal` before the next phase starts. On failure the error names the
+/// request that failed (the first one, in request order); the others may
+/// have succeeded and are in the journal, for the caller to roll back.
+pub fn veth_many(
+    session: &Session,
+    journal: &mut Journal,
+    reqs: &[VethRequest],
+) -> Result<Vec<[EndReport; 2]>> {
+    use crate::net::batch::{self, Request};
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+    use netlink_packet_route::link::LinkMessage;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use std::collections::{HashMap, HashSet};
+    use std::os::fd::AsRawFd;
+
+    // Everything that can be checked without the kernel, first.
+    let mut names = HashSet::new();
+    for req in reqs {
+        validate_veth(req)?;
+        for end in [&req.a, &req.b] {
+            if !names.insert((end.ns.id(), end.name.as_str())) {
+                return Err(Error::Invalid(format!(
+                    "link '{}' in {} is asked for twice in one request",
+                    end.name, end.ns
+                )));
+            }
+        }
+    }
+    let mut targets: HashMap<crate::ns::NsId, crate::net::Target> = HashMap::new();
+    for req in reqs {
+        for end in [&req.a, &req.b] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(end.ns.id()) {
+                slot.insert(session.target(&end.ns)?);
+            }
+        }
+    }
+
+    // 1. Create the pairs, a chunk at a time (the peers' namespace fds only
+    //    live until their chunk is answered).
+    for chunk in reqs.chunks(batch::CHUNK) {
+        let mut fds = HashMap::new();
+        for req in chunk {
+            if let std::collections::hash_map::Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
+                slot.insert(req.b.ns.open()?);
+            }
+        }
+        let requests = chunk
+            .iter()
+            .map(|req| Request {
+                socket: targets[&req.a.ns.id()].socket.clone(),
+                message: RouteNetlinkMessage::NewLink(link::veth_request(
+                    &req.a.name,
+                    &req.b.name,
+                    fds[&req.b.ns.id()].as_raw_fd(),
+                    &req.options,
+                )),
+                flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+            })
+            .collect();
+        let answers = session.block_on(batch::run(requests));
+        drop(fds);
+        let mut failed = None;
+        for (req, answer) in chunk.iter().zip(answers) {
+            match answer {
+                Ok(_) => record_veth(journal, req),
+                Err(errno) => {
+                    failed.get_or_insert((req, errno));
+                }
+            }
+        }
+        if let Some((req, errno)) = failed {
+            return Err(explain_veth_failure(session, req, errno));
+        }
+    }
+
+    // 2. One dump per namespace: name -> (ifindex, up).
+    let order: Vec<crate::ns::NsId> = targets.keys().copied().collect();
+    let dumps = session.block_on(batch::run(
+        order
+            .iter()
+            .map(|id| Request {
+                socket: targets[id].socket.clone(),
+                message: RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                flags: NLM_F_DUMP,
+            })
+            .collect(),
+    ));
+    let mut index: HashMap<(crate::ns::NsId, String), (u32, bool)> = HashMap::new();
+    for (id, dump) in order.iter().zip(dumps) {
+        let answers = dump.map_err(|errno| {
+            Error::kernel(format!("listing links of {}", targets[id].ns), errno)
+        })?;
+        for m in answers {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                let up = l
+                    .header
+                    .flags
+                    .contains(netlink_packet_route::link::LinkFlags::Up);
+                for attr in &l.attributes {
+                    if let netlink_packet_route::link::LinkAttribute::IfName(n) = attr {
+                        index.insert((*id, n.clone()), (l.header.index, up));
+                    }
+                }
+            }
+        }
+    }
+    let lookup = |end: &EndRequest| -> Result<(u32, bool)> {
+        index
+            .get(&(end.ns.id(), end.name.clone()))
+            .copied()
+            .ok_or_else(|| Error::LinkNotFound {
+                link: end.name.clone(),
+                ns: end.ns.to_string(),
+            })
+    };
+
+    // 3. Peers up and addresses, pipelined; each request remembers what it
+    //    was for.
+    let mut requests = Vec::new();
+    let mut purposes: Vec<(String, Option<IpNet>)> = Vec::new();
+    for req in reqs {
+        for end in [&req.a, &req.b] {
+            let (ifindex, up) = lookup(end)?;
+            let socket = targets[&end.ns.id()].socket.clone();
+            if !up {
+                requests.push(Request {
+                    socket: socket.clone(),
+                    message: RouteNetlinkMessage::SetLink(link::set_request(
+                        ifindex,
+                        link::LinkChange {
+                            up: Some(true),
+                            mtu: None,
+                        },
+                    )),
+                    flags: NLM_F_ACK,
+                });
+                purposes.push((
+                    format!("setting link '{}' in {} up", end.name, end.ns),
+                    None,
+                ));
+            }
+            for cidr in &end.addrs {
+                if cidr.addr().is_ipv6() {
+                    crate::net::sysctl::enable_ipv6_on(&end.ns, &end.name)?;
+                }
+                requests.push(Request {
+                    socket: socket.clone(),
+                    message: RouteNetlinkMessage::NewAddress(addr::address_message(ifindex, *cidr)),
+                    flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                });
+                purposes.push((
+                    format!("adding address {cidr} to '{}' in {}", end.name, end.ns),
+                    Some(*cidr),
+                ));
+            }
+        }
+    }
+    let answers = session.block_on(batch::run(requests));
+    for ((what, cidr), answer) in purposes.into_iter().zip(answers) {
+        if let Err(errno) = answer {
+            return Err(match (errno, cidr) {
+                (nix::errno::Errno::EEXIST, Some(c)) => Error::Kernel {
+                    what: format!("address {c}"),
+                    cause: format!("{what}: it is already there"),
+                    errno: Some(errno),
+                },
+                _ => Error::kernel(what, errno),
+            });
+        }
+    }
+
+    let mut reports = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let report = |end: &EndRequest| -> Result<EndReport> {
+            Ok(EndReport {
+                namespace: end.ns.name().to_string(),
+                kind: end.ns.kind().as_str(),
+                link: end.name.clone(),
+                ifindex: lookup(end)?.0,
+                addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
+            })
+        };
+        reports.push([report(&req.a)?, report(&req.b)?]);
+    }
+    Ok(reports)
 }
 
 /// Turn the kernel's refusal of a veth creation into words: which name clashes

@@ -14,6 +14,7 @@
 //! * [`journal`] — what a run created, and how to undo it
 //! * [`cli`] — the command lines
 
+pub mod chain;
 pub mod cli;
 pub mod connect;
 pub mod error;

@@ -847,7 +847,8 @@ fn inject_in_module(module: &str, driver: &str, args: &[&str]) {
 fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
     let source = std::fs::read_to_string(script("chain.rhai")).unwrap();
     inject_everywhere(&source, "chain", &["4"], |_| {});
-    inject_in_module("chain", "chain.rhai", &["4"]);
+    // stdlib chain is a thin wrapper over the native bulk build now; its
+    // mid-build failures are covered by tests/scale.rs.
     inject_in_module("topo", "topo.rhai", &[]);
 }
 

@@ -13,6 +13,7 @@
 //! kernel's errno into errors that name the object.
 
 pub mod addr;
+pub mod batch;
 pub mod link;
 pub mod monitor;
 pub mod route;

@@ -173,3 +173,87 @@ fn bind_new_netns(path: &Path) -> std::result::Result<(), Errno> {
     .join()
     .unwrap_or(Err(Errno::EIO))
 }
+
+/// Create many named namespaces at once (all must be new). One helper
+/// thread creates them all: it unshares a new network namespace, bind-mounts
+/// it onto its file, and moves on to the next (a thread may unshare again and
+/// again; each bind mount keeps its namespace alive). While the thread is in
+/// namespace `i` it calls `inside(i)`, which can set sysctls there without
+/// any further namespace switch (`/proc/sys/net` belongs to the namespace of
+/// the thread that opens it).
+///
+/// All or nothing: on failure every namespace made here is deleted again and
+/// the error names the one that failed.
+pub fn create_many(
+    names: &[String],
+    inside: impl Fn(usize) -> std::io::Result<()> + Sync,
+) -> Result<Vec<Namespace>> {
+    for name in names {
+        validate_name(name)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(Error::Invalid(format!(
+            "netns '{dup}' is named twice in one request"
+        )));
+    }
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = prepare_run_dir(&format!("creating netns '{}'", names[0]))?;
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    for (i, path) in paths.iter().enumerate() {
+        let made = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path);
+        if let Err(e) = made {
+            for p in &paths[..i] {
+                let _ = fs::remove_file(p);
+            }
+            let name = &names[i];
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Invalid(format!("netns '{name}' already exists"))
+            } else {
+                Error::io(format!("creating netns '{name}'"), e)
+            });
+        }
+    }
+    // Ok(n): all n made; Err((i, cause)): the first i were made, i failed.
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> std::result::Result<(), (usize, Error)> {
+            let none: Option<&str> = None;
+            for (i, path) in paths.iter().enumerate() {
+                let what = || format!("creating netns '{}'", names[i]);
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| (i, Error::kernel(what(), e)))?;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    path,
+                    Some("none"),
+                    MsFlags::MS_BIND,
+                    none,
+                )
+                .map_err(|e| (i, Error::kernel(what(), e)))?;
+                inside(i).map_err(|e| (i + 1, Error::io(what(), e)))?;
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or(Err((
+            0,
+            Error::Invalid("namespace helper thread panicked".into()),
+        )))
+    });
+    if let Err((i, e)) = made {
+        for name in &names[..i] {
+            let _ = delete(name);
+        }
+        for p in &paths[i..] {
+            let _ = umount2(p, MntFlags::MNT_DETACH);
+            let _ = fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    names.iter().map(|n| Namespace::netns(n)).collect()
+}

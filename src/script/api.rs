@@ -255,6 +255,21 @@ pub const DOCS: &[(&str, &str, &str)] = &[
     ),
     ("sleep", "sleep(ms)", "wait (Ctrl-C stops it)"),
     (
+        "chain_build",
+        "chain_build(names, #{base, start, mtu, routes, group}) -> map",
+        "a chain of namespaces in bulk (what chain::build uses): pipelined links, addresses, routes",
+    ),
+    (
+        "chain_subnet",
+        "chain_subnet(opts, i) -> string",
+        "the first three octets of a chain's link i subnet (\"10.0.3\")",
+    ),
+    (
+        "destroy_all",
+        "destroy_all(names)",
+        "delete many netns namespaces at once (the kernel tears them down in one batch)",
+    ),
+    (
         "now_ms",
         "now_ms() -> int",
         "milliseconds since the Unix epoch",
@@ -341,6 +356,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     register_misc(engine, world);
     super::events::register(engine, world);
     super::api_tunnels::register(engine, world);
+    super::api_bulk::register(engine, world);
 }
 
 /// Run one `ip`-style command in `ns` with the run's session and journal.

@@ -26,6 +26,7 @@ macro_rules! sys {
 }
 
 pub mod api;
+pub mod api_bulk;
 pub mod api_tunnels;
 pub mod events;
 pub mod repl;
@@ -83,7 +84,7 @@ pub fn undo_world(world: &SharedWorld) -> Vec<String> {
     } = &mut *w;
     events.clear();
     journal
-        .undo_all(session)
+        .undo_all_batched(session)
         .into_iter()
         .map(|e| e.to_string())
         .collect()
