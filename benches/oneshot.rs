@@ -11,34 +11,14 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const INNER: &str = "KOKO_BENCH_INNER";
+mod sandbox;
 
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(40);
-    if std::env::var_os(INNER).is_none() {
-        std::fs::create_dir_all("/run/netns").expect("mkdir /run/netns (run as root)");
-        let me = std::env::current_exe().unwrap();
-        let status = Command::new("unshare")
-            .args([
-                "--net",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-            ])
-            .arg("mount -t tmpfs koko-bench /run/netns && exec \"$0\" \"$@\"")
-            .arg(me)
-            .arg(rounds.to_string())
-            .env(INNER, "1")
-            .status()
-            .expect("unshare (util-linux) is needed");
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    sandbox::enter(&[rounds.to_string()]);
 
     let koko = env!("CARGO_BIN_EXE_koko");
     sh("ip netns add a && ip netns add b");

@@ -32,34 +32,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const INNER: &str = "KOKO_BENCH_INNER";
+mod sandbox;
 
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if std::env::var_os(INNER).is_none() {
-        std::fs::create_dir_all("/run/netns").expect("mkdir /run/netns (run as root)");
-        let me = std::env::current_exe().unwrap();
-        let status = Command::new("unshare")
-            .args([
-                "--net",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-            ])
-            .arg("mount -t tmpfs koko-bench /run/netns && exec \"$0\" \"$@\"")
-            .arg(me)
-            .args(&args)
-            .env(INNER, "1")
-            .status()
-            .expect("unshare (util-linux) is needed");
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    sandbox::enter(&args);
     let mut sizes = vec![100usize, 300, 1000];
     let mut per_step_max = 1000usize;
     let mut rounds = 1usize;
