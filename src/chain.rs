@@ -123,7 +123,7 @@ pub fn build(
     for (i, name) in names.iter().enumerate() {
         match Namespace::netns(name) {
             Ok(ns) => nodes.push(Some(ns)),
-            Err(Error::NamespaceNotFound { .. }) => {
+            Err(e) if e.is_namespace_not_found() => {
                 nodes.push(None);
                 missing.push(i);
             }
@@ -159,7 +159,7 @@ pub fn build(
         for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             let old = match sysctl::write(ns, key, "1") {
                 Ok(old) => old,
-                Err(Error::Invalid(_)) if key.contains("ipv6") => continue,
+                Err(Error::NotFound { .. }) if key.contains("ipv6") => continue,
                 Err(e) => return Err(e),
             };
             if old != "1" {

@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
 use crate::net::tc::{self, MirrorDir};
@@ -274,10 +274,7 @@ pub fn veth_many(
         index
             .get(&(end.ns.id(), end.name.clone()))
             .copied()
-            .ok_or_else(|| Error::LinkNotFound {
-                link: end.name.clone(),
-                ns: end.ns.to_string(),
-            })
+            .ok_or_else(|| Error::link_not_found(end.name.clone(), &end.ns))
     };
 
     // 3. Peers up and addresses, pipelined; each request remembers what it
@@ -359,20 +356,14 @@ fn explain_veth_failure(session: &Session, req: &VethRequest, errno: nix::errno:
         for end in [&req.a, &req.b] {
             if let Ok(t) = session.target(&end.ns) {
                 if let Ok(Some(_)) = session.block_on(link::get(&t, &end.name)) {
-                    return Error::LinkExists {
-                        link: end.name.clone(),
-                        ns: end.ns.to_string(),
-                    };
+                    return Error::link_exists(end.name.clone(), &end.ns);
                 }
             }
         }
     }
     for end in [&req.a, &req.b] {
         if !end.ns.exists() {
-            return Error::NamespaceNotFound {
-                ns: end.ns.to_string(),
-                cause: "is gone".into(),
-            };
+            return Error::namespace_not_found(Object::namespace(&end.ns), "is gone");
         }
     }
     Error::kernel(
@@ -495,12 +486,10 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
     let t = session.target(&req.ns)?;
     let src = session
         .block_on(link::get(&t, &req.source))?
-        .ok_or_else(|| Error::LinkNotFound {
-            link: req.source.clone(),
-            ns: format!(
-                "{} (the mirror source must be in the same namespace as the link)",
-                req.ns
-            ),
+        .ok_or_else(|| Error::NotFound {
+            object: Object::link(req.source.clone()),
+            place: Some(req.ns.to_string()),
+            cause: Some("the mirror source must be in the same namespace as the link".into()),
         })?;
     let dst = session.block_on(link::require(&t, &req.target))?;
     let created = session.block_on(tc::ensure_clsact(&t, &req.source, src.index, req.dir))?;

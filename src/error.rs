@@ -1,25 +1,86 @@
 //! koko's typed errors.
 //!
 //! Every error names the object it is about (a namespace, a link, an
-//! address) and the cause, in words a user understands: the kernel's errno is
-//! translated where it is caught, because only there do we know what was being
-//! attempted. The binary maps errors to exit codes with [`Error::exit_code`]:
-//! 2 when the request itself is wrong, 1 when a valid request could not be
-//! carried out.
+//! address), the place it was looked for or acted in, and the cause, each
+//! as its own field: the binary prints them as one sentence, `--json` and
+//! scripts that catch errors get them separately. The kernel's errno is
+//! translated where it is caught, because only there do we know what was
+//! being attempted.
+//!
+//! Exit codes ([`Error::exit_code`]): 2 when the request itself is wrong
+//! ([`Error::Invalid`], [`Error::NotSupported`]) and nothing was attempted;
+//! 1 for everything else, a valid request that could not be carried out —
+//! including an object that already exists or does not exist, which depends
+//! on the state of the machine, not on what was typed.
+
+use std::fmt;
 
 use nix::errno::Errno;
 
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What an error is about: a kind of object and its name, e.g. link
+/// `eth1`, netns `client`, address `10.0.1.1/24`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Object {
+    /// "link", "netns", "container", "namespace", "address", "route",
+    /// "sysctl", "module", ...
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl Object {
+    pub fn new(kind: &'static str, name: impl Into<String>) -> Object {
+        Object {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn link(name: impl Into<String>) -> Object {
+        Object::new("link", name)
+    }
+
+    pub fn netns(name: impl Into<String>) -> Object {
+        Object::new("netns", name)
+    }
+
+    pub fn address(cidr: impl fmt::Display) -> Object {
+        Object::new("address", cidr.to_string())
+    }
+
+    pub fn sysctl(key: impl Into<String>) -> Object {
+        Object::new("sysctl", key)
+    }
+
+    /// A namespace handle as an object; its kind says which sort of place it
+    /// is ("netns", "container", "pid", "path", "host").
+    pub fn namespace(ns: &crate::ns::Namespace) -> Object {
+        Object::new(ns.kind().as_str(), ns.name())
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            "pid" => write!(f, "the namespace of pid {}", self.name),
+            "path" => write!(f, "namespace file {}", self.name),
+            "host" => write!(f, "koko's own namespace"),
+            "address" | "route" => write!(f, "{} {}", self.kind, self.name),
+            kind => write!(f, "{kind} '{}'", self.name),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request itself is wrong (bad syntax, bad value, conflicting
-    /// options). Nothing was attempted.
+    /// options). Nothing was attempted. Exit 2.
     #[error("{0}")]
     Invalid(String),
 
-    /// A feature koko (or this build) does not offer.
+    /// A feature koko (or this build) does not offer. Exit 2.
     #[error("{0}")]
     NotSupported(String),
 
@@ -27,17 +88,21 @@ pub enum Error {
     #[error("{0}")]
     NotPermitted(String),
 
-    /// A namespace that could not be found or opened.
-    #[error("{ns}: {cause}")]
-    NamespaceNotFound { ns: String, cause: String },
+    /// An object that is not where it was looked for (`place`, e.g. the
+    /// namespace of a link), or that could not be opened (`cause`).
+    #[error("{}", not_found_text(object, place.as_deref(), cause.as_deref()))]
+    NotFound {
+        object: Object,
+        place: Option<String>,
+        cause: Option<String>,
+    },
 
-    /// A link that is not where it was looked for.
-    #[error("no link '{link}' in {ns}")]
-    LinkNotFound { link: String, ns: String },
-
-    /// A link name that is already taken in its target namespace.
-    #[error("link '{link}' already exists in {ns}")]
-    LinkExists { link: String, ns: String },
+    /// An object that already exists where koko was asked to create it.
+    #[error("{object} already exists{}", place.as_ref().map(|p| format!(" in {p}")).unwrap_or_default())]
+    Exists {
+        object: Object,
+        place: Option<String>,
+    },
 
     /// What this kernel cannot do (a missing module or config option).
     #[error("{what}: this kernel has no {feature}")]
@@ -56,6 +121,18 @@ pub enum Error {
     #[error("{what}: {cause}")]
     Engine { what: String, cause: String },
 
+    /// A probe whose peer answered, but not as hoped (an HTTP error status).
+    #[error("{what}: {cause}")]
+    Probe { what: String, cause: String },
+
+    /// Undoing a run's work failed for some steps; each is listed.
+    #[error("undo left {} step(s) behind: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Undo(Vec<Error>),
+
+    /// A failure inside koko itself (a helper thread that panicked): a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// A file-system or other I/O failure while doing `what`.
     #[error("{what}: {source}")]
     Io {
@@ -63,6 +140,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn not_found_text(object: &Object, place: Option<&str>, cause: Option<&str>) -> String {
+    match (place, cause) {
+        (Some(place), None) => format!("no {object} in {place}"),
+        (Some(place), Some(cause)) => format!("no {object} in {place}: {cause}"),
+        (None, Some(cause)) => format!("{object}: {cause}"),
+        (None, None) => format!("{object} does not exist"),
+    }
 }
 
 impl Error {
@@ -82,14 +168,106 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::NotSupported(_) => "not_supported",
             Error::NotPermitted(_) => "not_permitted",
-            Error::NamespaceNotFound { .. } => "namespace_not_found",
-            Error::LinkNotFound { .. } => "link_not_found",
-            Error::LinkExists { .. } => "link_exists",
+            Error::NotFound { .. } => "not_found",
+            Error::Exists { .. } => "exists",
             Error::KernelFeature { .. } => "kernel_feature",
             Error::Kernel { .. } => "kernel",
             Error::Engine { .. } => "engine",
+            Error::Probe { .. } => "probe",
+            Error::Undo(_) => "undo",
+            Error::Internal(_) => "internal",
             Error::Io { .. } => "io",
         }
+    }
+
+    /// No link `name` in namespace `ns`.
+    pub fn link_not_found(name: impl Into<String>, ns: impl fmt::Display) -> Error {
+        Error::NotFound {
+            object: Object::link(name),
+            place: Some(ns.to_string()),
+            cause: None,
+        }
+    }
+
+    /// Link `name` is already taken in namespace `ns`.
+    pub fn link_exists(name: impl Into<String>, ns: impl fmt::Display) -> Error {
+        Error::Exists {
+            object: Object::link(name),
+            place: Some(ns.to_string()),
+        }
+    }
+
+    /// A namespace that cannot be found or opened, and why.
+    pub fn namespace_not_found(object: Object, cause: impl Into<String>) -> Error {
+        Error::NotFound {
+            object,
+            place: None,
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// Is this "the object is not there" about a link?
+    pub fn is_link_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { object, .. } if object.kind == "link")
+    }
+
+    /// Is this "the object is not there" about a namespace (of any sort)?
+    pub fn is_namespace_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { object, .. }
+            if matches!(object.kind, "netns" | "container" | "pid" | "path" | "host" | "namespace"))
+    }
+
+    /// The error's fields as JSON: `kind`, `message`, `exit_code`, and where
+    /// known `object` (`{kind, name}`), `place`, `cause`, `errno`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "kind": self.kind(),
+            "message": self.to_string(),
+            "exit_code": self.exit_code(),
+        });
+        let fields = v.as_object_mut().expect("an object");
+        match self {
+            Error::NotFound {
+                object,
+                place,
+                cause,
+            } => {
+                fields.insert("object".into(), serde_json::json!(object));
+                if let Some(p) = place {
+                    fields.insert("place".into(), p.clone().into());
+                }
+                if let Some(c) = cause {
+                    fields.insert("cause".into(), c.clone().into());
+                }
+            }
+            Error::Exists { object, place } => {
+                fields.insert("object".into(), serde_json::json!(object));
+                if let Some(p) = place {
+                    fields.insert("place".into(), p.clone().into());
+                }
+            }
+            Error::Kernel { what, cause, errno } => {
+                fields.insert("what".into(), what.clone().into());
+                fields.insert("cause".into(), cause.clone().into());
+                if let Some(e) = errno {
+                    fields.insert("errno".into(), format!("{e}").into());
+                }
+            }
+            Error::KernelFeature { what, feature } => {
+                fields.insert("what".into(), what.clone().into());
+                fields.insert("feature".into(), feature.clone().into());
+            }
+            Error::Engine { what, cause } | Error::Probe { what, cause } => {
+                fields.insert("what".into(), what.clone().into());
+                fields.insert("cause".into(), cause.clone().into());
+            }
+            Error::Undo(errors) => {
+                let list: Vec<_> = errors.iter().map(Error::to_json).collect();
+                fields.insert("errors".into(), list.into());
+            }
+            _ => {}
+        }
+        v
     }
 
     /// A kernel refusal of `what`, with the errno explained in words.
@@ -137,4 +315,66 @@ pub fn explain_errno(errno: Errno) -> String {
         _ => return format!("{} ({})", errno.desc().to_lowercase(), errno),
     };
     format!("{words} ({errno})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exists_and_not_found_are_exit_1_usage_is_exit_2() {
+        assert_eq!(Error::link_exists("a", "netns 'x'").exit_code(), 1);
+        assert_eq!(Error::link_not_found("a", "netns 'x'").exit_code(), 1);
+        assert_eq!(
+            Error::Exists {
+                object: Object::netns("x"),
+                place: None
+            }
+            .exit_code(),
+            1
+        );
+        assert_eq!(Error::Invalid("bad".into()).exit_code(), 2);
+        assert_eq!(Error::Internal("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn messages_name_object_place_and_cause() {
+        assert_eq!(
+            Error::link_not_found("eth1", "netns 'a'").to_string(),
+            "no link 'eth1' in netns 'a'"
+        );
+        assert_eq!(
+            Error::link_exists("eth1", "netns 'a'").to_string(),
+            "link 'eth1' already exists in netns 'a'"
+        );
+        assert_eq!(
+            Error::Exists {
+                object: Object::netns("a"),
+                place: None
+            }
+            .to_string(),
+            "netns 'a' already exists"
+        );
+        assert_eq!(
+            Error::namespace_not_found(Object::netns("a"), "does not exist").to_string(),
+            "netns 'a': does not exist"
+        );
+        assert_eq!(
+            Error::namespace_not_found(Object::new("pid", "42"), "no such process").to_string(),
+            "the namespace of pid 42: no such process"
+        );
+    }
+
+    #[test]
+    fn json_carries_fields() {
+        let j = Error::link_not_found("eth1", "netns 'a'").to_json();
+        assert_eq!(j["kind"], "not_found");
+        assert_eq!(j["object"]["kind"], "link");
+        assert_eq!(j["object"]["name"], "eth1");
+        assert_eq!(j["place"], "netns 'a'");
+        assert_eq!(j["exit_code"], 1);
+        assert!(!Error::link_exists("x", "y").is_link_not_found());
+        assert!(Error::link_not_found("x", "y").is_link_not_found());
+        assert!(Error::namespace_not_found(Object::netns("a"), "gone").is_namespace_not_found());
+    }
 }

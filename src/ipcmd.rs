@@ -594,7 +594,7 @@ pub fn apply(
                         set.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
                     }
                     // A kernel without IPv6 has no IPv6 forwarding to set.
-                    Err(Error::Invalid(_)) if key.contains("ipv6") => {}
+                    Err(Error::NotFound { .. }) if key.contains("ipv6") => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -169,7 +169,8 @@ impl Journal {
         }
         for name in names {
             match named::delete(&name) {
-                Ok(()) | Err(Error::NamespaceNotFound { .. }) => {}
+                Ok(()) => {}
+                Err(e) if e.is_namespace_not_found() => {}
                 Err(e) => errors.push(e),
             }
         }
@@ -185,7 +186,7 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             }
             let t = session.target(ns)?;
             match session.block_on(link::delete(&t, name)) {
-                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(e) if e.is_link_not_found() => Ok(()),
                 other => other,
             }
         }
@@ -199,7 +200,7 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             }
             let t = session.target(ns)?;
             match session.block_on(addr::del(&t, name, *a)) {
-                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(e) if e.is_link_not_found() => Ok(()),
                 Err(Error::Kernel {
                     errno: Some(nix::errno::Errno::EADDRNOTAVAIL),
                     ..
@@ -212,7 +213,7 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 session.forget(&ns);
             }
             match named::delete(name) {
-                Err(Error::NamespaceNotFound { .. }) => Ok(()),
+                Err(e) if e.is_namespace_not_found() => Ok(()),
                 other => other,
             }
         }
@@ -262,7 +263,7 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             let t = session.target(ns)?;
             match session.block_on(route::del(&t, r)) {
                 // Gone already: with its link, or deleted by someone else.
-                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(e) if e.is_link_not_found() => Ok(()),
                 Err(Error::Kernel { errno: Some(e), .. })
                     if e == nix::errno::Errno::ESRCH || e == nix::errno::Errno::ENOENT =>
                 {
@@ -288,7 +289,7 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             }
             let t = session.target(ns)?;
             match session.block_on(link::set(&t, name, *change)) {
-                Err(Error::LinkNotFound { .. }) => Ok(()),
+                Err(e) if e.is_link_not_found() => Ok(()),
                 other => other,
             }
         }

@@ -344,13 +344,12 @@ pub fn http_get(ns: &Namespace, url: &str, timeout: Duration) -> Result<String> 
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if !status.starts_with('2') {
-        return Err(Error::Kernel {
+        return Err(Error::Probe {
             what: what(),
             cause: format!(
                 "server answered '{}'",
                 head.lines().next().unwrap_or("nothing")
             ),
-            errno: None,
         });
     }
     Ok(body.to_string())

@@ -270,6 +270,7 @@ fn json_errors_are_machine_readable() {
     run.fails(1, "no link 'nothing'");
     let v = run.json();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["error"]["kind"], "link_not_found");
+    assert_eq!(v["error"]["kind"], "not_found");
+    assert_eq!(v["error"]["object"]["kind"], "link");
     assert_eq!(v["error"]["exit_code"], 1);
 }

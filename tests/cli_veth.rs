@@ -130,7 +130,7 @@ fn ip_netns_namespaces_can_be_deleted_by_koko_and_vice_versa() {
     assert!(sb.netns_list().is_empty());
     sb.koko_line("netns del ghost").fails(1, "netns 'ghost'");
     sb.koko_line("netns add dup").ok();
-    sb.koko_line("netns add dup").fails(2, "already exists");
+    sb.koko_line("netns add dup").fails(1, "already exists");
 }
 
 #[test]

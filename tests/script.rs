@@ -717,11 +717,11 @@ fn try_catch_reads_kind_and_message_and_args_arrive() {
         r#"args=["x", "two words", "--keep"] n=3"#
     );
     for want in [
-        "1 kind=link_not_found message=no link 'nope' in netns 'a'",
+        "1 kind=not_found message=no link 'nope' in netns 'a'",
         "2 kind=invalid message=both ends are named 'x' in netns 'a'",
-        "3 kind=link_exists message=link 'dup' already exists in netns 'a'",
+        "3 kind=exists message=link 'dup' already exists in netns 'a'",
         "4 kind=invalid message='not-an-ip' is not an IP address",
-        "5 kind=namespace_not_found message=pid 999999999",
+        "5 kind=not_found message=the namespace of pid 999999999",
         "6 kind=not_supported message=destroy() works on netns",
         "7 kind=assertion message=one: expected 2, got 1",
         "8 kind= error=ErrorFunctionNotFound message=Function not found: netns (i64)",

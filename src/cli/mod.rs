@@ -113,10 +113,7 @@ pub(crate) fn finish(outcome: Result<Outcome>, json: bool) -> i32 {
                 eprintln!("Run 'koko -h' for usage.");
             }
             if json {
-                println!(
-                    "{}",
-                    json!({"ok": false, "error": {"kind": failure.kind(), "message": failure.to_string(), "exit_code": code}})
-                );
+                println!("{}", json!({"ok": false, "error": failure.to_json()}));
             }
             code
         }

@@ -229,10 +229,9 @@ pub async fn get(t: &Target, name: &str) -> Result<Option<LinkState>> {
 
 /// Look a link up by name; a missing link is an error naming it.
 pub async fn require(t: &Target, name: &str) -> Result<LinkState> {
-    get(t, name).await?.ok_or_else(|| Error::LinkNotFound {
-        link: name.to_string(),
-        ns: t.ns.to_string(),
-    })
+    get(t, name)
+        .await?
+        .ok_or_else(|| Error::link_not_found(name, &t.ns))
 }
 
 /// Wait (at most `limit`) until link `name` is operationally up. A new
@@ -309,10 +308,7 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
                 cause: "the MTU is outside what this link allows".into(),
                 errno: Some(errno),
             },
-            Errno::ENODEV => Error::LinkNotFound {
-                link: name.to_string(),
-                ns: t.ns.to_string(),
-            },
+            Errno::ENODEV => Error::link_not_found(name, &t.ns),
             _ => Error::kernel(what, errno),
         })
 }
@@ -340,10 +336,7 @@ pub async fn delete(t: &Target, name: &str) -> Result<()> {
         .ack(RouteNetlinkMessage::DelLink(msg), 0)
         .await
         .map_err(|errno| match errno {
-            Errno::ENODEV => Error::LinkNotFound {
-                link: name.to_string(),
-                ns: t.ns.to_string(),
-            },
+            Errno::ENODEV => Error::link_not_found(name, &t.ns),
             Errno::EOPNOTSUPP => Error::Kernel {
                 what: format!("deleting link '{name}' in {}", t.ns),
                 cause: "this kind of link cannot be deleted (is it a physical device or lo?)"

@@ -300,12 +300,7 @@ fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error
             format!("no such route in {}", t.ns)
         }
         (_, Errno::ENODEV) => match &route.dev {
-            Some(dev) => {
-                return Error::LinkNotFound {
-                    link: dev.clone(),
-                    ns: t.ns.to_string(),
-                }
-            }
+            Some(dev) => return Error::link_not_found(dev.clone(), &t.ns),
             None => format!("no device for it in {}", t.ns),
         },
         (_, Errno::ENETDOWN) => format!("its device is down in {}", t.ns),

@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 use crate::ns::{with_netns, Namespace};
 
 /// The /proc/sys path of a `net.*` key. Dots separate components; a link
@@ -41,7 +41,11 @@ fn open(ns: &Namespace, key: &str, write: bool) -> Result<std::fs::File> {
     })?
     .map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Invalid(format!("sysctl '{key}' does not exist in {ns}"))
+            Error::NotFound {
+                object: Object::sysctl(key),
+                place: Some(ns.to_string()),
+                cause: None,
+            }
         } else {
             Error::io(format!("opening sysctl '{key}' in {ns}"), e)
         }

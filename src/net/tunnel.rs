@@ -270,9 +270,10 @@ pub async fn create(
     use std::os::fd::AsRawFd;
     let parent_link = link::get(parent_t, parent)
         .await?
-        .ok_or_else(|| Error::LinkNotFound {
-            link: parent.to_string(),
-            ns: format!("{} (wanted as the parent of '{name}')", parent_t.ns),
+        .ok_or_else(|| Error::NotFound {
+            object: crate::error::Object::link(parent),
+            place: Some(parent_t.ns.to_string()),
+            cause: Some(format!("wanted as the parent of '{name}'")),
         })?;
     let fd = if target.ns == parent_t.ns {
         None
@@ -304,7 +305,7 @@ pub async fn create(
         Errno::EOPNOTSUPP => Error::KernelFeature { what, feature: kind.feature().to_string() },
         Errno::EEXIST => {
             if let Ok(Some(_)) = link::get(target, name).await {
-                Error::LinkExists { link: name.to_string(), ns: target.ns.to_string() }
+                Error::link_exists(name, &target.ns)
             } else if let TunnelKind::Vxlan(v) = kind {
                 Error::Kernel {
                     what,

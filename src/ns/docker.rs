@@ -38,7 +38,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 use crate::ns::{Namespace, NsKind};
 
 /// Where the engine listens when `DOCKER_HOST` is not set.
@@ -166,10 +166,10 @@ pub fn resolve(name: &str) -> Result<Namespace> {
     let ns =
         Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| match e {
             // The process went away between the engine's answer and our look.
-            Error::NamespaceNotFound { .. } => Error::NamespaceNotFound {
-                ns: format!("container '{name}'"),
-                cause: "is not running (it stopped while koko was looking it up)".into(),
-            },
+            e if e.is_namespace_not_found() => Error::namespace_not_found(
+                Object::new("container", name),
+                "is not running (it stopped while koko was looking it up)",
+            ),
             other => other,
         })?;
     // `--network host` (directly or through `container:X`) is refused in
@@ -207,10 +207,10 @@ pub fn inspect(name: &str) -> Result<Container> {
                 .status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".into());
-            return Err(Error::NamespaceNotFound {
-                ns: what(),
-                cause: format!("is not running (status: {status}); start it first"),
-            });
+            return Err(Error::namespace_not_found(
+                Object::new("container", name),
+                format!("is not running (status: {status}); start it first"),
+            ));
         }
         let mut mode = info
             .host_config
@@ -427,17 +427,17 @@ fn engine_error(host: &EngineHost, name: &str, e: BollardError) -> Error {
     match e {
         BollardError::DockerResponseServerError {
             status_code: 404, ..
-        } => Error::NamespaceNotFound {
-            ns: format!("container '{name}'"),
-            cause: format!("no such container (the engine at {host} does not know it)"),
-        },
+        } => Error::namespace_not_found(
+            Object::new("container", name),
+            format!("no such container (the engine at {host} does not know it)"),
+        ),
         BollardError::DockerResponseServerError {
             status_code: 409,
             message,
-        } => Error::NamespaceNotFound {
-            ns: format!("container '{name}'"),
-            cause: format!("is not running ({})", message.trim()),
-        },
+        } => Error::namespace_not_found(
+            Object::new("container", name),
+            format!("is not running ({})", message.trim()),
+        ),
         BollardError::DockerResponseServerError {
             status_code,
             message,

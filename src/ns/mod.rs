@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 
 /// The directory where `ip netns` keeps its bind mounts.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -129,13 +129,11 @@ impl Namespace {
     pub fn netns(name: &str) -> Result<Namespace> {
         named::validate_name(name)?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
-        let described = format!("netns '{name}'");
-        let id = identify(&path).map_err(|cause| Error::NamespaceNotFound {
-            ns: described,
-            cause: match cause {
-                Some(c) => c,
-                None => format!("does not exist (no {})", path.display()),
-            },
+        let id = identify(&path).map_err(|cause| {
+            Error::namespace_not_found(
+                Object::netns(name),
+                cause.unwrap_or_else(|| format!("does not exist (no {})", path.display())),
+            )
         })?;
         Ok(Namespace {
             kind: NsKind::Netns,
@@ -148,9 +146,11 @@ impl Namespace {
     /// The network namespace of process `pid`.
     pub fn pid(pid: u32) -> Result<Namespace> {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let id = identify(&path).map_err(|cause| Error::NamespaceNotFound {
-            ns: format!("pid {pid}"),
-            cause: cause.unwrap_or_else(|| "no such process".to_string()),
+        let id = identify(&path).map_err(|cause| {
+            Error::namespace_not_found(
+                Object::new("pid", pid.to_string()),
+                cause.unwrap_or_else(|| "no such process".to_string()),
+            )
         })?;
         Ok(Namespace {
             kind: NsKind::Pid,
@@ -162,9 +162,11 @@ impl Namespace {
 
     /// A namespace file given by path (an nsfs magic link or bind mount).
     pub fn path(path: &Path) -> Result<Namespace> {
-        let id = identify(path).map_err(|cause| Error::NamespaceNotFound {
-            ns: format!("namespace file {}", path.display()),
-            cause: cause.unwrap_or_else(|| "does not exist".to_string()),
+        let id = identify(path).map_err(|cause| {
+            Error::namespace_not_found(
+                Object::new("path", path.display().to_string()),
+                cause.unwrap_or_else(|| "does not exist".to_string()),
+            )
         })?;
         Ok(Namespace {
             kind: NsKind::Path,
@@ -179,9 +181,11 @@ impl Namespace {
         // /proc/thread-self, not /proc/self: the latter names the thread
         // group leader, which is not necessarily the thread asking.
         let path = PathBuf::from("/proc/thread-self/ns/net");
-        let id = identify(&path).map_err(|cause| Error::NamespaceNotFound {
-            ns: "koko's own namespace".into(),
-            cause: cause.unwrap_or_else(|| "cannot be read".into()),
+        let id = identify(&path).map_err(|cause| {
+            Error::namespace_not_found(
+                Object::new("host", ""),
+                cause.unwrap_or_else(|| "cannot be read".into()),
+            )
         })?;
         // Keep a stable path that does not depend on which thread reads it.
         let stable = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
@@ -246,9 +250,8 @@ impl Namespace {
     /// different namespace than the one that was looked up (a recycled pid,
     /// a re-created netns): work must never land in the wrong place.
     pub fn open(&self) -> Result<OwnedFd> {
-        let file = File::open(&self.path).map_err(|e| Error::NamespaceNotFound {
-            ns: self.to_string(),
-            cause: format!("is gone ({e})"),
+        let file = File::open(&self.path).map_err(|e| {
+            Error::namespace_not_found(Object::namespace(self), format!("is gone ({e})"))
         })?;
         let meta = file
             .metadata()
@@ -258,10 +261,10 @@ impl Namespace {
             ino: meta.ino(),
         };
         if id != self.id {
-            return Err(Error::NamespaceNotFound {
-                ns: self.to_string(),
-                cause: "is gone (its name now refers to another namespace)".into(),
-            });
+            return Err(Error::namespace_not_found(
+                Object::namespace(self),
+                "is gone (its name now refers to another namespace)",
+            ));
         }
         Ok(OwnedFd::from(file))
     }

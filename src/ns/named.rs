@@ -23,7 +23,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use super::{Namespace, NETNS_RUN_DIR};
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 
 /// Check a name `ip netns` would accept: a single path component.
 pub fn validate_name(name: &str) -> Result<()> {
@@ -48,7 +48,10 @@ pub fn create(name: &str) -> Result<Namespace> {
     {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Invalid(format!("netns '{name}' already exists")));
+            return Err(Error::Exists {
+                object: Object::netns(name),
+                place: None,
+            });
         }
         Err(e) => return Err(Error::io(what, e)),
     }
@@ -64,7 +67,7 @@ pub fn create(name: &str) -> Result<Namespace> {
 pub fn ensure(name: &str) -> Result<(Namespace, bool)> {
     match Namespace::netns(name) {
         Ok(ns) => Ok((ns, false)),
-        Err(Error::NamespaceNotFound { .. }) if !Path::new(NETNS_RUN_DIR).join(name).exists() => {
+        Err(e) if e.is_namespace_not_found() && !Path::new(NETNS_RUN_DIR).join(name).exists() => {
             create(name).map(|ns| (ns, true))
         }
         Err(e) => Err(e),
@@ -76,10 +79,10 @@ pub fn delete(name: &str) -> Result<()> {
     validate_name(name)?;
     let path = Path::new(NETNS_RUN_DIR).join(name);
     if !path.exists() {
-        return Err(Error::NamespaceNotFound {
-            ns: format!("netns '{name}'"),
-            cause: format!("does not exist (no {})", path.display()),
-        });
+        return Err(Error::namespace_not_found(
+            Object::netns(name),
+            format!("does not exist (no {})", path.display()),
+        ));
     }
     // MNT_DETACH: succeed even if something (ip netns exec, another mount
     // namespace) still uses the mount; the namespace dies when they let go.
@@ -214,7 +217,10 @@ pub fn create_many(
             }
             let name = &names[i];
             return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Invalid(format!("netns '{name}' already exists"))
+                Error::Exists {
+                    object: Object::netns(name.as_str()),
+                    place: None,
+                }
             } else {
                 Error::io(format!("creating netns '{name}'"), e)
             });
@@ -242,7 +248,7 @@ pub fn create_many(
         .join()
         .unwrap_or(Err((
             0,
-            Error::Invalid("namespace helper thread panicked".into()),
+            Error::Internal("the namespace helper thread panicked".into()),
         )))
     });
     if let Err((i, e)) = made {

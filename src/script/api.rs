@@ -285,10 +285,9 @@ pub fn signature_of(name: &str) -> Option<&'static str> {
 
 /// Turn a koko error into a catchable Rhai error `#{kind, message}`.
 pub fn fail(e: Error) -> Box<EvalAltResult> {
-    let mut map = Map::new();
-    map.insert("kind".into(), e.kind().into());
-    map.insert("message".into(), e.to_string().into());
-    EvalAltResult::ErrorRuntime(map.into(), Position::NONE).into()
+    // The error's fields (kind, message, object, place, cause...) as a map
+    // a script can catch and inspect.
+    EvalAltResult::ErrorRuntime(json_to_dynamic(&e.to_json()), Position::NONE).into()
 }
 
 fn invalid(msg: impl Into<String>) -> Box<EvalAltResult> {
@@ -1015,11 +1014,7 @@ fn register_misc(engine: &mut Engine, world: &SharedWorld) {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(fail(Error::Kernel {
-                what: "cleanup".into(),
-                cause: errors.join("; "),
-                errno: None,
-            }))
+            Err(fail(Error::Undo(errors)))
         }
     });
     sys!(engine, "sleep", |n: i64| -> R<()> {

@@ -75,7 +75,7 @@ impl World {
 }
 
 /// Undo what the run created, newest first; returns the error messages.
-pub fn undo_world(world: &SharedWorld) -> Vec<String> {
+pub fn undo_world(world: &SharedWorld) -> Vec<crate::Error> {
     let mut w = world.borrow_mut();
     let World {
         session,
@@ -83,11 +83,7 @@ pub fn undo_world(world: &SharedWorld) -> Vec<String> {
         events,
     } = &mut *w;
     events.clear();
-    journal
-        .undo_all_batched(session)
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect()
+    journal.undo_all_batched(session)
 }
 
 /// Limits of a run.
