@@ -57,7 +57,11 @@ impl Object {
     /// A namespace handle as an object; its kind says which sort of place it
     /// is ("netns", "container", "pid", "path", "host").
     pub fn namespace(ns: &crate::ns::Namespace) -> Object {
-        Object::new(ns.kind().as_str(), ns.name())
+        let kind = match ns.kind() {
+            crate::ns::NsKind::Docker => "container",
+            other => other.as_str(),
+        };
+        Object::new(kind, ns.name())
     }
 }
 
