@@ -24,6 +24,7 @@ pub mod tunnel;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::rc::Rc;
 
 use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
@@ -31,7 +32,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::ns::{with_netns, Namespace, NsId};
+use crate::ns::docker::Engine;
+use crate::ns::{with_netns, Namespace, NsId, NsSpec};
 
 /// A route-netlink socket bound (by birth) to one namespace.
 #[derive(Clone)]
@@ -106,6 +108,8 @@ pub struct Session {
     runtime: tokio::runtime::Runtime,
     /// The socket of each namespace, and the task that owns its fd.
     sockets: RefCell<HashMap<NsId, OpenSocket>>,
+    /// The container engine's client, connected on first use.
+    engine: RefCell<Option<Rc<Engine>>>,
 }
 
 impl Session {
@@ -117,7 +121,39 @@ impl Session {
         Ok(Session {
             runtime,
             sockets: RefCell::new(HashMap::new()),
+            engine: RefCell::new(None),
         })
+    }
+
+    /// The container engine's client: connected (and its API version
+    /// negotiated) the first time a run needs it, then reused. A failed
+    /// connection is not kept, so a later call tries again.
+    pub fn engine(&self, for_container: &str) -> Result<Rc<Engine>> {
+        if let Some(engine) = self.engine.borrow().as_ref() {
+            return Ok(engine.clone());
+        }
+        let engine = Rc::new(self.block_on(Engine::connect(for_container))?);
+        *self.engine.borrow_mut() = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Resolve a namespace spec; containers are looked up through the
+    /// session's engine client.
+    pub fn resolve(&self, spec: &NsSpec) -> Result<Namespace> {
+        match spec {
+            NsSpec::Docker(name) => {
+                let engine = self.engine(name)?;
+                self.block_on(engine.resolve(name))
+            }
+            other => Namespace::resolve(other),
+        }
+    }
+
+    /// Kill a container (SIGKILL) and wait until the engine reports it
+    /// stopped.
+    pub fn kill_container(&self, name: &str) -> Result<()> {
+        let engine = self.engine(name)?;
+        self.block_on(engine.kill(name))
     }
 
     /// The socket for `ns`, opened on first use.

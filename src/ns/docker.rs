@@ -23,10 +23,13 @@
 //! limit: an engine that is not there must be reported at once, not after a
 //! client library's two-minute default.
 //!
-//! The engine client is async (hyper); [`Namespace::resolve`] is not. Each
-//! call here runs on a small current-thread tokio runtime of its own, which
-//! lives only for that call (and on a helper thread when the caller is itself
-//! inside a runtime, since runtimes must not nest).
+//! The engine client is async (hyper). A run talks to the engine through
+//! one [`Engine`] that its [`crate::net::Session`] makes on first use and
+//! keeps (one connection, one version negotiation, the session's runtime).
+//! The free functions ([`resolve`], [`kill`], ...) are for one-off callers
+//! without a session: each runs on a small current-thread runtime of its
+//! own (on a helper thread when the caller is itself inside a runtime, since
+//! runtimes must not nest).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,7 +37,7 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    InspectContainerOptions, KillContainerOptions, StopContainerOptions,
+    InspectContainerOptions, KillContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 
@@ -159,47 +162,65 @@ pub struct Container {
     pub pid: u32,
 }
 
-/// Look up a running container (by name, full id or unique id prefix) and
-/// return a handle on its network namespace.
-pub fn resolve(name: &str) -> Result<Namespace> {
-    let container = inspect(name)?;
-    let ns =
-        Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| match e {
-            // The process went away between the engine's answer and our look.
-            e if e.is_namespace_not_found() => Error::namespace_not_found(
-                Object::new("container", name),
-                "is not running (it stopped while koko was looking it up)",
-            ),
-            other => other,
-        })?;
-    // `--network host` (directly or through `container:X`) is refused in
-    // `inspect`. Belt and braces, where /proc/1 is readable: a container in
-    // the namespace of this machine's init is on the host network, whatever
-    // words its engine uses for that.
-    if Namespace::pid(1).is_ok_and(|init| init == ns) {
-        return Err(Error::Invalid(format!(
-            "container '{name}' shares the host's network namespace: koko refuses to add links \
-             to it, it would wire the host's own network"
-        )));
-    }
-    Ok(ns)
+/// A connection to one container engine: connected and version-negotiated
+/// once, then reused for every request. A [`crate::net::Session`] keeps one
+/// for a whole run (made on first use), so a script that resolves, watches
+/// and kills many containers talks to one client on one runtime.
+pub struct Engine {
+    docker: Docker,
+    host: EngineHost,
 }
 
-/// Ask the engine about a container; it must be running and must have a
-/// network namespace of its own.
-pub fn inspect(name: &str) -> Result<Container> {
-    let name = validate_name(name)?;
-    let host = EngineHost::from_env()?;
-    run(async {
-        let docker = connect(&host, name).await?;
+impl Engine {
+    /// Connect to the engine named by `DOCKER_HOST` (or the default socket)
+    /// and agree on an API version. `for_container` only names, in an
+    /// error, the container this connection was first wanted for.
+    pub async fn connect(for_container: &str) -> Result<Engine> {
+        let host = EngineHost::from_env()?;
+        let docker = connect(&host, for_container).await?;
+        Ok(Engine { docker, host })
+    }
+
+    /// Look up a running container (by name, full id or unique id prefix)
+    /// and return a handle on its network namespace.
+    pub async fn resolve(&self, name: &str) -> Result<Namespace> {
+        let container = self.inspect(name).await?;
+        let ns = Namespace::for_container(NsKind::Docker, name, container.pid).map_err(|e| {
+            match e {
+                // The process went away between the engine's answer and our look.
+                e if e.is_namespace_not_found() => Error::namespace_not_found(
+                    Object::new("container", name),
+                    "is not running (it stopped while koko was looking it up)",
+                ),
+                other => other,
+            }
+        })?;
+        // `--network host` (directly or through `container:X`) is refused in
+        // `inspect`. Belt and braces, where /proc/1 is readable: a container
+        // in the namespace of this machine's init is on the host network,
+        // whatever words its engine uses for that.
+        if Namespace::pid(1).is_ok_and(|init| init == ns) {
+            return Err(Error::Invalid(format!(
+                "container '{name}' shares the host's network namespace: koko refuses to add \
+                 links to it, it would wire the host's own network"
+            )));
+        }
+        Ok(ns)
+    }
+
+    /// Ask the engine about a container; it must be running and must have a
+    /// network namespace of its own.
+    pub async fn inspect(&self, name: &str) -> Result<Container> {
+        let name = validate_name(name)?;
+        let (docker, host) = (&self.docker, &self.host);
         let what = || format!("container '{name}'");
         let info = timed(
-            &host,
+            host,
             name,
             docker.inspect_container(name, None::<InspectContainerOptions>),
         )
         .await?
-        .map_err(|e| engine_error(&host, name, e))?;
+        .map_err(|e| engine_error(host, name, e))?;
         let state = info.state.unwrap_or_default();
         let pid = state.pid.unwrap_or(0);
         if state.running != Some(true) || pid <= 0 {
@@ -263,69 +284,88 @@ pub fn inspect(name: &str) -> Result<Container> {
                 .to_string(),
             pid,
         })
-    })
-}
+    }
 
-/// Kill a container (SIGKILL, like `docker kill`) and wait until the engine
-/// reports it stopped: its namespace, and every link end in it, goes away
-/// with it. For scripts that rehearse failures.
-pub fn kill(name: &str) -> Result<()> {
-    let name = validate_name(name)?;
-    let host = EngineHost::from_env()?;
-    run(async {
-        let docker = connect(&host, name).await?;
+    /// Kill a container (SIGKILL, like `docker kill`) and return once the
+    /// engine reports it stopped: its namespace, and every link end in it,
+    /// goes away with it. For scripts that rehearse failures.
+    pub async fn kill(&self, name: &str) -> Result<()> {
+        let name = validate_name(name)?;
         let opts = KillContainerOptions {
             signal: "SIGKILL".into(),
         };
-        timed(&host, name, docker.kill_container(name, Some(opts)))
-            .await?
-            .map_err(|e| engine_error(&host, name, e))?;
-        // The engine answers once the signal is sent; wait for the death.
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let info = timed(
-                &host,
-                name,
-                docker.inspect_container(name, None::<InspectContainerOptions>),
-            )
-            .await?
-            .map_err(|e| engine_error(&host, name, e))?;
-            if info.state.and_then(|s| s.running) != Some(true) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::Engine {
-                    what: format!("killing container '{name}'"),
-                    cause: format!(
-                        "still running {} s after SIGKILL",
-                        REQUEST_TIMEOUT.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-}
+        timed(
+            &self.host,
+            name,
+            self.docker.kill_container(name, Some(opts)),
+        )
+        .await?
+        .map_err(|e| engine_error(&self.host, name, e))?;
+        // The engine answers once the signal is sent; its wait endpoint
+        // answers once the container is no longer running (at once if it
+        // already is not).
+        self.wait_stopped(name, REQUEST_TIMEOUT, "killing").await
+    }
 
-/// Stop a container like `docker stop`: SIGTERM, then SIGKILL after `grace`.
-/// Returns once it has stopped.
-pub fn stop(name: &str, grace: Duration) -> Result<()> {
-    let name = validate_name(name)?;
-    let host = EngineHost::from_env()?;
-    run(async {
-        let docker = connect(&host, name).await?;
+    /// Stop a container like `docker stop`: SIGTERM, then SIGKILL after
+    /// `grace`. Returns once it has stopped.
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<()> {
+        let name = validate_name(name)?;
         let opts = StopContainerOptions {
             signal: None,
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
         };
         tokio::time::timeout(
             grace + REQUEST_TIMEOUT,
-            docker.stop_container(name, Some(opts)),
+            self.docker.stop_container(name, Some(opts)),
         )
         .await
-        .map_err(|_| no_engine(&host, name, "no answer to the stop request".into()))?
-        .map_err(|e| engine_error(&host, name, e))
-    })
+        .map_err(|_| no_engine(&self.host, name, "no answer to the stop request".into()))?
+        .map_err(|e| engine_error(&self.host, name, e))?;
+        self.wait_stopped(name, REQUEST_TIMEOUT, "stopping").await
+    }
+
+    /// Wait (at most `limit`) until the engine says `name` is not running.
+    async fn wait_stopped(&self, name: &str, limit: Duration, doing: &str) -> Result<()> {
+        use futures::StreamExt;
+        let opts = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let mut waiting = self.docker.wait_container(name, Some(opts));
+        match tokio::time::timeout(limit, waiting.next()).await {
+            Err(_) => Err(Error::Engine {
+                what: format!("{doing} container '{name}'"),
+                cause: format!("still running {} s later", limit.as_secs()),
+            }),
+            // A non-zero exit status (137 after SIGKILL) is reported by the
+            // client as an error, but it is what we were waiting for.
+            Ok(Some(Ok(_)))
+            | Ok(Some(Err(BollardError::DockerContainerWaitError { .. })))
+            | Ok(None) => Ok(()),
+            Ok(Some(Err(e))) => Err(engine_error(&self.host, name, e)),
+        }
+    }
+}
+
+/// Look up a running container with a client of its own (for one-off use;
+/// a run resolves through its [`crate::net::Session`], which reuses one).
+pub fn resolve(name: &str) -> Result<Namespace> {
+    run(async { Engine::connect(name).await?.resolve(name).await })
+}
+
+/// [`Engine::inspect`] with a client of its own.
+pub fn inspect(name: &str) -> Result<Container> {
+    run(async { Engine::connect(name).await?.inspect(name).await })
+}
+
+/// [`Engine::kill`] with a client of its own.
+pub fn kill(name: &str) -> Result<()> {
+    run(async { Engine::connect(name).await?.kill(name).await })
+}
+
+/// [`Engine::stop`] with a client of its own.
+pub fn stop(name: &str, grace: Duration) -> Result<()> {
+    run(async { Engine::connect(name).await?.stop(name, grace).await })
 }
 
 /// Docker names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (a leading '/' is allowed,

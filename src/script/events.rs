@@ -27,7 +27,7 @@ use super::api::{fail, interruptible_sleep, LinkRef, NsRef};
 use super::{SharedWorld, World};
 use crate::error::Error;
 use crate::net::link;
-use crate::net::monitor::{LinkMonitor, NetnsDirWatch, ProcessWatch};
+use crate::net::monitor::{LinkEvent, LinkMonitor, NetnsDirWatch, ProcessWatch};
 use crate::ns::{Namespace, NsId, NsSpec};
 use crate::probe::{epoch_ms, OutageProbe, OutageReport};
 
@@ -41,17 +41,87 @@ pub enum HookKind {
     ContainerExit { name: String, ns: Namespace },
 }
 
-/// A registered hook. `armed` is false after it fired, until the opposite
-/// transition re-arms it (a link-down hook fires once per down transition).
-/// A link-down hook fires on "lost carrier" only once it has seen the link
-/// running (a link just created may not have its carrier yet), but always
-/// when the link is deleted.
+/// A registered hook: what it waits for, what to call, and whether it may
+/// fire now.
 #[derive(Clone)]
 pub struct Hook {
     pub on: HookKind,
     pub callback: FnPtr,
+    pub arming: Arming,
+}
+
+/// When a link hook may fire, as a pure function of the link's events.
+///
+/// A hook fires once per transition: `armed` is false after it fired,
+/// until the opposite transition re-arms it. A link-down hook fires on
+/// "lost carrier" only once it has seen the link running (a link just
+/// created may not have its carrier yet), but always when the link is
+/// deleted. A link-up hook waits for the link to be down first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arming {
     pub armed: bool,
     pub seen_running: bool,
+}
+
+impl Arming {
+    /// A link-down hook on a link that is (`running`) or is not running now.
+    pub fn link_down(running: bool) -> Arming {
+        Arming {
+            armed: true,
+            seen_running: running,
+        }
+    }
+
+    /// A link-up hook on a link that is (`running`) or is not running now.
+    pub fn link_up(running: bool) -> Arming {
+        Arming {
+            armed: !running,
+            seen_running: running,
+        }
+    }
+
+    /// A hook that fires once, on the first event (container exit).
+    pub fn once() -> Arming {
+        Arming {
+            armed: true,
+            seen_running: true,
+        }
+    }
+
+    /// Feed a link-down hook one event of its link; returns the event kind
+    /// if the hook fires.
+    pub fn down_event(&mut self, ev: &LinkEvent) -> Option<&'static str> {
+        if ev.running {
+            self.armed = true;
+            self.seen_running = true;
+            None
+        } else if self.armed && (ev.gone || self.seen_running) {
+            self.armed = false;
+            Some(if ev.gone { "link_gone" } else { "link_down" })
+        } else {
+            None
+        }
+    }
+
+    /// Feed a link-up hook one event of its link; returns the event kind
+    /// if the hook fires.
+    pub fn up_event(&mut self, ev: &LinkEvent) -> Option<&'static str> {
+        if ev.running && self.armed {
+            self.armed = false;
+            Some("link_up")
+        } else {
+            if !ev.running {
+                self.armed = true;
+            }
+            None
+        }
+    }
+
+    /// The watched thing is gone for good (its namespace died): fire if
+    /// armed.
+    pub fn gone(&mut self) -> bool {
+        std::mem::replace(&mut self.armed, false)
+    }
 }
 
 /// A run's event state.
@@ -110,7 +180,7 @@ fn event_map(kind: &str, ns: &Namespace, link: Option<&str>) -> Map {
 
 /// Wait (at most until `deadline`, at most 50 ms) for anything to happen,
 /// handle it, and return the callbacks to call.
-fn collect(world: &mut World, deadline: Instant) -> Vec<(FnPtr, Map)> {
+fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Map)>> {
     let World {
         session, events, ..
     } = world;
@@ -160,8 +230,7 @@ fn collect(world: &mut World, deadline: Instant) -> Vec<(FnPtr, Map)> {
         .collect();
     for hook in events.hooks.iter_mut() {
         if let HookKind::ContainerExit { ns, .. } = &hook.on {
-            if hook.armed && exited.contains(&ns.id()) {
-                hook.armed = false;
+            if exited.contains(&ns.id()) && hook.arming.gone() {
                 fired.push((hook.callback.clone(), event_map("container_exit", ns, None)));
                 if !gone.contains(ns) {
                     gone.push(ns.clone());
@@ -176,8 +245,7 @@ fn collect(world: &mut World, deadline: Instant) -> Vec<(FnPtr, Map)> {
         // Links inside a namespace that died are gone too.
         for hook in events.hooks.iter_mut() {
             if let HookKind::LinkDown { ns: hns, link } = &hook.on {
-                if hns == ns && hook.armed {
-                    hook.armed = false;
+                if hns == ns && hook.arming.gone() {
                     fired.push((
                         hook.callback.clone(),
                         event_map("link_gone", hns, Some(link)),
@@ -188,37 +256,25 @@ fn collect(world: &mut World, deadline: Instant) -> Vec<(FnPtr, Map)> {
     }
 
     // 2. Link changes.
-    for (id, monitor) in &events.monitors {
-        for ev in monitor.drain() {
+    for (id, monitor) in events.monitors.iter_mut() {
+        for ev in monitor.drain()? {
             for hook in events.hooks.iter_mut() {
-                match &hook.on {
+                let kind = match &hook.on {
                     HookKind::LinkDown { ns, link } if ns.id() == *id && *link == ev.name => {
-                        if ev.running {
-                            hook.armed = true;
-                            hook.seen_running = true;
-                        } else if hook.armed && (ev.gone || hook.seen_running) {
-                            hook.armed = false;
-                            let kind = if ev.gone { "link_gone" } else { "link_down" };
-                            fired.push((hook.callback.clone(), event_map(kind, ns, Some(link))));
-                        }
+                        hook.arming.down_event(&ev).map(|kind| (kind, ns, link))
                     }
                     HookKind::LinkUp { ns, link } if ns.id() == *id && *link == ev.name => {
-                        if ev.running && hook.armed {
-                            hook.armed = false;
-                            fired.push((
-                                hook.callback.clone(),
-                                event_map("link_up", ns, Some(link)),
-                            ));
-                        } else if !ev.running {
-                            hook.armed = true;
-                        }
+                        hook.arming.up_event(&ev).map(|kind| (kind, ns, link))
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some((kind, ns, link)) = kind {
+                    fired.push((hook.callback.clone(), event_map(kind, ns, Some(link))));
                 }
             }
         }
     }
-    fired
+    Ok(fired)
 }
 
 /// Is `name` in `ns` running (up with carrier) right now?
@@ -247,12 +303,14 @@ fn add_link_hook(world: &SharedWorld, ns: &Namespace, name: &str, f: FnPtr, down
             link: name.to_string(),
         }
     };
-    // An up hook waits for the link to be down first.
     w.events.hooks.push(Hook {
         on,
         callback: f,
-        armed: down || !is_running,
-        seen_running: is_running,
+        arming: if down {
+            Arming::link_down(is_running)
+        } else {
+            Arming::link_up(is_running)
+        },
     });
     Ok(())
 }
@@ -277,7 +335,7 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: b
         if world.borrow().events.stopped || Instant::now() >= deadline {
             return Ok(dispatched);
         }
-        let fired = collect(&mut world.borrow_mut(), deadline);
+        let fired = collect(&mut world.borrow_mut(), deadline).map_err(fail)?;
         for (callback, event) in fired {
             dispatched += 1;
             if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
@@ -334,7 +392,11 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     sys!(engine, "on_container_exit", move |name: &str,
                                             f: FnPtr|
           -> R<()> {
-        let ns = Namespace::resolve(&NsSpec::Docker(name.to_string())).map_err(fail)?;
+        let ns = w
+            .borrow()
+            .session
+            .resolve(&NsSpec::Docker(name.to_string()))
+            .map_err(fail)?;
         let mut world = w.borrow_mut();
         world.events.watch_lifetime(&ns).map_err(fail)?;
         world.events.hooks.push(Hook {
@@ -343,8 +405,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
                 ns,
             },
             callback: f,
-            armed: true,
-            seen_running: true,
+            arming: Arming::once(),
         });
         Ok(())
     });
@@ -428,4 +489,66 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         }
         Ok(p.0.borrow().report().first_recovery_ms.is_some())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(running: bool, gone: bool) -> LinkEvent {
+        LinkEvent {
+            index: 5,
+            name: "link1".into(),
+            gone,
+            running,
+        }
+    }
+
+    #[test]
+    fn a_down_hook_fires_once_per_down_transition() {
+        let mut a = Arming::link_down(true);
+        assert_eq!(a.down_event(&ev(false, false)), Some("link_down"));
+        assert_eq!(
+            a.down_event(&ev(false, false)),
+            None,
+            "still down: no second firing"
+        );
+        assert_eq!(a.down_event(&ev(true, false)), None, "up again re-arms");
+        assert_eq!(a.down_event(&ev(false, false)), Some("link_down"));
+    }
+
+    #[test]
+    fn a_down_hook_on_a_link_without_carrier_yet_waits_for_it_but_not_for_deletion() {
+        let mut a = Arming::link_down(false);
+        assert_eq!(a.down_event(&ev(false, false)), None, "never seen running");
+        assert_eq!(a.down_event(&ev(false, true)), Some("link_gone"));
+        let mut b = Arming::link_down(false);
+        assert_eq!(b.down_event(&ev(true, false)), None);
+        assert_eq!(b.down_event(&ev(false, false)), Some("link_down"));
+    }
+
+    #[test]
+    fn an_up_hook_waits_for_the_link_to_be_down_first() {
+        let mut a = Arming::link_up(true);
+        assert_eq!(
+            a.up_event(&ev(true, false)),
+            None,
+            "already up: not a transition"
+        );
+        assert_eq!(a.up_event(&ev(false, false)), None);
+        assert_eq!(a.up_event(&ev(true, false)), Some("link_up"));
+        assert_eq!(a.up_event(&ev(true, false)), None);
+        let mut b = Arming::link_up(false);
+        assert_eq!(b.up_event(&ev(true, false)), Some("link_up"));
+    }
+
+    #[test]
+    fn a_namespace_dying_fires_an_armed_hook_once() {
+        let mut a = Arming::link_down(true);
+        assert!(a.gone());
+        assert!(!a.gone());
+        let mut fired = Arming::link_down(true);
+        fired.down_event(&ev(false, false));
+        assert!(!fired.gone(), "already fired for this down");
+    }
 }
