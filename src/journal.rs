@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::net::route::{self, RouteRequest};
-use crate::net::{addr, link, sysctl, tc, Session};
+use crate::net::{addr, impair, link, sysctl, tc, Session};
 use crate::ns::{named, Namespace};
 
 /// How to undo one step.
@@ -63,6 +63,28 @@ pub enum Undo {
         link: String,
         change: link::LinkChange,
     },
+    /// Put a link's tc state (root qdisc, koko's drop filters, clsact)
+    /// back as it was before an impairment.
+    RestoreTc {
+        ns: Namespace,
+        snapshot: impair::TcSnapshot,
+    },
+    /// End a blackhole: koko's drop-all filter on `hook` goes, and the
+    /// clsact qdisc too if koko added it and nothing is left on it.
+    Unblackhole {
+        ns: Namespace,
+        snapshot: impair::TcSnapshot,
+        hook: tc::Hook,
+    },
+    /// Stop a flapping link (it is left up, as it began).
+    StopFlap(std::sync::Arc<std::sync::Mutex<crate::impair::Flap>>),
+    /// Plug an unplugged link back: up, with the routes the kernel dropped
+    /// when it went down.
+    Plug {
+        ns: Namespace,
+        link: String,
+        routes: Vec<RouteRequest>,
+    },
 }
 
 /// One recorded step: a description for reports, and its inverse.
@@ -95,6 +117,14 @@ impl Journal {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Remove and return the newest entry whose undo matches `pred` (an
+    /// operation that ends what an earlier one started: plug after unplug,
+    /// restore after blackhole).
+    pub fn take_last(&mut self, pred: impl Fn(&Undo) -> bool) -> Option<Entry> {
+        let at = self.entries.iter().rposition(|e| pred(&e.undo))?;
+        Some(self.entries.remove(at))
     }
 
     /// Forget everything recorded (the run keeps what it built).
@@ -152,10 +182,13 @@ impl Journal {
                 | Undo::DeleteMirror { ns, .. }
                 | Undo::DeleteRoute { ns, .. }
                 | Undo::RestoreRoute { ns, .. }
-                | Undo::RestoreLink { ns, .. } => dies(ns),
+                | Undo::RestoreLink { ns, .. }
+                | Undo::RestoreTc { ns, .. }
+                | Undo::Unblackhole { ns, .. }
+                | Undo::Plug { ns, .. } => dies(ns),
                 // A plain link's peer (a veth made by other means) or UDP
                 // socket (vxlan) may be outside: delete it explicitly.
-                Undo::DeleteLink { .. } | Undo::StopServer(_) => false,
+                Undo::DeleteLink { .. } | Undo::StopServer(_) | Undo::StopFlap(_) => false,
             };
             if !skip {
                 if let Err(e) = undo_one(session, &entry.undo) {
@@ -178,7 +211,9 @@ impl Journal {
     }
 }
 
-fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
+/// Carry out one undo step. Something already gone (its namespace, its
+/// link) counts as undone.
+pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
     match undo {
         Undo::DeleteLink { ns, name } | Undo::DeleteVeth { ns, name, .. } => {
             if !ns.exists() {
@@ -292,6 +327,48 @@ fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 Err(e) if e.is_link_not_found() => Ok(()),
                 other => other,
             }
+        }
+        Undo::StopFlap(flap) => match flap.lock() {
+            Ok(mut f) => f.stop(),
+            Err(_) => Ok(()),
+        },
+        Undo::RestoreTc { ns, snapshot } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            session.block_on(impair::restore(&t, snapshot))
+        }
+        Undo::Unblackhole { ns, snapshot, hook } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            session.block_on(impair::unblackhole(&t, snapshot, *hook))
+        }
+        Undo::Plug {
+            ns,
+            link: name,
+            routes,
+        } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            let up = link::LinkChange {
+                up: Some(true),
+                mtu: None,
+            };
+            match session.block_on(link::set(&t, name, up)) {
+                Err(e) if e.is_link_not_found() => return Ok(()),
+                other => other?,
+            }
+            // Routes the kernel flushed when the link went down; replace
+            // is idempotent if one is back already.
+            for r in routes {
+                session.block_on(route::replace(&t, r))?;
+            }
+            Ok(())
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod chain;
 pub mod cli;
 pub mod connect;
 pub mod error;
+pub mod impair;
 pub mod inspect;
 pub mod ipcmd;
 pub mod journal;

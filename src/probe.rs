@@ -453,14 +453,72 @@ pub struct OutageReport {
     pub outage_ms: Option<f64>,
 }
 
+/// One probe attempt.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// When it started (ms since the epoch).
+    pub at_ms: f64,
+    pub ok: bool,
+    /// How long the connection took to open (successful probes).
+    pub rtt_ms: f64,
+}
+
+/// The quality a probe measured over a recent window: for hooks that fire
+/// when a path degrades (grey failures), not only when it breaks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WindowStats {
+    pub window_ms: f64,
+    pub sent: u64,
+    pub lost: u64,
+    /// lost / sent, in percent (0 with no probe in the window).
+    pub loss_pct: f64,
+    /// Median connection time of the successful probes (None: none).
+    pub rtt_p50_ms: Option<f64>,
+}
+
+impl WindowStats {
+    /// The stats of the samples that started in the last `window_ms`
+    /// before `now_ms`.
+    pub fn of<'a>(
+        samples: impl IntoIterator<Item = &'a Sample>,
+        now_ms: f64,
+        window_ms: f64,
+    ) -> WindowStats {
+        let recent: Vec<&Sample> = samples
+            .into_iter()
+            .filter(|s| s.at_ms > now_ms - window_ms && s.at_ms <= now_ms)
+            .collect();
+        let sent = recent.len() as u64;
+        let lost = recent.iter().filter(|s| !s.ok).count() as u64;
+        let mut rtts: Vec<f64> = recent.iter().filter(|s| s.ok).map(|s| s.rtt_ms).collect();
+        rtts.sort_by(f64::total_cmp);
+        WindowStats {
+            window_ms,
+            sent,
+            lost,
+            loss_pct: if sent == 0 {
+                0.0
+            } else {
+                lost as f64 * 100.0 / sent as f64
+            },
+            rtt_p50_ms: rtts.get(rtts.len() / 2).copied(),
+        }
+    }
+}
+
+/// How many samples a probe keeps (at the default 5 ms interval, over
+/// five minutes).
+const MAX_SAMPLES: usize = 60_000;
+
 /// Keeps opening TCP connections from a namespace to an address at a fixed
 /// interval, on its own thread, and measures the outage: first failure,
-/// first recovery, lost probes.
+/// first recovery, lost probes; and, over any recent window, the loss and
+/// the connection time.
 pub struct OutageProbe {
     stop: Arc<AtomicBool>,
     report: Arc<std::sync::Mutex<OutageReport>>,
-    /// Start time of every successful probe (ms since the epoch).
-    successes: Arc<std::sync::Mutex<Vec<f64>>>,
+    /// Every attempt, oldest first (at most [`MAX_SAMPLES`]).
+    samples: Arc<std::sync::Mutex<std::collections::VecDeque<Sample>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -481,19 +539,30 @@ impl OutageProbe {
     ) -> OutageProbe {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(std::sync::Mutex::new(OutageReport::default()));
-        let successes = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (flag, shared, ns, oks) = (stop.clone(), report.clone(), ns.clone(), successes.clone());
+        let samples = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let (flag, shared, ns, log) = (stop.clone(), report.clone(), ns.clone(), samples.clone());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
                 let started = epoch_ms();
                 let tick = Instant::now();
                 // A namespace that is gone counts as a failed probe.
                 let ok = tcp_check(&ns, addr, timeout).unwrap_or(false);
+                let rtt_ms = tick.elapsed().as_secs_f64() * 1000.0;
+                {
+                    let mut log = log.lock().expect("probe samples");
+                    if log.len() == MAX_SAMPLES {
+                        log.pop_front();
+                    }
+                    log.push_back(Sample {
+                        at_ms: started,
+                        ok,
+                        rtt_ms,
+                    });
+                }
                 {
                     let mut r = shared.lock().expect("probe report");
                     r.sent += 1;
                     if ok {
-                        oks.lock().expect("probe successes").push(started);
                         if r.first_failure_ms.is_some() && r.first_recovery_ms.is_none() {
                             r.first_recovery_ms = Some(started);
                             r.outage_ms = r.first_failure_ms.map(|f| started - f);
@@ -513,7 +582,7 @@ impl OutageProbe {
         OutageProbe {
             stop,
             report,
-            successes,
+            samples,
             thread: Some(thread),
         }
     }
@@ -523,12 +592,21 @@ impl OutageProbe {
     /// the probe interval fails no probe; this still tells when traffic
     /// was seen flowing after an event.
     pub fn first_success_after(&self, t: f64) -> Option<f64> {
-        self.successes
+        self.samples
             .lock()
-            .expect("probe successes")
+            .expect("probe samples")
             .iter()
-            .copied()
-            .find(|s| *s >= t)
+            .find(|s| s.ok && s.at_ms >= t)
+            .map(|s| s.at_ms)
+    }
+
+    /// Loss and connection time over the last `window_ms`.
+    pub fn window(&self, window_ms: f64) -> WindowStats {
+        let samples = self.samples.lock().expect("probe samples");
+        // Newest last: walk back only as far as the window reaches.
+        let now = epoch_ms();
+        let start = samples.partition_point(|s| s.at_ms <= now - window_ms);
+        WindowStats::of(samples.range(start..), now, window_ms)
     }
 
     /// What the probe has seen so far.
@@ -549,5 +627,34 @@ impl OutageProbe {
 impl Drop for OutageProbe {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    fn sample(at_ms: f64, ok: bool, rtt_ms: f64) -> Sample {
+        Sample { at_ms, ok, rtt_ms }
+    }
+
+    #[test]
+    fn a_window_counts_only_recent_probes() {
+        let samples = [
+            sample(100.0, false, 100.0),
+            sample(900.0, true, 1.0),
+            sample(950.0, false, 100.0),
+            sample(980.0, true, 3.0),
+            sample(990.0, true, 2.0),
+        ];
+        let w = WindowStats::of(&samples, 1000.0, 200.0);
+        assert_eq!((w.sent, w.lost), (4, 1));
+        assert_eq!(w.loss_pct, 25.0);
+        assert_eq!(w.rtt_p50_ms, Some(2.0));
+        let empty = WindowStats::of(&samples, 5000.0, 100.0);
+        assert_eq!(
+            (empty.sent, empty.loss_pct, empty.rtt_p50_ms),
+            (0, 0.0, None)
+        );
     }
 }

@@ -14,6 +14,8 @@
 
 pub mod addr;
 pub mod batch;
+pub mod bpf;
+pub mod impair;
 pub mod link;
 pub mod monitor;
 pub mod route;

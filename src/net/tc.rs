@@ -429,27 +429,34 @@ pub async fn remove_mirror_filters(
             empty &= filters(t, src_index, hook).await?.is_empty();
         }
         if empty && ingress_qdisc_kind(t, src_index).await?.as_deref() == Some("clsact") {
-            let mut msg = clsact_request(src_index);
-            msg.attributes.clear();
-            match t
-                .socket
-                .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
-                .await
-            {
-                Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
-                Err(errno) => {
-                    return Err(Error::kernel(
-                        format!(
-                            "removing the clsact qdisc koko added to link #{src_index} in {}",
-                            t.ns
-                        ),
-                        errno,
-                    ))
-                }
-            }
+            delete_clsact(t, src_index).await?;
         }
     }
     Ok(removed)
+}
+
+/// Remove the clsact qdisc of `ifindex` (and every filter on it). Already
+/// gone is fine.
+pub async fn delete_clsact(t: &Target, ifindex: u32) -> Result<()> {
+    let mut msg = clsact_request(ifindex);
+    msg.attributes.clear();
+    match t
+        .socket
+        .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+        .await
+    {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(Error::kernel(
+            format!("removing the clsact qdisc of link #{ifindex} in {}", t.ns),
+            errno,
+        )),
+    }
+}
+
+/// Add a clsact qdisc to `ifindex` if it has none; returns whether koko
+/// added it.
+pub async fn add_clsact(t: &Target, link: &str, ifindex: u32) -> Result<bool> {
+    ensure_clsact(t, link, ifindex, MirrorDir::Both).await
 }
 
 /// Remove, from every link of the namespace, koko's mirror filters that send

@@ -36,9 +36,33 @@ type R<T> = Result<T, Box<EvalAltResult>>;
 /// What a hook waits for.
 #[derive(Clone)]
 pub enum HookKind {
-    LinkDown { ns: Namespace, link: String },
-    LinkUp { ns: Namespace, link: String },
-    ContainerExit { name: String, ns: Namespace },
+    LinkDown {
+        ns: Namespace,
+        link: String,
+    },
+    LinkUp {
+        ns: Namespace,
+        link: String,
+    },
+    ContainerExit {
+        name: String,
+        ns: Namespace,
+    },
+    /// A probe's loss over the last `window_ms` reaches `loss_pct`.
+    ProbeLoss {
+        probe: ProbeRef,
+        loss_pct: f64,
+        window_ms: f64,
+        min_samples: u64,
+    },
+    /// A probe's median connection time over the last `window_ms` goes
+    /// above `above_ms`.
+    ProbeRtt {
+        probe: ProbeRef,
+        above_ms: f64,
+        window_ms: f64,
+        min_samples: u64,
+    },
 }
 
 /// A registered hook: what it waits for, what to call, and whether it may
@@ -114,6 +138,18 @@ impl Arming {
                 self.armed = true;
             }
             None
+        }
+    }
+
+    /// Feed a threshold hook (probe quality) whether its condition holds
+    /// now; it fires when the condition starts to hold, and re-arms once it
+    /// no longer does.
+    pub fn condition(&mut self, holds: bool) -> bool {
+        if holds {
+            std::mem::replace(&mut self.armed, false)
+        } else {
+            self.armed = true;
+            false
         }
     }
 
@@ -255,7 +291,49 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
         }
     }
 
-    // 2. Link changes.
+    // 2. Path quality, from the probes' recent samples.
+    for hook in events.hooks.iter_mut() {
+        let (kind, stats, holds) = match &hook.on {
+            HookKind::ProbeLoss {
+                probe,
+                loss_pct,
+                window_ms,
+                min_samples,
+            } => {
+                let w = probe.0.borrow().window(*window_ms);
+                let holds = w.sent >= *min_samples && w.loss_pct >= *loss_pct;
+                ("probe_loss", w, holds)
+            }
+            HookKind::ProbeRtt {
+                probe,
+                above_ms,
+                window_ms,
+                min_samples,
+            } => {
+                let w = probe.0.borrow().window(*window_ms);
+                let holds = w.sent - w.lost >= *min_samples
+                    && w.rtt_p50_ms.is_some_and(|rtt| rtt > *above_ms);
+                ("probe_rtt", w, holds)
+            }
+            _ => continue,
+        };
+        if hook.arming.condition(holds) {
+            let mut m = Map::new();
+            m.insert("kind".into(), kind.into());
+            m.insert("loss_pct".into(), stats.loss_pct.into());
+            m.insert(
+                "rtt_ms".into(),
+                stats.rtt_p50_ms.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+            );
+            m.insert("sent".into(), (stats.sent as i64).into());
+            m.insert("lost".into(), (stats.lost as i64).into());
+            m.insert("window_ms".into(), stats.window_ms.into());
+            m.insert("time".into(), epoch_ms().into());
+            fired.push((hook.callback.clone(), m));
+        }
+    }
+
+    // 3. Link changes.
     for (id, monitor) in events.monitors.iter_mut() {
         for ev in monitor.drain()? {
             for hook in events.hooks.iter_mut() {
@@ -349,6 +427,71 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: b
                 }
             }
         }
+    }
+}
+
+/// The hook a probe-quality registration asks for: `#{loss_pct,
+/// window_ms[, min_samples]}` or `#{above_ms, window_ms[, min_samples]}`.
+fn probe_hook(function: &str, probe: ProbeRef, opts: &Map, loss: bool) -> crate::Result<HookKind> {
+    let threshold_key = if loss { "loss_pct" } else { "above_ms" };
+    let allowed = [threshold_key, "window_ms", "min_samples"];
+    if let Some(unknown) = opts.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Error::Invalid(format!(
+            "{function}(): unknown option '{unknown}' (allowed: {})",
+            allowed.join(", ")
+        )));
+    }
+    let number = |key: &str| -> crate::Result<Option<f64>> {
+        match opts.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_float()
+                .or_else(|_| v.as_int().map(|i| i as f64))
+                .map(Some)
+                .map_err(|t| {
+                    Error::Invalid(format!("{function}(): {key} must be a number, not {t}"))
+                }),
+        }
+    };
+    let threshold = number(threshold_key)?
+        .ok_or_else(|| Error::Invalid(format!("{function}(): {threshold_key} is required")))?;
+    let window_ms = number("window_ms")?.unwrap_or(1000.0);
+    let min_samples = number("min_samples")?.unwrap_or(5.0);
+    if window_ms.is_nan() || window_ms <= 0.0 {
+        return Err(Error::Invalid(format!(
+            "{function}(): window_ms {window_ms} must be positive"
+        )));
+    }
+    if min_samples < 1.0 {
+        return Err(Error::Invalid(format!(
+            "{function}(): min_samples {min_samples} must be at least 1"
+        )));
+    }
+    let min_samples = min_samples as u64;
+    if loss {
+        if !(0.0..=100.0).contains(&threshold) || threshold == 0.0 {
+            return Err(Error::Invalid(format!(
+                "{function}(): loss_pct {threshold} is not a percentage above 0"
+            )));
+        }
+        Ok(HookKind::ProbeLoss {
+            probe,
+            loss_pct: threshold,
+            window_ms,
+            min_samples,
+        })
+    } else {
+        if threshold.is_nan() || threshold <= 0.0 {
+            return Err(Error::Invalid(format!(
+                "{function}(): above_ms {threshold} must be positive"
+            )));
+        }
+        Ok(HookKind::ProbeRtt {
+            probe,
+            above_ms: threshold,
+            window_ms,
+            min_samples,
+        })
     }
 }
 
@@ -456,6 +599,21 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         );
         Ok(ProbeRef(Rc::new(RefCell::new(probe))))
     });
+    for (name, loss) in [("on_probe_loss", true), ("on_probe_rtt", false)] {
+        let w = world.clone();
+        sys!(engine, name, move |p: ProbeRef,
+                                 opts: Map,
+                                 f: FnPtr|
+              -> R<()> {
+            let on = probe_hook(name, p, &opts, loss).map_err(fail)?;
+            w.borrow_mut().events.hooks.push(Hook {
+                on,
+                callback: f,
+                arming: Arming::once(),
+            });
+            Ok(())
+        });
+    }
     sys!(engine, "report", |p: &mut ProbeRef| -> Map {
         report_map(&p.0.borrow().report())
     });

@@ -1,0 +1,915 @@
+//! Link impairments as the kernel sees them: a root qdisc that delays,
+//! drops, duplicates, corrupts, reorders or rate-limits what a link sends,
+//! and tc filters that drop at random (or everything) where a link
+//! receives.
+//!
+//! Two backends, chosen by what the kernel has ([`netem_available`]):
+//!
+//! * **netem** (every stock distribution kernel): one root `netem` qdisc
+//!   carries delay, jitter, loss, duplication, corruption, reordering, its
+//!   own rate limit and queue limit. `RTM_NEWQDISC` with `NLM_F_REPLACE` on
+//!   a qdisc of the same kind and handle is a `tc qdisc change`: the
+//!   parameters change in place and queued packets stay queued.
+//! * **tc-bpf** (kernels without netem, like this project's machines): a
+//!   root `tbf` for the rate (it too changes in place), and a direct-action
+//!   `bpf` classifier on the receiving side's clsact ingress for random
+//!   loss and blackholes (see [`super::bpf`]). Delay, jitter, duplication,
+//!   corruption and reordering have no equivalent there; the caller refuses
+//!   them before changing anything.
+//!
+//! Everything koko installs is marked so it can be told from a user's own:
+//! root qdiscs get the handle `6b6f:` ("ko"), drop filters a `bpf` name
+//! starting with `koko-`. Options of `tbf` and `netem` are not decoded by
+//! netlink-packet-route, so this module writes and reads their TCA_OPTIONS
+//! bytes itself (the layouts of include/uapi/linux/pkt_sched.h).
+
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+
+use netlink_packet_core::{DefaultNla, Emitable, Nla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::tc::{
+    TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use nix::errno::Errno;
+
+use super::bpf;
+use super::tc::{Hook, PROTOCOL_ALL};
+use super::Target;
+use crate::error::{Error, Result};
+
+/// The handle major of every root qdisc koko adds: 0x6b6f, "ko".
+pub const KOKO_QDISC_MAJOR: u16 = 0x6b6f;
+
+/// The filter priorities of koko's drop filters: first, so a dropped
+/// packet is dropped before a mirror (or the user's filters) sees it, as on
+/// a real wire. A blackhole and random loss have a priority each, so a
+/// blackhole can come and go while the loss stays.
+pub const BLACKHOLE_PRIORITY: u16 = 1;
+pub const LOSS_PRIORITY: u16 = 2;
+
+/// The bpf filter names koko uses (prefix `koko-`).
+const LOSS_NAME: &str = "koko-loss";
+const BLACKHOLE_NAME: &str = "koko-blackhole";
+
+const TCA_OPTIONS: u16 = 2;
+const TC_H_ROOT: u32 = 0xffff_ffff;
+/// Ethernet link layer: the kernel computes transmission times itself and
+/// needs no rate table.
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+
+/// A probability (0 to 100 %) as the kernel's u32 fraction of 2^32.
+pub fn probability(pct: f64) -> u32 {
+    bpf::loss_threshold(pct)
+}
+
+/// The inverse of [`probability`], rounded to 0.01 %.
+pub fn percent(p: u32) -> f64 {
+    (p as f64 / 4_294_967_296.0 * 10_000.0).round() / 100.0
+}
+
+/// netem's parameters (times in nanoseconds, rates in bytes per second,
+/// probabilities as fractions of 2^32, the queue limit in packets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Netem {
+    pub latency_ns: u64,
+    pub jitter_ns: u64,
+    pub loss: u32,
+    pub duplicate: u32,
+    pub corrupt: u32,
+    pub reorder: u32,
+    pub rate_bytes: u64,
+    pub limit: u32,
+}
+
+/// tbf's parameters (rate in bytes per second; burst and limit in bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tbf {
+    pub rate_bytes: u64,
+    pub burst: u32,
+    pub limit: u32,
+}
+
+/// A root qdisc koko manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootQdisc {
+    Netem(Netem),
+    Tbf(Tbf),
+}
+
+impl RootQdisc {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RootQdisc::Netem(_) => "netem",
+            RootQdisc::Tbf(_) => "tbf",
+        }
+    }
+
+    fn options(&self) -> Vec<u8> {
+        match self {
+            RootQdisc::Netem(n) => netem_options(n),
+            RootQdisc::Tbf(t) => tbf_options(t),
+        }
+    }
+}
+
+/// Append one netlink attribute (header, value, padding to 4 bytes).
+fn put_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+/// Iterate the attributes of `data`: (kind, value).
+fn nlas(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            break;
+        }
+        out.push((kind, &data[4..len]));
+        let step = (len + 3) & !3;
+        data = &data[step.min(data.len())..];
+    }
+    out
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map(|s| u32::from_ne_bytes(s.try_into().expect("4 bytes")))
+        .unwrap_or(0)
+}
+
+fn u64_of(b: &[u8]) -> u64 {
+    b.get(..8)
+        .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+// netem attribute numbers (enum TCA_NETEM_*).
+const TCA_NETEM_REORDER: u16 = 3;
+const TCA_NETEM_CORRUPT: u16 = 4;
+const TCA_NETEM_RATE: u16 = 6;
+const TCA_NETEM_RATE64: u16 = 8;
+const TCA_NETEM_LATENCY64: u16 = 10;
+const TCA_NETEM_JITTER64: u16 = 11;
+
+/// netem's TCA_OPTIONS: `struct tc_netem_qopt` (latency, limit, loss, gap,
+/// duplicate, jitter: six u32), then attributes. Latency and jitter also go
+/// as 64-bit nanoseconds (the u32 fields are in coarse scheduler ticks and
+/// overflow at ~4 s).
+pub fn netem_options(n: &Netem) -> Vec<u8> {
+    let ticks = |ns: u64| u32::try_from(ns >> 6).unwrap_or(u32::MAX);
+    let limit = if n.limit == 0 { 1000 } else { n.limit };
+    // Reordering needs a gap (tc sets 1: every other packet may jump the
+    // queue, with the given probability).
+    let gap = u32::from(n.reorder != 0);
+    let mut out = Vec::new();
+    for v in [
+        ticks(n.latency_ns),
+        limit,
+        n.loss,
+        gap,
+        n.duplicate,
+        ticks(n.jitter_ns),
+    ] {
+        out.extend_from_slice(&v.to_ne_bytes());
+    }
+    let pair = |p: u32| [p.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
+    if n.reorder != 0 {
+        put_nla(&mut out, TCA_NETEM_REORDER, &pair(n.reorder));
+    }
+    if n.corrupt != 0 {
+        put_nla(&mut out, TCA_NETEM_CORRUPT, &pair(n.corrupt));
+    }
+    if n.rate_bytes != 0 {
+        // struct tc_netem_rate: rate (u32), packet_overhead, cell_size,
+        // cell_overhead; a rate beyond u32 goes in RATE64.
+        let rate32 = u32::try_from(n.rate_bytes).unwrap_or(u32::MAX);
+        let mut rate = rate32.to_ne_bytes().to_vec();
+        rate.extend_from_slice(&[0u8; 12]);
+        put_nla(&mut out, TCA_NETEM_RATE, &rate);
+        if n.rate_bytes > u32::MAX as u64 {
+            put_nla(&mut out, TCA_NETEM_RATE64, &n.rate_bytes.to_ne_bytes());
+        }
+    }
+    put_nla(
+        &mut out,
+        TCA_NETEM_LATENCY64,
+        &(n.latency_ns as i64).to_ne_bytes(),
+    );
+    put_nla(
+        &mut out,
+        TCA_NETEM_JITTER64,
+        &(n.jitter_ns as i64).to_ne_bytes(),
+    );
+    out
+}
+
+/// Read netem's TCA_OPTIONS back.
+pub fn parse_netem_options(raw: &[u8]) -> Option<Netem> {
+    if raw.len() < 24 {
+        return None;
+    }
+    let mut n = Netem {
+        latency_ns: (u32_at(raw, 0) as u64) << 6,
+        limit: u32_at(raw, 4),
+        loss: u32_at(raw, 8),
+        duplicate: u32_at(raw, 16),
+        jitter_ns: (u32_at(raw, 20) as u64) << 6,
+        ..Netem::default()
+    };
+    for (kind, value) in nlas(&raw[24..]) {
+        match kind {
+            TCA_NETEM_REORDER => n.reorder = u32_at(value, 0),
+            TCA_NETEM_CORRUPT => n.corrupt = u32_at(value, 0),
+            TCA_NETEM_RATE => n.rate_bytes = u32_at(value, 0) as u64,
+            TCA_NETEM_RATE64 => n.rate_bytes = u64_of(value),
+            TCA_NETEM_LATENCY64 => n.latency_ns = u64_of(value),
+            TCA_NETEM_JITTER64 => n.jitter_ns = u64_of(value),
+            _ => {}
+        }
+    }
+    Some(n)
+}
+
+// tbf attribute numbers (enum TCA_TBF_*).
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+
+/// A `struct tc_ratespec` for an Ethernet link at `rate` bytes/s.
+fn ratespec(rate_bytes: u64) -> [u8; 12] {
+    let mut r = [0u8; 12];
+    r[1] = TC_LINKLAYER_ETHERNET;
+    r[8..12].copy_from_slice(&u32::try_from(rate_bytes).unwrap_or(u32::MAX).to_ne_bytes());
+    r
+}
+
+/// tbf's TCA_OPTIONS: TCA_TBF_PARMS (`struct tc_tbf_qopt`: rate and
+/// peakrate ratespecs, limit, buffer, mtu), TCA_TBF_BURST in bytes (so the
+/// kernel converts it to time itself), TCA_TBF_RATE64 beyond 4 GB/s.
+pub fn tbf_options(t: &Tbf) -> Vec<u8> {
+    let mut parms = Vec::with_capacity(36);
+    parms.extend_from_slice(&ratespec(t.rate_bytes));
+    parms.extend_from_slice(&[0u8; 12]); // no peak rate
+    parms.extend_from_slice(&t.limit.to_ne_bytes());
+    // buffer (in ticks) is ignored when TCA_TBF_BURST is given; fill it
+    // consistently anyway: burst / rate seconds.
+    let buffer_ns = (t.burst as u64).saturating_mul(1_000_000_000) / t.rate_bytes.max(1);
+    parms.extend_from_slice(
+        &u32::try_from(buffer_ns >> 6)
+            .unwrap_or(u32::MAX)
+            .to_ne_bytes(),
+    );
+    parms.extend_from_slice(&0u32.to_ne_bytes()); // mtu: no peak rate
+    let mut out = Vec::new();
+    put_nla(&mut out, TCA_TBF_PARMS, &parms);
+    if t.rate_bytes > u32::MAX as u64 {
+        put_nla(&mut out, TCA_TBF_RATE64, &t.rate_bytes.to_ne_bytes());
+    }
+    put_nla(&mut out, TCA_TBF_BURST, &t.burst.to_ne_bytes());
+    out
+}
+
+/// Read tbf's TCA_OPTIONS back (the kernel dumps PARMS and RATE64; the
+/// burst comes back as a time, converted here to bytes).
+pub fn parse_tbf_options(raw: &[u8]) -> Option<Tbf> {
+    let mut t = Tbf::default();
+    let mut buffer_ticks = 0u64;
+    let mut seen = false;
+    for (kind, value) in nlas(raw) {
+        match kind {
+            TCA_TBF_PARMS if value.len() >= 36 => {
+                seen = true;
+                t.rate_bytes = u32_at(value, 8) as u64;
+                t.limit = u32_at(value, 24);
+                buffer_ticks = u32_at(value, 28) as u64;
+            }
+            TCA_TBF_RATE64 => t.rate_bytes = u64_of(value),
+            _ => {}
+        }
+    }
+    let buffer_ns = buffer_ticks << 6;
+    t.burst =
+        u32::try_from(buffer_ns.saturating_mul(t.rate_bytes) / 1_000_000_000).unwrap_or(u32::MAX);
+    seen.then_some(t)
+}
+
+/// RTM_NEWQDISC: `q` as the root qdisc of `ifindex`, with koko's handle.
+pub fn root_qdisc_request(ifindex: u32, q: &RootQdisc) -> TcMessage {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = TC_H_ROOT.into();
+    msg.header.handle = TcHandle {
+        major: KOKO_QDISC_MAJOR,
+        minor: 0,
+    };
+    msg.attributes.push(TcAttribute::Kind(q.kind().into()));
+    msg.attributes.push(TcAttribute::Other(DefaultNla::new(
+        TCA_OPTIONS,
+        q.options(),
+    )));
+    msg
+}
+
+/// The root qdisc of a link, as dumped.
+#[derive(Debug, Clone)]
+pub struct RootInfo {
+    pub kind: String,
+    pub handle: TcHandle,
+    /// koko's qdisc, decoded (None: someone else's, or not tbf/netem).
+    pub koko: Option<RootQdisc>,
+    /// The message to re-create it (kind and options only), for putting
+    /// a user's own root qdisc back.
+    pub recreate: TcMessage,
+}
+
+impl RootInfo {
+    pub fn is_kokos(&self) -> bool {
+        self.handle.major == KOKO_QDISC_MAJOR
+    }
+}
+
+fn raw_options(msg: &TcMessage) -> Option<Vec<u8>> {
+    msg.attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(opts) => {
+            let mut raw = Vec::new();
+            for o in opts {
+                match o {
+                    // Kinds netlink-packet-route does not know come as one
+                    // attribute holding TCA_OPTIONS' payload.
+                    TcOption::Other(nla) if nla.kind() == TCA_OPTIONS => {
+                        let mut buf = vec![0u8; nla.value_len()];
+                        nla.emit_value(&mut buf);
+                        return Some(buf);
+                    }
+                    other => {
+                        let mut buf = vec![0u8; other.buffer_len()];
+                        other.emit(&mut buf);
+                        raw.extend(buf);
+                    }
+                }
+            }
+            Some(raw)
+        }
+        _ => None,
+    })
+}
+
+/// The root qdisc of `ifindex` (None: the device's default, e.g. noqueue).
+pub async fn root(t: &Target, ifindex: u32) -> Result<Option<RootInfo>> {
+    let answers = t
+        .socket
+        .dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()))
+        .await
+        .map_err(|errno| Error::kernel(format!("listing qdiscs in {}", t.ns), errno))?;
+    Ok(answers.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(q)
+            if q.header.index == ifindex as i32 && u32::from(q.header.parent) == TC_H_ROOT =>
+        {
+            let kind = q
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            // The kernel reports a device without a queue as a root
+            // "noqueue" with handle 0: that is no qdisc to put back.
+            if kind == "noqueue" || u32::from(q.header.handle) == 0 {
+                return None;
+            }
+            let raw = raw_options(&q);
+            let koko = match (
+                q.header.handle.major == KOKO_QDISC_MAJOR,
+                kind.as_str(),
+                &raw,
+            ) {
+                (true, "netem", Some(raw)) => parse_netem_options(raw).map(RootQdisc::Netem),
+                (true, "tbf", Some(raw)) => parse_tbf_options(raw).map(RootQdisc::Tbf),
+                _ => None,
+            };
+            let mut recreate = TcMessage::with_index(ifindex as i32);
+            recreate.header.parent = TC_H_ROOT.into();
+            recreate.header.handle = q.header.handle;
+            recreate.attributes.push(TcAttribute::Kind(kind.clone()));
+            if let Some(raw) = raw {
+                recreate
+                    .attributes
+                    .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, raw)));
+            }
+            Some(RootInfo {
+                kind,
+                handle: q.header.handle,
+                koko,
+                recreate,
+            })
+        }
+        _ => None,
+    }))
+}
+
+/// Put `q` at the root of `ifindex` (replacing what is there; changing it
+/// in place when koko's qdisc of the same kind is there already).
+pub async fn set_root(t: &Target, link: &str, ifindex: u32, q: &RootQdisc) -> Result<()> {
+    t.socket
+        .ack(
+            RouteNetlinkMessage::NewQueueDiscipline(root_qdisc_request(ifindex, q)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map_err(|errno| {
+            let what = format!("setting a {} qdisc on '{link}' in {}", q.kind(), t.ns);
+            match errno {
+                Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
+                    what,
+                    feature: match q {
+                        RootQdisc::Netem(_) => "netem qdisc (CONFIG_NET_SCH_NETEM)",
+                        RootQdisc::Tbf(_) => "tbf qdisc (CONFIG_NET_SCH_TBF)",
+                    }
+                    .into(),
+                },
+                _ => Error::kernel(what, errno),
+            }
+        })
+}
+
+/// Remove the root qdisc of `ifindex` (the device goes back to its
+/// default). Already gone is fine.
+pub async fn delete_root(t: &Target, ifindex: u32) -> Result<()> {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = TC_H_ROOT.into();
+    match t
+        .socket
+        .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+        .await
+    {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(Error::kernel(
+            format!("removing the root qdisc of link #{ifindex} in {}", t.ns),
+            errno,
+        )),
+    }
+}
+
+/// Re-create a root qdisc saved with [`root`] (a user's own, that koko
+/// replaced).
+pub async fn restore_root(t: &Target, saved: &TcMessage) -> Result<()> {
+    t.socket
+        .ack(
+            RouteNetlinkMessage::NewQueueDiscipline(saved.clone()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map_err(|errno| {
+            Error::kernel(
+                format!(
+                    "putting back the root qdisc of link #{} in {}",
+                    saved.header.index, t.ns
+                ),
+                errno,
+            )
+        })
+}
+
+/// What a drop filter drops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Drop {
+    /// Each packet with this probability (fraction of 2^32).
+    Random(u32),
+    /// Every packet.
+    All,
+}
+
+impl Drop {
+    /// The filter priority this kind of drop uses.
+    pub fn priority(self) -> u16 {
+        match self {
+            Drop::All => BLACKHOLE_PRIORITY,
+            Drop::Random(_) => LOSS_PRIORITY,
+        }
+    }
+
+    /// The filter's name: koko's mark, and what it does (read back by
+    /// [`drop_filters`]).
+    fn name(self) -> String {
+        match self {
+            Drop::Random(p) => format!("{LOSS_NAME}:{p}"),
+            Drop::All => BLACKHOLE_NAME.into(),
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Drop> {
+        if name == BLACKHOLE_NAME {
+            return Some(Drop::All);
+        }
+        name.strip_prefix(LOSS_NAME)?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+            .map(Drop::Random)
+    }
+}
+
+/// RTM_NEWTFILTER: a direct-action bpf filter running `prog_fd` on
+/// `ifindex`'s `hook` at `drop`'s priority, named after `drop`.
+pub fn drop_filter_request(ifindex: u32, hook: Hook, prog_fd: u32, drop: Drop) -> TcMessage {
+    let name = drop.name();
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = hook.parent();
+    msg.header.handle = 1.into();
+    msg.header.info = ((drop.priority() as u32) << 16) | PROTOCOL_ALL as u32;
+    msg.attributes
+        .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
+    msg.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog_fd)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(name)),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    msg
+}
+
+/// Install koko's drop filter on `hook` of `ifindex` (clsact must exist),
+/// replacing koko's previous one of the same kind there (a loss change
+/// swaps the program in one request).
+pub async fn set_drop_filter(
+    t: &Target,
+    link: &str,
+    ifindex: u32,
+    hook: Hook,
+    drop: Drop,
+) -> Result<()> {
+    let program = match drop {
+        Drop::Random(p) => bpf::random_drop_program(p),
+        Drop::All => bpf::drop_all_program(),
+    };
+    let fd = bpf::load_tc_program(
+        match drop {
+            Drop::Random(_) => "koko_loss",
+            Drop::All => "koko_blackhole",
+        },
+        &program,
+    )?;
+    let what = || {
+        format!(
+            "adding a drop filter on {} of '{link}' in {}",
+            hook.as_str(),
+            t.ns
+        )
+    };
+    let request = drop_filter_request(ifindex, hook, fd.as_raw_fd() as u32, drop);
+    let existing = drop_filters(t, ifindex, hook).await?;
+    let flags = if !existing.iter().any(|d| d.priority() == drop.priority()) {
+        NLM_F_CREATE | NLM_F_EXCL
+    } else {
+        NLM_F_CREATE | NLM_F_REPLACE
+    };
+    t.socket
+        .ack(RouteNetlinkMessage::NewTrafficFilter(request), flags)
+        .await
+        .map_err(|errno| match errno {
+            Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
+                what: what(),
+                feature: "the bpf classifier (CONFIG_NET_CLS_BPF)".into(),
+            },
+            Errno::EEXIST => Error::Kernel {
+                what: what(),
+                cause: format!(
+                    "another filter already holds priority {} on that hook",
+                    drop.priority()
+                ),
+                errno: Some(errno),
+            },
+            _ => Error::kernel(what(), errno),
+        })
+}
+
+/// koko's drop filters on `hook` of `ifindex`: what each drops.
+pub async fn drop_filters(t: &Target, ifindex: u32, hook: Hook) -> Result<Vec<Drop>> {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = hook.parent();
+    let answers = match t
+        .socket
+        .dump(RouteNetlinkMessage::GetTrafficFilter(msg))
+        .await
+    {
+        Ok(a) => a,
+        Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(Vec::new()),
+        Err(errno) => {
+            return Err(Error::kernel(
+                format!("listing filters of link #{ifindex} in {}", t.ns),
+                errno,
+            ))
+        }
+    };
+    Ok(answers
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficFilter(f) => f.attributes.iter().find_map(|a| match a {
+                TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+                    TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Drop::from_name(n),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Remove koko's drop filter at `priority` from `hook` of `ifindex` (none
+/// there is fine; a filter there that is not koko's is left alone).
+pub async fn remove_drop_filter(t: &Target, ifindex: u32, hook: Hook, priority: u16) -> Result<()> {
+    if !drop_filters(t, ifindex, hook)
+        .await?
+        .iter()
+        .any(|d| d.priority() == priority)
+    {
+        return Ok(());
+    }
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = hook.parent();
+    msg.header.info = ((priority as u32) << 16) | PROTOCOL_ALL as u32;
+    msg.attributes
+        .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
+    match t
+        .socket
+        .ack(RouteNetlinkMessage::DelTrafficFilter(msg), 0)
+        .await
+    {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(errno) => Err(Error::kernel(
+            format!(
+                "removing koko's drop filter from {} of link #{ifindex} in {}",
+                hook.as_str(),
+                t.ns
+            ),
+            errno,
+        )),
+    }
+}
+
+/// What koko may change on one link, saved before it changes it: the root
+/// qdisc, koko's drop filter on each clsact hook, and whether a clsact
+/// qdisc was there. [`restore`] puts exactly this back.
+#[derive(Debug, Clone)]
+pub struct TcSnapshot {
+    pub link: String,
+    pub ifindex: u32,
+    pub root: Option<RootInfo>,
+    pub drops: Vec<(Hook, Vec<Drop>)>,
+    pub clsact: bool,
+}
+
+/// Save the tc state of `link` (ifindex `ifindex`).
+pub async fn snapshot(t: &Target, link: &str, ifindex: u32) -> Result<TcSnapshot> {
+    let mut drops = Vec::new();
+    for hook in Hook::ALL {
+        drops.push((hook, drop_filters(t, ifindex, hook).await?));
+    }
+    Ok(TcSnapshot {
+        link: link.to_string(),
+        ifindex,
+        root: root(t, ifindex).await?,
+        drops,
+        clsact: super::tc::ingress_qdisc_kind(t, ifindex).await?.is_some(),
+    })
+}
+
+/// Put a link's tc state back as [`snapshot`] saw it: koko's root qdisc
+/// removed (the user's re-created if there was one), koko's drop filters as
+/// they were, and a clsact qdisc koko added removed once nothing is left
+/// on it. A link that is gone has nothing to restore.
+pub async fn restore(t: &Target, snap: &TcSnapshot) -> Result<()> {
+    let Some(now) = super::link::get(t, &snap.link).await? else {
+        return Ok(());
+    };
+    if now.index != snap.ifindex {
+        // Same name, another link: not the one koko changed.
+        return Ok(());
+    }
+    let ifindex = snap.ifindex;
+    match (&snap.root, root(t, ifindex).await?) {
+        (Some(saved), _) if saved.is_kokos() => {
+            if let Some(q) = &saved.koko {
+                set_root(t, &snap.link, ifindex, q).await?;
+            }
+        }
+        (Some(saved), _) => restore_root(t, &saved.recreate).await?,
+        (None, Some(current)) if current.is_kokos() => delete_root(t, ifindex).await?,
+        (None, _) => {}
+    }
+    for (hook, drops) in &snap.drops {
+        for priority in [BLACKHOLE_PRIORITY, LOSS_PRIORITY] {
+            match drops.iter().find(|d| d.priority() == priority) {
+                Some(d) => set_drop_filter(t, &snap.link, ifindex, *hook, *d).await?,
+                None => remove_drop_filter(t, ifindex, *hook, priority).await?,
+            }
+        }
+    }
+    remove_clsact_if_added(t, snap).await
+}
+
+/// End a blackhole on `hook` (see [`crate::impair::blackhole`]): remove
+/// koko's drop-all filter there, and the clsact qdisc if the snapshot
+/// taken before shows koko added it and nothing else is on it now.
+pub async fn unblackhole(t: &Target, snap: &TcSnapshot, hook: Hook) -> Result<()> {
+    let Some(now) = super::link::get(t, &snap.link).await? else {
+        return Ok(());
+    };
+    if now.index != snap.ifindex {
+        return Ok(());
+    }
+    remove_drop_filter(t, snap.ifindex, hook, BLACKHOLE_PRIORITY).await?;
+    remove_clsact_if_added(t, snap).await
+}
+
+/// Remove the clsact qdisc of the snapshot's link if it was not there when
+/// the snapshot was taken and no filter is left on it.
+async fn remove_clsact_if_added(t: &Target, snap: &TcSnapshot) -> Result<()> {
+    if snap.clsact
+        || super::tc::ingress_qdisc_kind(t, snap.ifindex)
+            .await?
+            .as_deref()
+            != Some("clsact")
+    {
+        return Ok(());
+    }
+    for hook in Hook::ALL {
+        if !super::tc::filters(t, snap.ifindex, hook).await?.is_empty() {
+            return Ok(());
+        }
+    }
+    super::tc::delete_clsact(t, snap.ifindex).await
+}
+
+/// Does this kernel have netem? Asked once per process, in a throwaway
+/// network namespace of its own (on a helper thread, so koko's threads
+/// never change namespace): a netem qdisc on its loopback either works or
+/// the kernel says it does not know the kind. Nothing of the machine is
+/// touched; the namespace dies with the thread.
+pub fn netem_available() -> bool {
+    static NETEM: OnceLock<bool> = OnceLock::new();
+    *NETEM.get_or_init(|| {
+        std::thread::spawn(|| -> bool {
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                return false;
+            }
+            probe_qdisc_on_lo("netem", &netem_options(&Netem::default()))
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}
+
+/// Try to add a root qdisc of `kind` on `lo` (ifindex 1) of the calling
+/// thread's namespace with a plain netlink socket.
+fn probe_qdisc_on_lo(kind: &str, options: &[u8]) -> bool {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    let Ok(mut socket) = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE) else {
+        return false;
+    };
+    if socket.bind_auto().is_err() {
+        return false;
+    }
+    let mut tc = TcMessage::with_index(1);
+    tc.header.parent = TC_H_ROOT.into();
+    tc.attributes.push(TcAttribute::Kind(kind.into()));
+    tc.attributes.push(TcAttribute::Other(DefaultNla::new(
+        TCA_OPTIONS,
+        options.to_vec(),
+    )));
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(tc));
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    msg.header.sequence_number = 1;
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    if socket.send(&buf, 0).is_err() {
+        return false;
+    }
+    let mut answer = vec![0u8; 8192];
+    let Ok(n) = socket.recv(&mut &mut answer[..], 0) else {
+        return false;
+    };
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..n]) {
+        Ok(m) => matches!(m.payload, NetlinkPayload::Error(e) if e.code.is_none()),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netem_options_round_trip() {
+        let n = Netem {
+            latency_ns: 20_000_000,
+            jitter_ns: 5_000_000,
+            loss: probability(1.5),
+            duplicate: probability(2.0),
+            corrupt: probability(0.5),
+            reorder: probability(25.0),
+            rate_bytes: 1_250_000,
+            limit: 500,
+        };
+        let raw = netem_options(&n);
+        assert_eq!(u32_at(&raw, 4), 500, "limit");
+        assert_eq!(u32_at(&raw, 12), 1, "reordering needs a gap");
+        assert_eq!(parse_netem_options(&raw).unwrap(), n);
+        assert!((percent(n.loss) - 1.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn netem_defaults_to_a_1000_packet_queue_and_no_gap() {
+        let raw = netem_options(&Netem::default());
+        assert_eq!(u32_at(&raw, 4), 1000);
+        assert_eq!(u32_at(&raw, 12), 0);
+    }
+
+    #[test]
+    fn tbf_options_carry_an_ethernet_ratespec_and_the_burst_in_bytes() {
+        let t = Tbf {
+            rate_bytes: 1_250_000,
+            burst: 12_500,
+            limit: 62_500,
+        };
+        let raw = tbf_options(&t);
+        let attrs = nlas(&raw);
+        let parms = attrs.iter().find(|(k, _)| *k == TCA_TBF_PARMS).unwrap().1;
+        assert_eq!(parms.len(), 36);
+        assert_eq!(parms[1], TC_LINKLAYER_ETHERNET, "no rate table needed");
+        assert_eq!(u32_at(parms, 8), 1_250_000);
+        assert_eq!(u32_at(parms, 24), 62_500);
+        let burst = attrs.iter().find(|(k, _)| *k == TCA_TBF_BURST).unwrap().1;
+        assert_eq!(u32_at(burst, 0), 12_500);
+        let back = parse_tbf_options(&raw).unwrap();
+        assert_eq!(back.rate_bytes, t.rate_bytes);
+        assert_eq!(back.limit, t.limit);
+        // The burst travels as a time in 64 ns ticks: within a tick's worth.
+        assert!((back.burst as i64 - t.burst as i64).abs() <= 1, "{back:?}");
+    }
+
+    #[test]
+    fn rates_beyond_u32_use_the_64_bit_attribute() {
+        let t = Tbf {
+            rate_bytes: 10_000_000_000,
+            burst: 1_000_000,
+            limit: 1_000_000,
+        };
+        let raw = tbf_options(&t);
+        assert!(nlas(&raw).iter().any(|(k, _)| *k == TCA_TBF_RATE64));
+        assert_eq!(parse_tbf_options(&raw).unwrap().rate_bytes, 10_000_000_000);
+    }
+
+    #[test]
+    fn root_qdisc_requests_carry_kokos_handle() {
+        let msg = root_qdisc_request(
+            7,
+            &RootQdisc::Tbf(Tbf {
+                rate_bytes: 125_000,
+                burst: 3200,
+                limit: 10_000,
+            }),
+        );
+        assert_eq!(msg.header.index, 7);
+        assert_eq!(u32::from(msg.header.parent), TC_H_ROOT);
+        assert_eq!(msg.header.handle.major, KOKO_QDISC_MAJOR);
+        assert!(msg.attributes.contains(&TcAttribute::Kind("tbf".into())));
+    }
+
+    #[test]
+    fn drop_filters_are_first_direct_action_and_named() {
+        let msg = drop_filter_request(3, Hook::Ingress, 42, Drop::Random(probability(30.0)));
+        assert_eq!(msg.header.info >> 16, LOSS_PRIORITY as u32);
+        let all = drop_filter_request(3, Hook::Ingress, 42, Drop::All);
+        assert_eq!(all.header.info >> 16, BLACKHOLE_PRIORITY as u32);
+        assert_eq!((msg.header.info & 0xffff) as u16, PROTOCOL_ALL);
+        let opts = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                TcAttribute::Options(o) => Some(o.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(opts.contains(&TcOption::Bpf(TcFilterBpfOption::Flags(
+            TcBpfFlags::DirectAction
+        ))));
+        assert!(opts.contains(&TcOption::Bpf(TcFilterBpfOption::ProgFd(42))));
+        assert_eq!(
+            Drop::from_name(&Drop::Random(probability(30.0)).name()),
+            Some(Drop::Random(probability(30.0)))
+        );
+        assert_eq!(Drop::from_name("koko-blackhole"), Some(Drop::All));
+        assert_eq!(Drop::from_name("users-own"), None);
+    }
+}
