@@ -82,7 +82,7 @@ fn parent_ns(function: &str, map: &mut Map) -> R<Namespace> {
             ns.clone().try_cast::<NsRef>().map(|n| n.0).ok_or_else(|| {
                 invalid(format!(
                     "{function}(): option 'parent_ns' must be a namespace (netns(..), host(), ...), not {}",
-                    ns.type_name()
+                    super::options::found(&ns)
                 ))
             })
         }

@@ -39,6 +39,11 @@ enum OptError {
         wanted: String,
         found: String,
     },
+    /// An element of an array (`a_addrs: [5]`).
+    Element {
+        key: String,
+        wanted: String,
+    },
     Other(String),
 }
 
@@ -53,6 +58,9 @@ impl fmt::Display for OptError {
             OptError::Missing(key) => write!(f, "option '{key}' is required"),
             OptError::Value { key, wanted, found } => {
                 write!(f, "option '{key}' must be {wanted}, not {found}")
+            }
+            OptError::Element { key, wanted } => {
+                write!(f, "option '{key}': each element must be {wanted}")
             }
             OptError::Other(m) => f.write_str(m),
         }
@@ -94,8 +102,8 @@ fn wanted(rust: &str) -> String {
     .to_string()
 }
 
-/// A Rhai type name the way the error message says it.
-fn found(value: &Dynamic) -> String {
+/// A value the way an error message shows it: "the string \"x\"".
+pub(crate) fn found(value: &Dynamic) -> String {
     match value.type_name() {
         "i64" => format!("the integer {value}"),
         "f64" => format!("the number {value}"),
@@ -152,6 +160,11 @@ fn value_error(key: &str, value: &Dynamic, e: rhai::EvalAltResult) -> OptError {
             .filter(|t| !t.contains(' ')),
     };
     match wanted_type {
+        // The array itself was fine, one of its elements was not.
+        Some(t) if value.is_array() && wanted(&t) != "an array" => OptError::Element {
+            key: key.to_string(),
+            wanted: wanted(&t),
+        },
         Some(t) => OptError::Value {
             key: key.to_string(),
             wanted: wanted(&t),
@@ -257,10 +270,9 @@ mod tests {
             err::<Veth>("veth", &m)
         );
         let m = map(&[("a_addrs", Dynamic::from(vec![Dynamic::from(5_i64)]))]);
-        assert!(
-            err::<Veth>("veth", &m).contains("option 'a_addrs' must be a string"),
-            "{}",
-            err::<Veth>("veth", &m)
+        assert_eq!(
+            err::<Veth>("veth", &m),
+            "veth(): option 'a_addrs': each element must be a string"
         );
         let m = map(&[
             ("parent", Dynamic::from("eth1")),
