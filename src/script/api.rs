@@ -140,6 +140,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     super::api_ip::register(engine, world);
     super::api_probes::register(engine, world);
     super::api_tunnels::register(engine, world);
+    super::api_impair::register(engine, world);
     super::api_bulk::register(engine, world);
     super::api_compat::register(engine, world);
     super::events::register(engine, world);

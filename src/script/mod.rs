@@ -74,6 +74,7 @@ macro_rules! getter {
 pub mod api;
 pub mod api_bulk;
 pub mod api_compat;
+pub mod api_impair;
 pub mod api_ip;
 pub mod api_links;
 pub mod api_namespaces;
