@@ -3,10 +3,10 @@
 //! where each case must fail with the right exit code and words and leave
 //! the namespace exactly as it was.
 
-mod support;
+use std::time::Duration;
 
+use crate::support::{koro_bin, route_text, wait_until, Place, Run, Sandbox};
 use serde_json::Value;
-use support::{koko_bin, Run, Sandbox};
 
 /// Two namespaces a and b joined by a veth link1 <-> link2, addressed, with a
 /// default route in a.
@@ -29,18 +29,15 @@ fn pair() -> Sandbox {
 /// `ns` (it adds local routes and drops the "tentative" flag by itself, which
 /// would look like a change in a before/after comparison).
 fn settle(sb: &Sandbox, ns: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !sb
-        .sh(&format!("ip -n {ns} -6 addr show tentative"))
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "DAD did not finish in {ns}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("DAD finishes in {ns}"),
+        Duration::from_secs(10),
+        || {
+            sb.sh(&format!("ip -n {ns} -6 addr show tentative"))
+                .trim()
+                .is_empty()
+        },
+    );
 }
 
 /// Everything about a namespace an `ip` command could change. The one
@@ -90,27 +87,9 @@ fn forget_tentative(v: &mut Value) {
 
 /// Routes as `dst via dev` strings (main table, IPv4).
 fn routes(sb: &Sandbox, ns: &str) -> Vec<String> {
-    let mut v: Vec<String> = sb
-        .ip_json(Some(ns), "route show")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(route_text)
-        .collect();
+    let mut v: Vec<String> = sb.routes(Some(ns)).iter().map(route_text).collect();
     v.sort();
     v
-}
-
-fn route_text(r: &Value) -> String {
-    let mut s = r["dst"].as_str().unwrap().to_string();
-    if let Some(gw) = r["gateway"].as_str() {
-        s += &format!(" via {gw}");
-    }
-    s += &format!(" dev {}", r["dev"].as_str().unwrap());
-    if let Some(m) = r["metric"].as_u64() {
-        s += &format!(" metric {m}");
-    }
-    s
 }
 
 #[test]
@@ -141,8 +120,11 @@ fn addresses_and_routes_through_every_target_kind() {
     let mut got = sb.addrs(Some("a"), "link1");
     got.sort();
     assert_eq!(got, vec!["10.0.1.1/24", "2001:db8::1/64"]);
-    let pid_addrs = sb.sh(&format!("nsenter -t {pid} -n ip -j addr show dev link2"));
-    assert!(pid_addrs.contains("\"10.0.1.2\""), "{pid_addrs}");
+    let pid_addrs = sb.addrs(Place::Pid(pid), "link2");
+    assert!(
+        pid_addrs.contains(&"10.0.1.2/24".to_string()),
+        "{pid_addrs:?}"
+    );
     assert_eq!(
         sb.addrs(None, "lo")
             .iter()
@@ -298,11 +280,7 @@ fn one_line_of_output_and_json() {
 #[test]
 fn invoked_as_koro_through_a_symlink() {
     let sb = pair();
-    let dir = std::env::temp_dir().join(format!("koko-koro-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let koro = dir.join("koro");
-    let _ = std::fs::remove_file(&koro);
-    std::os::unix::fs::symlink(koko_bin(), &koro).unwrap();
+    let koro = koro_bin();
     let out = sb
         .command(&koro)
         .args([
@@ -324,7 +302,6 @@ fn invoked_as_koro_through_a_symlink() {
         .output()
         .unwrap();
     let help = sb.command(&koro).arg("--help").output().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -9,13 +9,11 @@
 //! netns` name, firewall by name and by path, router by pid (a process in a
 //! namespace of its own), webserver by path.
 
-mod support;
-
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::{route_text, tcp_blocked, tcp_roundtrip, wait_until, Place, Sandbox};
 use serde_json::Value;
-use support::{tcp_blocked, tcp_roundtrip, Sandbox};
 
 struct Chain {
     sb: Sandbox,
@@ -37,7 +35,7 @@ impl Chain {
 
     /// `koro TARGET COMMAND` as `koko ip TARGET COMMAND`.
     #[track_caller]
-    fn koro(&self, name: &str, command: &str) -> support::Run {
+    fn koro(&self, name: &str, command: &str) -> crate::support::Run {
         let run = self
             .sb
             .koko_line(&format!("ip {} {command}", self.target(name)));
@@ -46,37 +44,29 @@ impl Chain {
         run
     }
 
-    /// `ip -j ARGS` inside a box.
-    fn ip(&self, name: &str, args: &str) -> Value {
-        let prefix = match name {
-            "router" => format!("nsenter -t {} -n ip -j", self.router_pid),
-            other => format!("ip -j -n {other}"),
-        };
-        let text = self.sb.sh(&format!("{prefix} {args}"));
-        if text.trim().is_empty() {
-            Value::Array(vec![])
-        } else {
-            serde_json::from_str(&text).unwrap()
+    /// Where a box's namespace is, for kernel queries.
+    fn place(&self, name: &str) -> Place {
+        match name {
+            "router" => Place::Pid(self.router_pid),
+            other => Place::Netns(other.to_string()),
         }
     }
 
-    /// IPv4 routes of the main table, `ip route`-style, sorted.
+    /// `ip -j ARGS` inside a box.
+    fn ip(&self, name: &str, args: &str) -> Value {
+        self.sb.ip_json(self.place(name), args)
+    }
+
+    /// IPv4 routes of the main table, `ip route`-style with the preferred
+    /// source, sorted.
     fn routes(&self, name: &str) -> Vec<String> {
         let mut v: Vec<String> = self
-            .ip(name, "route show")
-            .as_array()
-            .unwrap()
+            .sb
+            .routes(self.place(name))
             .iter()
-            .map(|r| {
-                let mut s = r["dst"].as_str().unwrap().to_string();
-                if let Some(gw) = r["gateway"].as_str() {
-                    s += &format!(" via {gw}");
-                }
-                s += &format!(" dev {}", r["dev"].as_str().unwrap());
-                if let Some(src) = r["prefsrc"].as_str() {
-                    s += &format!(" src {src}");
-                }
-                s
+            .map(|r| match r["prefsrc"].as_str() {
+                Some(src) => format!("{} src {src}", route_text(r)),
+                None => route_text(r),
             })
             .collect();
         v.sort();
@@ -244,20 +234,11 @@ fn service_chain_is_built_checked_broken_and_repaired() {
     // "The firewall goes down": its namespace is deleted, its veth ends go
     // with it, and so do the routes through them.
     chain.sb.sh("ip netns del firewall");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while chain
-        .ip("client", "link show")
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["ifname"] == "link1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "link1 did not vanish with the firewall"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "link1 vanishes from client with the firewall",
+        Duration::from_secs(10),
+        || chain.sb.link(Some("client"), "link1").is_none(),
+    );
     assert!(
         chain.routes("client").is_empty(),
         "{:?}",

@@ -1,9 +1,7 @@
 //! Automatic failover: the firewall-down scenario end to end, and the care
 //! with namespace references that makes it possible.
 
-mod support;
-
-use support::{tcp_roundtrip, Sandbox};
+use crate::support::{tcp_roundtrip, Sandbox};
 
 fn repo_file(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))

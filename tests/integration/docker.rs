@@ -11,325 +11,16 @@
 //! the container's namespace with nsenter) and by traffic between the
 //! containers (`docker exec ... ping` / `nc`, busybox applets).
 
-mod support;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{koko_bin, skip, tcp_roundtrip, Run, Sandbox};
 
-const IMAGE: &str = "koko-test/busybox:1";
-const DOCKER_SOCK: &str = "/var/run/docker.sock";
-const PODMAN_SOCK: &str = "/run/podman/podman.sock";
-
-/// Does the engine behind this unix socket answer `GET /_ping`?
-fn engine_answers(sock: &str) -> bool {
-    let Ok(mut s) = UnixStream::connect(sock) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.ends_with("OK")
-}
-
-/// The engine is up and has the test image; otherwise a loud skip (a failure
-/// under CI, where tests/setup/docker.sh must have started it).
-fn engine(cli: &'static str) -> bool {
-    let sock = if cli == "podman" {
-        PODMAN_SOCK
-    } else {
-        DOCKER_SOCK
-    };
-    let image = Command::new(cli)
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !engine_answers(sock) || !image {
-        skip(&format!(
-            "{cli}: no engine answering on {sock} or no image {IMAGE} (run tests/setup/docker.sh)"
-        ));
-        return false;
-    }
-    true
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A test container: started with `--network none` and a unique name,
-/// removed (with its namespace and every link end in it) on drop.
-struct Ctr {
-    cli: &'static str,
-    name: String,
-}
-
-impl Ctr {
-    fn docker(tag: &str) -> Ctr {
-        Ctr::start("docker", tag, &["--network", "none"])
-    }
-
-    fn start(cli: &'static str, tag: &str, opts: &[&str]) -> Ctr {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "koko-{tag}-{}-{}-{:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos & 0xffff
-        );
-        let out = Command::new(cli)
-            .args(["run", "-d", "--name", &name])
-            .args(opts)
-            .args([IMAGE, "sleep", "1000"])
-            .output()
-            .unwrap();
-        let ctr = Ctr { cli, name };
-        assert!(
-            out.status.success(),
-            "{cli} run {}: {}",
-            ctr.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ctr
-    }
-
-    fn inspect(&self, format: &str) -> String {
-        let out = Command::new(self.cli)
-            .args(["inspect", "-f", format, &self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} inspect {}: {}",
-            self.cli,
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn pid(&self) -> u32 {
-        self.inspect("{{.State.Pid}}").parse().unwrap()
-    }
-
-    fn id(&self) -> String {
-        self.inspect("{{.Id}}")
-    }
-
-    fn ns_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
-    }
-
-    /// `docker exec C sh -c SCRIPT`: (success, stdout + stderr).
-    fn exec(&self, script: &str) -> (bool, String) {
-        let out = Command::new(self.cli)
-            .args(["exec", &self.name, "sh", "-c", script])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    #[track_caller]
-    fn sh(&self, script: &str) -> String {
-        let (ok, text) = self.exec(script);
-        assert!(
-            ok,
-            "{} exec {} {script:?} failed: {text}",
-            self.cli, self.name
-        );
-        text
-    }
-
-    /// Ping from inside the container (retrying while an IPv6 address is
-    /// still tentative).
-    #[track_caller]
-    fn ping(&self, addr: &str) {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let (ok, text) = self.exec(&format!("ping -c1 -W2 {addr}"));
-            if ok {
-                return;
-            }
-            last = text;
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("{} cannot ping {addr}: {last}", self.name);
-    }
-
-    /// The ping fails (the path is broken).
-    fn cannot_ping(&self, addr: &str) -> bool {
-        !self.exec(&format!("ping -c1 -W1 {addr}")).0
-    }
-
-    fn kill(&self) {
-        let out = Command::new(self.cli)
-            .args(["kill", &self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kill {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = Command::new(self.cli).args(["wait", &self.name]).output();
-    }
-}
-
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        let mut rm = Command::new(self.cli);
-        rm.args(["rm", "-f"]);
-        if self.cli == "podman" {
-            // Podman's `rm -f` first waits 10 s for `sleep` (pid 1) to obey SIGTERM.
-            rm.args(["-t", "0"]);
-        }
-        let _ = rm
-            .arg(&self.name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// `ip -j -d link show` in a container's namespace (the host's iproute2,
-/// run inside the sandbox; busybox `ip` has no JSON).
-fn links(sb: &Sandbox, c: &Ctr) -> Vec<Value> {
-    let text = sb.sh(&format!(
-        "nsenter --net=/proc/{}/ns/net ip -j -d link show",
-        c.pid()
-    ));
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn link(sb: &Sandbox, c: &Ctr, name: &str) -> Option<Value> {
-    links(sb, c).into_iter().find(|l| l["ifname"] == name)
-}
-
-fn link_names(sb: &Sandbox, c: &Ctr) -> Vec<String> {
-    links(sb, c)
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .filter(|n| n != "lo")
-        .collect()
-}
-
-/// Global addresses on a link in a container's namespace, sorted.
-fn addrs(sb: &Sandbox, c: &Ctr, link: &str) -> Vec<String> {
-    let text = sb.sh(&format!(
-        "nsenter --net=/proc/{}/ns/net ip -j addr show dev {link}",
-        c.pid()
-    ));
-    let mut out = Vec::new();
-    for l in serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-    {
-        for a in l["addr_info"].as_array().unwrap() {
-            if a["scope"] != "link" {
-                out.push(format!(
-                    "{}/{}",
-                    a["local"].as_str().unwrap(),
-                    a["prefixlen"]
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Assert that `a` and `b` are the two ends of one veth pair, both up.
-#[track_caller]
-fn assert_pair(a: &Value, b: &Value) {
-    for l in [a, b] {
-        assert_eq!(l["linkinfo"]["info_kind"], "veth", "{l}");
-        // Admin-up (operstate follows a moment later, once the kernel's
-        // link watcher has seen the carrier of both ends).
-        assert!(
-            l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
-            "{l}"
-        );
-        assert_eq!(l["mtu"], 1500, "{l}");
-    }
-    assert_eq!(a["link_index"], b["ifindex"], "{a}\n{b}");
-    assert_eq!(b["link_index"], a["ifindex"], "{a}\n{b}");
-}
-
-/// TCP across the link with busybox nc: a listener in `server`, a client in
-/// `client` sends a line and gets the server's line back.
-#[track_caller]
-fn nc_roundtrip(server: &Ctr, client: &Ctr, addr: &str, port: u16) {
-    let listen = Command::new(server.cli)
-        .args([
-            "exec",
-            "-d",
-            &server.name,
-            "sh",
-            "-c",
-            &format!("echo pong-from-{port} | nc -l -p {port}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(listen.success());
-    let mut last = String::new();
-    for _ in 0..20 {
-        let (_, text) = client.exec(&format!("echo ping | timeout 3 nc {addr} {port}"));
-        if text.contains(&format!("pong-from-{port}")) {
-            return;
-        }
-        last = text;
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "no TCP answer from {addr}:{port} ({} -> {}): {last}",
-        client.name, server.name
-    );
-}
-
-/// Run koko in the sandbox with extra environment.
-fn koko_env(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = sb.command(koko_bin());
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("{env:?} koko {}", args.join(" ")),
-    }
-}
-
-fn koko(sb: &Sandbox, line: &str) -> Run {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    sb.koko(&args)
-}
+use crate::support::{
+    assert_pair, engine, koko_bin, nc_roundtrip, tcp_roundtrip, wait_for, wait_until, Ctr, Sandbox,
+    PODMAN_SOCK,
+};
 
 // --- the seeds' examples -------------------------------------------------
 
@@ -341,24 +32,21 @@ fn readme_docker_containers_ipv4() {
     }
     let sb = Sandbox::new();
     let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
-    let run = koko(
-        &sb,
-        &format!(
-            "-d {},link1,192.168.1.1/24 -d {},link2,192.168.1.2/24",
-            c1.name, c2.name
-        ),
-    );
+    let run = sb.koko_line(&format!(
+        "-d {},link1,192.168.1.1/24 -d {},link2,192.168.1.2/24",
+        c1.name, c2.name
+    ));
     run.ok();
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
 
-    let l1 = link(&sb, &c1, "link1").expect("link1 in centos1");
-    let l2 = link(&sb, &c2, "link2").expect("link2 in centos2");
+    let l1 = sb.link(&c1, "link1").expect("link1 in centos1");
+    let l2 = sb.link(&c2, "link2").expect("link2 in centos2");
     assert_pair(&l1, &l2);
-    assert_eq!(addrs(&sb, &c1, "link1"), ["192.168.1.1/24"]);
-    assert_eq!(addrs(&sb, &c2, "link2"), ["192.168.1.2/24"]);
+    assert_eq!(sb.addrs(&c1, "link1"), ["192.168.1.1/24"]);
+    assert_eq!(sb.addrs(&c2, "link2"), ["192.168.1.2/24"]);
     // Nothing in koko's own namespace, nothing else in the containers.
     assert!(sb.link_names(None).is_empty(), "{:?}", sb.link_names(None));
-    assert_eq!(link_names(&sb, &c1), ["link1"]);
+    assert_eq!(sb.link_names(&c1), ["link1"]);
 
     c1.ping("192.168.1.2");
     c2.ping("192.168.1.1");
@@ -373,38 +61,32 @@ fn readme_docker_containers_ipv6_and_dual_stack() {
     }
     let sb = Sandbox::new();
     let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
-    koko(
-        &sb,
-        &format!(
-            "-d {},link1,2001:DB8::1/64 -d {},link2,2001:DB8::2/64",
-            c1.name, c2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,2001:DB8::1/64 -d {},link2,2001:DB8::2/64",
+        c1.name, c2.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &c1, "link1").unwrap(),
-        &link(&sb, &c2, "link2").unwrap(),
+        &sb.link(&c1, "link1").unwrap(),
+        &sb.link(&c2, "link2").unwrap(),
     );
-    assert_eq!(addrs(&sb, &c1, "link1"), ["2001:db8::1/64"]);
-    assert_eq!(addrs(&sb, &c2, "link2"), ["2001:db8::2/64"]);
+    assert_eq!(sb.addrs(&c1, "link1"), ["2001:db8::1/64"]);
+    assert_eq!(sb.addrs(&c2, "link2"), ["2001:db8::2/64"]);
     c1.ping("2001:db8::2");
 
     // The dual-stack example, on a second pair (the README runs it on fresh
     // containers; new names keep the first pair's check meaningful).
-    koko(
-        &sb,
-        &format!(
-            "-d {},link3,192.168.1.1/24,2001:DB8:1::1/64 -d {},link4,192.168.1.2/24,2001:DB8:1::2/64",
-            c1.name, c2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link3,192.168.1.1/24,2001:DB8:1::1/64 -d {},link4,192.168.1.2/24,2001:DB8:1::2/64",
+        c1.name, c2.name
+    ))
     .ok();
     assert_eq!(
-        addrs(&sb, &c1, "link3"),
+        sb.addrs(&c1, "link3"),
         ["192.168.1.1/24", "2001:db8:1::1/64"]
     );
     assert_eq!(
-        addrs(&sb, &c2, "link4"),
+        sb.addrs(&c2, "link4"),
         ["192.168.1.2/24", "2001:db8:1::2/64"]
     );
     c1.ping("192.168.1.2");
@@ -422,15 +104,12 @@ fn readme_docker_container_to_netns_and_delete_from_either_side() {
     let sb = Sandbox::new();
     sb.netns_add(&["testns2"]);
     let c1 = Ctr::docker("centos1");
-    koko(
-        &sb,
-        &format!(
-            "-d {},link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24",
-            c1.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24",
+        c1.name
+    ))
     .ok();
-    let l1 = link(&sb, &c1, "link1").expect("link1 in the container");
+    let l1 = sb.link(&c1, "link1").expect("link1 in the container");
     let l2 = sb.link(Some("testns2"), "link2").expect("link2 in testns2");
     assert_pair(&l1, &l2);
     assert_eq!(sb.addrs(Some("testns2"), "link2"), ["192.168.1.2/24"]);
@@ -443,14 +122,15 @@ fn readme_docker_container_to_netns_and_delete_from_either_side() {
     assert_eq!(reply.as_deref(), Ok("hello koko"));
 
     // -D (the README's delete) removes the container's end and its peer.
-    koko(&sb, &format!("-D {},link1", c1.name)).ok();
-    assert!(link_names(&sb, &c1).is_empty());
+    sb.koko_line(&format!("-D {},link1", c1.name)).ok();
+    assert!(sb.link_names(&c1).is_empty());
     assert!(sb.link_names(Some("testns2")).is_empty());
 
     // And -N from the netns side removes the container's end.
-    koko(&sb, &format!("-d {},link1 -n testns2,link2", c1.name)).ok();
-    koko(&sb, "-N testns2,link2").ok();
-    assert!(link_names(&sb, &c1).is_empty());
+    sb.koko_line(&format!("-d {},link1 -n testns2,link2", c1.name))
+        .ok();
+    sb.koko_line("-N testns2,link2").ok();
+    assert!(sb.link_names(&c1).is_empty());
     assert!(sb.link_names(Some("testns2")).is_empty());
 }
 
@@ -465,46 +145,40 @@ fn koko_veth_blog_post() {
     let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
     // The post's colon form is refused before the engine is asked, with the
     // comma form to use instead.
-    koko(
-        &sb,
-        &format!(
-            "-d {}:net1:10.200.0.1/24 -d {}:net2:10.200.0.2/24",
-            centos1.name, centos2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {}:net1:10.200.0.1/24 -d {}:net2:10.200.0.2/24",
+        centos1.name, centos2.name
+    ))
     .fails(2, &format!("-d {},net1,10.200.0.1/24", centos1.name));
     // Before: only lo in the container (`docker exec -it centos1 ip link`).
-    assert!(link_names(&sb, &centos1).is_empty());
-    koko(
-        &sb,
-        &format!(
-            "-d {},net1,10.200.0.1/24 -d {},net2,10.200.0.2/24",
-            centos1.name, centos2.name
-        ),
-    )
+    assert!(sb.link_names(&centos1).is_empty());
+    sb.koko_line(&format!(
+        "-d {},net1,10.200.0.1/24 -d {},net2,10.200.0.2/24",
+        centos1.name, centos2.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &centos1, "net1").unwrap(),
-        &link(&sb, &centos2, "net2").unwrap(),
+        &sb.link(&centos1, "net1").unwrap(),
+        &sb.link(&centos2, "net2").unwrap(),
     );
     // `docker exec centos1 ip addr` shows net1 with 10.200.0.1/24.
     let shown = centos1.sh("ip addr show net1");
     assert!(shown.contains("inet 10.200.0.1/24"), "{shown}");
-    assert_eq!(addrs(&sb, &centos2, "net2"), ["10.200.0.2/24"]);
+    assert_eq!(sb.addrs(&centos2, "net2"), ["10.200.0.2/24"]);
     let out = centos1.sh("ping -c5 -i 0.2 -W2 10.200.0.2");
     assert!(out.contains("5 packets received"), "{out}");
 
     // `./koko -d centos1:link1 -d centos2:link2  #without IP addr` (comma form).
-    koko(
-        &sb,
-        &format!("-d {},link1 -d {},link2", centos1.name, centos2.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1 -d {},link2",
+        centos1.name, centos2.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &centos1, "link1").unwrap(),
-        &link(&sb, &centos2, "link2").unwrap(),
+        &sb.link(&centos1, "link1").unwrap(),
+        &sb.link(&centos2, "link2").unwrap(),
     );
-    assert!(addrs(&sb, &centos1, "link1").is_empty());
+    assert!(sb.addrs(&centos1, "link1").is_empty());
 }
 
 /// The vethcon post: nic1/nic2 then test1/test2 on the same subnet, ping.
@@ -515,31 +189,25 @@ fn vethcon_blog_post() {
     }
     let sb = Sandbox::new();
     let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
-    koko(
-        &sb,
-        &format!(
-            "-d {},nic1,10.10.1.2/24 -d {},nic2,10.10.1.3/24",
-            centos1.name, centos2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},nic1,10.10.1.2/24 -d {},nic2,10.10.1.3/24",
+        centos1.name, centos2.name
+    ))
     .ok();
-    koko(
-        &sb,
-        &format!(
-            "-d {},test1,10.10.1.2/24 -d {},test2,10.10.1.3/24",
-            centos1.name, centos2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},test1,10.10.1.2/24 -d {},test2,10.10.1.3/24",
+        centos1.name, centos2.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &centos1, "nic1").unwrap(),
-        &link(&sb, &centos2, "nic2").unwrap(),
+        &sb.link(&centos1, "nic1").unwrap(),
+        &sb.link(&centos2, "nic2").unwrap(),
     );
     assert_pair(
-        &link(&sb, &centos1, "test1").unwrap(),
-        &link(&sb, &centos2, "test2").unwrap(),
+        &sb.link(&centos1, "test1").unwrap(),
+        &sb.link(&centos2, "test2").unwrap(),
     );
-    assert_eq!(addrs(&sb, &centos1, "test1"), ["10.10.1.2/24"]);
+    assert_eq!(sb.addrs(&centos1, "test1"), ["10.10.1.2/24"]);
     let out = centos1.sh("ping -c2 -i 0.2 -W2 10.10.1.3");
     assert!(out.contains("2 packets received"), "{out}");
 }
@@ -562,23 +230,17 @@ fn service_chaining_post_koko_with_addresses() {
         "iptables",
         &["--network", "none", "--sysctl", "net.ipv4.ip_forward=1"],
     );
-    koko(
-        &sb,
-        &format!(
-            "-d {},link1,10.0.1.1/24 -d {},link2,10.0.1.2/24",
-            test1.name, iptables.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,10.0.1.1/24 -d {},link2,10.0.1.2/24",
+        test1.name, iptables.name
+    ))
     .ok();
-    koko(
-        &sb,
-        &format!(
-            "-d {},link3,10.0.2.1/24 -d {},link4,10.0.2.2/24",
-            iptables.name, test2.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link3,10.0.2.1/24 -d {},link4,10.0.2.2/24",
+        iptables.name, test2.name
+    ))
     .ok();
-    let mut got = link_names(&sb, &iptables);
+    let mut got = sb.link_names(&iptables);
     got.sort();
     assert_eq!(got, ["link2", "link3"]);
     test1.sh("ip route add default via 10.0.1.2 dev link1");
@@ -615,32 +277,32 @@ fn service_chaining_post_chain_and_failover() {
     let webserver = Ctr::start("docker", "webserver", &admin);
     webserver.sh("mkdir -p /www && echo pickle > /www/index.html && httpd -p 80 -h /www");
 
-    koko(
-        &sb,
-        &format!("-d {},link1 -d {},link2", client.name, firewall.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1 -d {},link2",
+        client.name, firewall.name
+    ))
     .ok();
-    koko(
-        &sb,
-        &format!("-d {},link3 -d {},link4", firewall.name, router.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link3 -d {},link4",
+        firewall.name, router.name
+    ))
     .ok();
-    koko(
-        &sb,
-        &format!("-d {},link5 -d {},link6", router.name, webserver.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link5 -d {},link6",
+        router.name, webserver.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &client, "link1").unwrap(),
-        &link(&sb, &firewall, "link2").unwrap(),
+        &sb.link(&client, "link1").unwrap(),
+        &sb.link(&firewall, "link2").unwrap(),
     );
     assert_pair(
-        &link(&sb, &firewall, "link3").unwrap(),
-        &link(&sb, &router, "link4").unwrap(),
+        &sb.link(&firewall, "link3").unwrap(),
+        &sb.link(&router, "link4").unwrap(),
     );
     assert_pair(
-        &link(&sb, &router, "link5").unwrap(),
-        &link(&sb, &webserver, "link6").unwrap(),
+        &sb.link(&router, "link5").unwrap(),
+        &sb.link(&webserver, "link6").unwrap(),
     );
 
     // The post's koro steps (addresses and routes).
@@ -658,25 +320,22 @@ fn service_chaining_post_chain_and_failover() {
     // `docker kill firewall`: its namespace goes, and with it both veth
     // pairs (a veth end cannot outlive its peer).
     firewall.kill();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while link(&sb, &client, "link1").is_some() || link(&sb, &router, "link4").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "link1/link4 survived the firewall"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "link1 (client) and link4 (router) vanish with the firewall",
+        Duration::from_secs(5),
+        || sb.link(&client, "link1").is_none() && sb.link(&router, "link4").is_none(),
+    );
     assert!(client.cannot_ping("10.0.3.2"));
 
     // Repair: a direct client <-> router link on a new subnet.
-    koko(
-        &sb,
-        &format!("-d {},link7 -d {},link8", client.name, router.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link7 -d {},link8",
+        client.name, router.name
+    ))
     .ok();
     assert_pair(
-        &link(&sb, &client, "link7").unwrap(),
-        &link(&sb, &router, "link8").unwrap(),
+        &sb.link(&client, "link7").unwrap(),
+        &sb.link(&router, "link8").unwrap(),
     );
     client.sh("ip addr add 10.0.4.1/24 dev link7");
     router.sh("ip addr add 10.0.4.2/24 dev link8");
@@ -696,12 +355,12 @@ fn docker_to_current_namespace_and_delete() {
     }
     let sb = Sandbox::new();
     let c1 = Ctr::docker("c1");
-    koko(
-        &sb,
-        &format!("-d {},link1,10.1.0.1/24 -c hostlink,10.1.0.2/24", c1.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,10.1.0.1/24 -c hostlink,10.1.0.2/24",
+        c1.name
+    ))
     .ok();
-    let l1 = link(&sb, &c1, "link1").unwrap();
+    let l1 = sb.link(&c1, "link1").unwrap();
     let host = sb
         .link(None, "hostlink")
         .expect("hostlink in koko's own namespace");
@@ -715,8 +374,8 @@ fn docker_to_current_namespace_and_delete() {
     );
     assert_eq!(reply.as_deref(), Ok("hello koko"));
 
-    koko(&sb, &format!("-D {},link1", c1.name)).ok();
-    assert!(link_names(&sb, &c1).is_empty());
+    sb.koko_line(&format!("-D {},link1", c1.name)).ok();
+    assert!(sb.link_names(&c1).is_empty());
     assert!(sb.link(None, "hostlink").is_none());
 }
 
@@ -730,22 +389,19 @@ fn containers_by_full_and_short_id() {
     let (c1, c2) = (Ctr::docker("byid1"), Ctr::docker("byid2"));
     let (id1, id2) = (c1.id(), c2.id());
     assert_eq!(id1.len(), 64);
-    let run = koko(
-        &sb,
-        &format!(
-            "--json -d {id1},link1,10.2.0.1/24 -d {},link2,10.2.0.2/24",
-            &id2[..12]
-        ),
-    );
+    let run = sb.koko_line(&format!(
+        "--json -d {id1},link1,10.2.0.1/24 -d {},link2,10.2.0.2/24",
+        &id2[..12]
+    ));
     run.ok();
     assert_eq!(run.json()["ends"][0]["kind"], "docker");
     assert_pair(
-        &link(&sb, &c1, "link1").unwrap(),
-        &link(&sb, &c2, "link2").unwrap(),
+        &sb.link(&c1, "link1").unwrap(),
+        &sb.link(&c2, "link2").unwrap(),
     );
     c1.ping("10.2.0.2");
-    koko(&sb, &format!("-D {},link2", &id2[..12])).ok();
-    assert!(link_names(&sb, &c1).is_empty() && link_names(&sb, &c2).is_empty());
+    sb.koko_line(&format!("-D {},link2", &id2[..12])).ok();
+    assert!(sb.link_names(&c1).is_empty() && sb.link_names(&c2).is_empty());
 }
 
 /// Podman through its Docker-compatible API: DOCKER_HOST points koko at
@@ -777,18 +433,21 @@ fn podman_container_through_docker_host() {
     let host = format!("unix://{PODMAN_SOCK}");
     let env = [("DOCKER_HOST", host.as_str())];
     let endpoint = format!("{},link1,10.3.0.1/24", p1.name);
-    koko_env(&sb, &env, &["-d", &endpoint, "-n", "ns2,link2,10.3.0.2/24"]).ok();
+    sb.koko_env(&env, &["-d", &endpoint, "-n", "ns2,link2,10.3.0.2/24"])
+        .ok();
     assert_pair(
-        &link(&sb, &p1, "link1").unwrap(),
+        &sb.link(&p1, "link1").unwrap(),
         &sb.link(Some("ns2"), "link2").unwrap(),
     );
-    assert_eq!(addrs(&sb, &p1, "link1"), ["10.3.0.1/24"]);
+    assert_eq!(sb.addrs(&p1, "link1"), ["10.3.0.1/24"]);
     p1.ping("10.3.0.2");
 
     // Docker's engine does not know the Podman container.
-    koko(&sb, &format!("-D {},link1", p1.name)).fails(1, "no such container");
-    koko_env(&sb, &env, &["-D", &format!("{},link1", p1.name)]).ok();
-    assert!(link_names(&sb, &p1).is_empty());
+    sb.koko_line(&format!("-D {},link1", p1.name))
+        .fails(1, "no such container");
+    sb.koko_env(&env, &["-D", &format!("{},link1", p1.name)])
+        .ok();
+    assert!(sb.link_names(&p1).is_empty());
     assert!(sb.link_names(Some("ns2")).is_empty());
 }
 
@@ -799,8 +458,7 @@ fn no_engine_running_is_reported_at_once_naming_the_socket() {
     let sb = Sandbox::new();
     sb.netns_add(&["ns2"]);
     let t = Instant::now();
-    let run = koko_env(
-        &sb,
+    let run = sb.koko_env(
         &[("DOCKER_HOST", "unix:///run/koko-test-no-engine/docker.sock")],
         &["-n", "ns2,link2", "-d", "centos1,link1"],
     );
@@ -820,7 +478,7 @@ fn no_engine_running_is_reported_at_once_naming_the_socket() {
     drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
     let t = Instant::now();
     let host = format!("unix://{dead}");
-    let run = koko_env(&sb, &[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
+    let run = sb.koko_env(&[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
     let _ = std::fs::remove_file(&dead);
     run.fails(1, &host);
     assert!(run.stderr.contains("connection refused"), "{}", run.stderr);
@@ -837,11 +495,7 @@ fn malformed_docker_host() {
         "tcp://host:notaport",
         "unix://relative/path",
     ] {
-        let run = koko_env(
-            &sb,
-            &[("DOCKER_HOST", bad)],
-            &["-d", "c1,link1", "-c", "link2"],
-        );
+        let run = sb.koko_env(&[("DOCKER_HOST", bad)], &["-d", "c1,link1", "-c", "link2"]);
         run.fails(1, "DOCKER_HOST");
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     }
@@ -856,12 +510,14 @@ fn no_such_container() {
     let sb = Sandbox::new();
     sb.netns_add(&["ns2"]);
     let ghost = format!("koko-ghost-{}", std::process::id());
-    koko(&sb, &format!("-n ns2,link2 -d {ghost},link1"))
+    sb.koko_line(&format!("-n ns2,link2 -d {ghost},link1"))
         .fails(1, &format!("container '{ghost}': no such container"));
     assert!(sb.link_names(Some("ns2")).is_empty());
-    koko(&sb, &format!("-D {ghost},link1")).fails(1, "no such container");
+    sb.koko_line(&format!("-D {ghost},link1"))
+        .fails(1, "no such container");
     // Not a name at all: a usage error before the engine is asked.
-    koko(&sb, "-d ../etc,link1 -n ns2,link2").fails(2, "not a container name");
+    sb.koko_line("-d ../etc,link1 -n ns2,link2")
+        .fails(2, "not a container name");
 }
 
 #[test]
@@ -873,26 +529,15 @@ fn stopped_container_is_not_running() {
     sb.netns_add(&["ns2"]);
     let c1 = Ctr::docker("stopped");
     c1.kill();
-    koko(&sb, &format!("-d {},link1 -n ns2,link2", c1.name))
+    sb.koko_line(&format!("-d {},link1 -n ns2,link2", c1.name))
         .fails(1, &format!("container '{}': is not running", c1.name));
     assert!(sb.link_names(Some("ns2")).is_empty());
-    koko(&sb, &format!("-D {},link1", c1.name)).fails(1, "is not running");
+    sb.koko_line(&format!("-D {},link1", c1.name))
+        .fails(1, "is not running");
 
     // Created but never started: pid 0 is "not running" too.
-    let never = Ctr {
-        cli: "docker",
-        name: format!("{}-never", c1.name),
-    };
-    let out = Command::new("docker")
-        .args(["create", "--network", "none", "--name", &never.name, IMAGE])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    koko(&sb, &format!("-d {},link1 -n ns2,link2", never.name))
+    let never = Ctr::created("never");
+    sb.koko_line(&format!("-d {},link1 -n ns2,link2", never.name))
         .fails(1, "is not running (status: created)");
     assert!(sb.link_names(Some("ns2")).is_empty());
 }
@@ -905,7 +550,7 @@ fn host_network_container_is_refused() {
     let sb = Sandbox::new();
     sb.netns_add(&["ns2"]);
     let h = Ctr::start("docker", "hostnet", &["--network", "host"]);
-    let run = koko(&sb, &format!("-d {},kokohost0 -n ns2,link2", h.name));
+    let run = sb.koko_line(&format!("-d {},kokohost0 -n ns2,link2", h.name));
     run.fails(2, "it would wire the host's own network");
     assert!(sb.link_names(Some("ns2")).is_empty());
     // Sharing the namespace of a host-network container: refused too.
@@ -914,7 +559,7 @@ fn host_network_container_is_refused() {
         "sharer",
         &["--network", &format!("container:{}", h.name)],
     );
-    koko(&sb, &format!("-d {},kokohost0 -n ns2,link2", shared.name))
+    sb.koko_line(&format!("-d {},kokohost0 -n ns2,link2", shared.name))
         .fails(2, "it would wire the host's own network");
     assert!(sb.link_names(Some("ns2")).is_empty());
     // Nothing appeared in the host's namespace (read-only check).
@@ -936,24 +581,22 @@ fn name_taken_inside_the_container_leaves_nothing_behind() {
     let sb = Sandbox::new();
     sb.netns_add(&["a", "b"]);
     let c1 = Ctr::docker("taken");
-    koko(
-        &sb,
-        &format!("-d {},link1,10.4.0.1/24 -n a,x,10.4.0.2/24", c1.name),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,10.4.0.1/24 -n a,x,10.4.0.2/24",
+        c1.name
+    ))
     .ok();
-    let before = link(&sb, &c1, "link1").unwrap();
-    koko(&sb, &format!("-d {},link1,10.5.0.1/24 -n b,y", c1.name)).fails(
-        1,
-        &format!("link 'link1' already exists in container '{}'", c1.name),
-    );
+    let before = sb.link(&c1, "link1").unwrap();
+    sb.koko_line(&format!("-d {},link1,10.5.0.1/24 -n b,y", c1.name))
+        .fails(
+            1,
+            &format!("link 'link1' already exists in container '{}'", c1.name),
+        );
     // The other end was never made; the existing link is untouched.
     assert!(sb.link_names(Some("b")).is_empty());
-    assert_eq!(link_names(&sb, &c1), ["link1"]);
-    assert_eq!(
-        link(&sb, &c1, "link1").unwrap()["ifindex"],
-        before["ifindex"]
-    );
-    assert_eq!(addrs(&sb, &c1, "link1"), ["10.4.0.1/24"]);
+    assert_eq!(sb.link_names(&c1), ["link1"]);
+    assert_eq!(sb.link(&c1, "link1").unwrap()["ifindex"], before["ifindex"]);
+    assert_eq!(sb.addrs(&c1, "link1"), ["10.4.0.1/24"]);
 }
 
 /// The container dies after koko looked it up and before the link is made
@@ -1007,49 +650,14 @@ fn cri_o_endpoints_are_not_supported_yet() {
     let sb = Sandbox::new();
     sb.netns_add(&["ns2"]);
     let t = Instant::now();
-    koko(&sb, "-e crio1,link1,10.7.0.1/24 -n ns2,link2")
+    sb.koko_line("-e crio1,link1,10.7.0.1/24 -n ns2,link2")
         .fails(2, "CRI-O endpoints (-e/-E) are not supported yet");
-    koko(&sb, "-E crio1,link1").fails(2, "not supported yet");
+    sb.koko_line("-E crio1,link1").fails(2, "not supported yet");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(sb.link_names(Some("ns2")).is_empty());
 }
 
 // --- the koro `docker NAME` target --------------------------------------------
-
-/// Run `koro ARGS` (koko invoked through a symlink named koro) in the sandbox.
-fn koro(sb: &Sandbox, line: &str) -> Run {
-    let dir = std::env::temp_dir().join(format!("koko-docker-koro-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let koro = dir.join("koro");
-    if std::fs::symlink_metadata(&koro).is_err() {
-        std::os::unix::fs::symlink(koko_bin(), &koro).unwrap();
-    }
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = sb.command(&koro).args(&args).output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("koro {line}"),
-    }
-}
-
-/// `ip -j route show` in a container's namespace.
-fn routes(sb: &Sandbox, c: &Ctr) -> Vec<Value> {
-    let text = sb.sh(&format!(
-        "nsenter --net=/proc/{}/ns/net ip -j route show",
-        c.pid()
-    ));
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn route<'a>(routes: &'a [Value], dst: &str) -> Option<&'a Value> {
-    routes.iter().find(|r| r["dst"] == dst)
-}
 
 /// The service-chaining post as written: koko links without addresses, koro
 /// gives the addresses and routes (`koro docker NAME ...`), HTTP flows from
@@ -1071,14 +679,15 @@ fn service_chaining_post_with_koro_docker_targets() {
 
     // `echo 1 > /proc/sys/net/ipv4/ip_forward` in the post (privileged
     // containers); koro's sysctl does it from outside.
-    koro(&sb, &format!("docker {f} sysctl net.ipv4.ip_forward=1")).ok();
-    koro(&sb, &format!("docker {r} forwarding on")).ok();
-    assert_eq!(firewall.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
-    assert_eq!(router.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+    sb.koro(&format!("docker {f} sysctl net.ipv4.ip_forward=1"))
+        .ok();
+    sb.koro(&format!("docker {r} forwarding on")).ok();
+    assert_eq!(sb.sysctl(&firewall, "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(&router, "net.ipv4.ip_forward"), "1");
 
-    koko(&sb, &format!("-d {c},link1 -d {f},link2")).ok();
-    koko(&sb, &format!("-d {f},link3 -d {r},link4")).ok();
-    koko(&sb, &format!("-d {r},link5 -d {w},link6")).ok();
+    sb.koko_line(&format!("-d {c},link1 -d {f},link2")).ok();
+    sb.koko_line(&format!("-d {f},link3 -d {r},link4")).ok();
+    sb.koko_line(&format!("-d {r},link5 -d {w},link6")).ok();
     for line in [
         format!("docker {c} address add 10.0.1.1/24 dev link1"),
         format!("docker {f} address add 10.0.1.2/24 dev link2"),
@@ -1091,19 +700,20 @@ fn service_chaining_post_with_koro_docker_targets() {
         format!("docker {f} route add 10.0.3.0/24 via 10.0.2.2 dev link3"),
         format!("docker {r} route add 10.0.1.0/24 via 10.0.2.1 dev link4"),
     ] {
-        koro(&sb, &line).ok();
+        sb.koro(&line).ok();
     }
     // "Check all the routing", through the kernel.
-    assert_eq!(addrs(&sb, &firewall, "link3"), ["10.0.2.1/24"]);
-    let rc = routes(&sb, &client);
-    assert_eq!(route(&rc, "default").unwrap()["gateway"], "10.0.1.2");
-    let rf = routes(&sb, &firewall);
-    assert_eq!(route(&rf, "10.0.3.0/24").unwrap()["gateway"], "10.0.2.2");
-    assert_eq!(route(&rf, "10.0.3.0/24").unwrap()["dev"], "link3");
-    let rr = routes(&sb, &router);
-    assert_eq!(route(&rr, "10.0.1.0/24").unwrap()["gateway"], "10.0.2.1");
+    assert_eq!(sb.addrs(&firewall, "link3"), ["10.0.2.1/24"]);
+    assert_eq!(sb.route(&client, "default").unwrap()["gateway"], "10.0.1.2");
+    let rf = sb.route(&firewall, "10.0.3.0/24").unwrap();
+    assert_eq!(rf["gateway"], "10.0.2.2");
+    assert_eq!(rf["dev"], "link3");
     assert_eq!(
-        route(&routes(&sb, &webserver), "default").unwrap()["gateway"],
+        sb.route(&router, "10.0.1.0/24").unwrap()["gateway"],
+        "10.0.2.1"
+    );
+    assert_eq!(
+        sb.route(&webserver, "default").unwrap()["gateway"],
         "10.0.3.1"
     );
     let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
@@ -1111,40 +721,24 @@ fn service_chaining_post_with_koro_docker_targets() {
 
     // "Everything is broken": the firewall dies and its links with it.
     firewall.kill();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while link(&sb, &client, "link1").is_some() || link(&sb, &router, "link4").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "link1/link4 survived the firewall"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    koro(
-        &sb,
-        &format!("docker {f} address add 10.0.1.2/24 dev link2"),
-    )
-    .fails(1, "is not running");
-
-    koko(&sb, &format!("-d {c},link7 -d {r},link8")).ok();
-    koro(
-        &sb,
-        &format!("docker {c} address add 10.0.4.1/24 dev link7"),
-    )
-    .ok();
-    koro(
-        &sb,
-        &format!("docker {r} address add 10.0.4.2/24 dev link8"),
-    )
-    .ok();
-    koro(
-        &sb,
-        &format!("docker {c} route add default via 10.0.4.2 dev link7"),
-    )
-    .ok();
-    assert_eq!(
-        route(&routes(&sb, &client), "default").unwrap()["gateway"],
-        "10.0.4.2"
+    wait_until(
+        "link1 (client) and link4 (router) vanish with the firewall",
+        Duration::from_secs(5),
+        || sb.link(&client, "link1").is_none() && sb.link(&router, "link4").is_none(),
     );
+    sb.koro(&format!("docker {f} address add 10.0.1.2/24 dev link2"))
+        .fails(1, "is not running");
+
+    sb.koko_line(&format!("-d {c},link7 -d {r},link8")).ok();
+    sb.koro(&format!("docker {c} address add 10.0.4.1/24 dev link7"))
+        .ok();
+    sb.koro(&format!("docker {r} address add 10.0.4.2/24 dev link8"))
+        .ok();
+    sb.koro(&format!(
+        "docker {c} route add default via 10.0.4.2 dev link7"
+    ))
+    .ok();
+    assert_eq!(sb.route(&client, "default").unwrap()["gateway"], "10.0.4.2");
     let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
     assert!(page.contains("pickle"), "{page}");
 }
@@ -1161,122 +755,92 @@ fn every_koro_command_on_a_docker_target() {
     sb.netns_add(&["peer"]);
     let c1 = Ctr::docker("korotarget");
     let n = &c1.name;
-    koko(&sb, &format!("-d {n},link1 -n peer,link2,10.8.0.2/24")).ok();
+    sb.koko_line(&format!("-d {n},link1 -n peer,link2,10.8.0.2/24"))
+        .ok();
 
-    koro(
-        &sb,
-        &format!("docker {n} address add 10.8.0.1/24 dev link1"),
-    )
+    sb.koro(&format!("docker {n} address add 10.8.0.1/24 dev link1"))
+        .ok();
+    sb.koro(&format!(
+        "docker {n} address add 2001:db8:8::1/64 dev link1"
+    ))
     .ok();
-    koro(
-        &sb,
-        &format!("docker {n} address add 2001:db8:8::1/64 dev link1"),
-    )
+    assert_eq!(sb.addrs(&c1, "link1"), ["10.8.0.1/24", "2001:db8:8::1/64"]);
+    sb.koro(&format!(
+        "docker {n} address del 2001:db8:8::1/64 dev link1"
+    ))
     .ok();
-    assert_eq!(
-        addrs(&sb, &c1, "link1"),
-        ["10.8.0.1/24", "2001:db8:8::1/64"]
-    );
-    koro(
-        &sb,
-        &format!("docker {n} address del 2001:db8:8::1/64 dev link1"),
-    )
-    .ok();
-    assert_eq!(addrs(&sb, &c1, "link1"), ["10.8.0.1/24"]);
+    assert_eq!(sb.addrs(&c1, "link1"), ["10.8.0.1/24"]);
     c1.ping("10.8.0.2");
 
     let short = &c1.id()[..12];
-    koko(
-        &sb,
-        &format!("ip docker {short} route add 10.9.0.0/24 via 10.8.0.2 dev link1"),
-    )
+    sb.koko_line(&format!(
+        "ip docker {short} route add 10.9.0.0/24 via 10.8.0.2 dev link1"
+    ))
     .ok();
-    assert_eq!(
-        route(&routes(&sb, &c1), "10.9.0.0/24").unwrap()["gateway"],
-        "10.8.0.2"
-    );
-    koro(
-        &sb,
-        &format!("docker {n} route replace 10.9.0.0/24 via 10.8.0.3 dev link1"),
-    )
+    assert_eq!(sb.route(&c1, "10.9.0.0/24").unwrap()["gateway"], "10.8.0.2");
+    sb.koro(&format!(
+        "docker {n} route replace 10.9.0.0/24 via 10.8.0.3 dev link1"
+    ))
     .ok();
-    let r = routes(&sb, &c1);
+    let r = sb.routes(&c1);
     let replaced: Vec<&Value> = r.iter().filter(|r| r["dst"] == "10.9.0.0/24").collect();
     assert_eq!(replaced.len(), 1, "{r:?}");
     assert_eq!(replaced[0]["gateway"], "10.8.0.3");
-    koro(
-        &sb,
-        &format!("docker {n} route add 10.9.0.0/24 via 10.8.0.2 dev link1 metric 7"),
-    )
+    sb.koro(&format!(
+        "docker {n} route add 10.9.0.0/24 via 10.8.0.2 dev link1 metric 7"
+    ))
     .ok();
-    let r = routes(&sb, &c1);
+    let r = sb.routes(&c1);
     assert!(
         r.iter()
             .any(|r| r["dst"] == "10.9.0.0/24" && r["metric"] == 7 && r["gateway"] == "10.8.0.2"),
         "{r:?}"
     );
-    koro(
-        &sb,
-        &format!("docker {n} route del 10.9.0.0/24 via 10.8.0.2 dev link1 metric 7"),
-    )
+    sb.koro(&format!(
+        "docker {n} route del 10.9.0.0/24 via 10.8.0.2 dev link1 metric 7"
+    ))
     .ok();
-    koro(&sb, &format!("docker {n} route del 10.9.0.0/24")).ok();
-    assert!(route(&routes(&sb, &c1), "10.9.0.0/24").is_none());
-    koro(&sb, &format!("docker {n} route add default via 10.8.0.2")).ok();
-    assert_eq!(
-        route(&routes(&sb, &c1), "default").unwrap()["gateway"],
-        "10.8.0.2"
-    );
+    sb.koro(&format!("docker {n} route del 10.9.0.0/24")).ok();
+    assert!(sb.route(&c1, "10.9.0.0/24").is_none());
+    sb.koro(&format!("docker {n} route add default via 10.8.0.2"))
+        .ok();
+    assert_eq!(sb.route(&c1, "default").unwrap()["gateway"], "10.8.0.2");
 
-    koro(&sb, &format!("docker {n} link set link1 mtu 1400")).ok();
-    assert_eq!(link(&sb, &c1, "link1").unwrap()["mtu"], 1400);
-    koro(&sb, &format!("docker {n} link set link1 down")).ok();
-    let flags = link(&sb, &c1, "link1").unwrap()["flags"].clone();
+    sb.koro(&format!("docker {n} link set link1 mtu 1400")).ok();
+    assert_eq!(sb.link(&c1, "link1").unwrap()["mtu"], 1400);
+    sb.koro(&format!("docker {n} link set link1 down")).ok();
+    let flags = sb.link(&c1, "link1").unwrap()["flags"].clone();
     assert!(
         !flags.as_array().unwrap().iter().any(|f| f == "UP"),
         "{flags}"
     );
     assert!(c1.cannot_ping("10.8.0.2"));
-    koro(&sb, &format!("docker {n} link set link1 up")).ok();
+    sb.koro(&format!("docker {n} link set link1 up")).ok();
     c1.ping("10.8.0.2");
 
-    koro(
-        &sb,
-        &format!("docker {n} sysctl net.ipv4.conf.link1.forwarding=1"),
-    )
+    sb.koro(&format!(
+        "docker {n} sysctl net.ipv4.conf.link1.forwarding=1"
+    ))
     .ok();
-    assert_eq!(
-        c1.sh("cat /proc/sys/net/ipv4/conf/link1/forwarding").trim(),
-        "1"
-    );
-    koro(&sb, &format!("docker {n} forwarding on")).ok();
-    assert_eq!(c1.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
-    koro(&sb, &format!("docker {n} forwarding off")).ok();
-    assert_eq!(c1.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "0");
+    assert_eq!(sb.sysctl(&c1, "net.ipv4.conf.link1.forwarding"), "1");
+    sb.koro(&format!("docker {n} forwarding on")).ok();
+    assert_eq!(sb.sysctl(&c1, "net.ipv4.ip_forward"), "1");
+    sb.koro(&format!("docker {n} forwarding off")).ok();
+    assert_eq!(sb.sysctl(&c1, "net.ipv4.ip_forward"), "0");
 
     // Faults, as for endpoints.
-    koro(
-        &sb,
-        &format!(
-            "docker koko-ghost-{} address add 10.8.0.9/24 dev link1",
-            std::process::id()
-        ),
-    )
+    sb.koro(&format!(
+        "docker koko-ghost-{} address add 10.8.0.9/24 dev link1",
+        std::process::id()
+    ))
     .fails(1, "no such container");
     let h = Ctr::start("docker", "hostnet", &["--network", "host"]);
-    koro(
-        &sb,
-        &format!("docker {} address add 10.8.0.9/24 dev lo", h.name),
-    )
-    .fails(2, "host's own network");
+    sb.koro(&format!("docker {} address add 10.8.0.9/24 dev lo", h.name))
+        .fails(2, "host's own network");
     let env = [("DOCKER_HOST", "unix:///run/koko-test-no-engine.sock")];
     let t = Instant::now();
-    koko_env(
-        &sb,
-        &env,
-        &["ip", "docker", n, "link", "set", "link1", "up"],
-    )
-    .fails(1, "unix:///run/koko-test-no-engine.sock");
+    sb.koko_env(&env, &["ip", "docker", n, "link", "set", "link1", "up"])
+        .fails(1, "unix:///run/koko-test-no-engine.sock");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
@@ -1294,8 +858,10 @@ fn library_kill_and_stop_take_the_links_with_the_container() {
     sb.netns_add(&["peer"]);
     let c1 = Ctr::docker("killme");
     let c2 = Ctr::docker("stopme");
-    koko(&sb, &format!("-d {},link1 -n peer,link2", c1.name)).ok();
-    koko(&sb, &format!("-d {},link3 -n peer,link4", c2.name)).ok();
+    sb.koko_line(&format!("-d {},link1 -n peer,link2", c1.name))
+        .ok();
+    sb.koko_line(&format!("-d {},link3 -n peer,link4", c2.name))
+        .ok();
     assert_eq!(sb.link_names(Some("peer")).len(), 2);
 
     let ns = koko::ns::docker::resolve(&c1.name).unwrap();
@@ -1309,15 +875,7 @@ fn library_kill_and_stop_take_the_links_with_the_container() {
     assert!(!ns.exists());
     koko::ns::docker::stop(&c2.name, Duration::from_secs(0)).unwrap();
     koko::ns::docker::stop(&c2.name, Duration::from_secs(0)).unwrap(); // already stopped: fine
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sb.link_names(Some("peer")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{:?} survived",
-            sb.link_names(Some("peer"))
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    peer_links_vanish(&sb);
     let e = koko::ns::docker::kill(&c1.name).unwrap_err();
     assert!(e.to_string().contains("is not running"), "{e}");
     let e = koko::ns::docker::resolve("koko-ghost-container").unwrap_err();
@@ -1332,6 +890,18 @@ fn library_kill_and_stop_take_the_links_with_the_container() {
         .block_on(async { koko::ns::docker::resolve(&c2.name) })
         .unwrap_err();
     assert!(e.to_string().contains("is not running"), "{e}");
+}
+
+/// Wait until the container's peers in netns 'peer' have gone with it.
+fn peer_links_vanish(sb: &Sandbox) {
+    wait_for(
+        "the links in netns 'peer' vanish with their containers",
+        Duration::from_secs(5),
+        || match sb.link_names(Some("peer")) {
+            left if left.is_empty() => Ok(()),
+            left => Err(format!("{left:?} survived")),
+        },
+    );
 }
 
 /// An engine that accepts the connection but never answers: koko gives up
@@ -1350,7 +920,7 @@ fn hung_engine_times_out() {
     });
     let host = format!("unix://{path}");
     let t = Instant::now();
-    let run = koko_env(&sb, &[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
+    let run = sb.koko_env(&[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
     let elapsed = t.elapsed();
     let _ = std::fs::remove_file(&path);
     run.fails(1, &host);
@@ -1395,15 +965,7 @@ print("destroyed");
         run.stdout
     );
     assert_eq!(c1.inspect("{{.State.Running}}"), "false");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sb.link_names(Some("peer")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{:?} survived",
-            sb.link_names(Some("peer"))
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    peer_links_vanish(&sb);
 }
 
 /// koko README: "create vxlan interface and put it into docker container".
@@ -1423,27 +985,24 @@ fn readme_vxlan_into_docker_container() {
          && ip -n far link add vx1 type vxlan id 1 remote 10.1.1.2 dstport 4789 dev eth1p \
          && ip -n far addr add 192.168.1.2/24 dev vx1 && ip -n far link set vx1 up",
     );
-    koko(
-        &sb,
-        &format!(
-            "-d {},link1,192.168.1.1/24 -x eth1,10.1.1.1,1",
-            centos1.name
-        ),
-    )
+    sb.koko_line(&format!(
+        "-d {},link1,192.168.1.1/24 -x eth1,10.1.1.1,1",
+        centos1.name
+    ))
     .ok();
-    let l = link(&sb, &centos1, "link1").expect("link1 in the container");
+    let l = sb.link(&centos1, "link1").expect("link1 in the container");
     let info = &l["linkinfo"]["info_data"];
     assert_eq!(l["linkinfo"]["info_kind"], "vxlan", "{l}");
     assert_eq!(info["id"], 1, "{l}");
     assert_eq!(info["remote"], "10.1.1.1", "{l}");
     assert_eq!(info["port"], 4789, "{l}");
-    assert_eq!(addrs(&sb, &centos1, "link1"), ["192.168.1.1/24"]);
+    assert_eq!(sb.addrs(&centos1, "link1"), ["192.168.1.1/24"]);
     // Nothing but eth1 in koko's own namespace: the vxlan moved out.
     assert_eq!(sb.link_names(None), ["eth1"]);
     centos1.ping("192.168.1.2");
 
-    koko(&sb, &format!("-D {},link1", centos1.name)).ok();
-    assert!(link_names(&sb, &centos1).is_empty());
+    sb.koko_line(&format!("-D {},link1", centos1.name)).ok();
+    assert!(sb.link_names(&centos1).is_empty());
 }
 
 #[test]
@@ -1483,10 +1042,10 @@ fn failover_docker_script_repairs_the_chain_when_the_firewall_container_dies() {
     assert_eq!(firewall.inspect("{{.State.Running}}"), "false");
     for c in [&client, &router, &web] {
         assert!(
-            link_names(&sb, c).is_empty(),
+            sb.link_names(c).is_empty(),
             "{}: {:?}",
             c.name,
-            link_names(&sb, c)
+            sb.link_names(c)
         );
     }
 }

@@ -2,9 +2,7 @@
 //! endpoints: every such example of the seeds (koko README, the veth blog
 //! post), checked through the kernel and by traffic across the link.
 
-mod support;
-
-use support::{tcp_roundtrip, Sandbox};
+use crate::support::{tcp_roundtrip, Sandbox};
 
 #[test]
 fn readme_netns_example_ipv4() {

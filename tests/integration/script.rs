@@ -9,16 +9,13 @@
 //! Not covered here: docker(), on_link_down / on_container_exit / watch /
 //! stop_watch (events: another branch), sysctl of a docker namespace.
 
-mod scriptkit;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use scriptkit::{assert_clean, line, run, run_env, script, tmp_dir};
+use crate::support::script::{assert_clean, run, run_env, script, tmp_dir};
+use crate::support::{koko_bin, Sandbox};
 use serde_json::Value;
-use support::{koko_bin, Sandbox};
 
 fn flags(link: &Value) -> Vec<String> {
     link["flags"]
@@ -27,12 +24,6 @@ fn flags(link: &Value) -> Vec<String> {
         .iter()
         .map(|f| f.as_str().unwrap().to_string())
         .collect()
-}
-
-fn sysctl(sb: &Sandbox, ns: &str, key: &str) -> String {
-    sb.sh(&format!("ip netns exec {ns} sysctl -n {key}"))
-        .trim()
-        .to_string()
 }
 
 // ---------------------------------------------------------------- the API
@@ -46,20 +37,17 @@ fn namespaces_host_pid_forwarding_sysctl_destroy() {
         &[&script("api_namespaces.rhai"), "--", &pid.to_string()],
     );
     r.ok();
-    assert_eq!(line(&r, "a.name="), "a.name=a a.kind=netns same=true");
-    assert_eq!(line(&r, "host.kind="), "host.kind=host");
-    assert_eq!(
-        line(&r, "pid.kind="),
-        format!("pid.kind=pid pid.name={pid}")
-    );
-    assert_eq!(line(&r, "fwd4="), "fwd4=1 fwd6=1");
-    assert_eq!(line(&r, "rp_filter="), "rp_filter=2");
+    assert_eq!(r.line("a.name="), "a.name=a a.kind=netns same=true");
+    assert_eq!(r.line("host.kind="), "host.kind=host");
+    assert_eq!(r.line("pid.kind="), format!("pid.kind=pid pid.name={pid}"));
+    assert_eq!(r.line("fwd4="), "fwd4=1 fwd6=1");
+    assert_eq!(r.line("rp_filter="), "rp_filter=2");
     // Through the kernel: "a" exists (visible to ip netns), "doomed" was
     // destroyed, the sysctls are set.
     assert_eq!(sb.netns_list(), vec!["a"]);
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv6.conf.all.forwarding"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "2");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "2");
     let in_pid = sb.sh(&format!(
         "nsenter -t {pid} -n sysctl -n net.ipv4.ip_forward"
     ));
@@ -93,9 +81,9 @@ fn destroy_lets_go_of_koko_responders_so_the_namespace_dies() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("destroy_with_server.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "before:"), "before: true");
+    assert_eq!(r.line("before:"), "before: true");
     assert_eq!(
-        line(&r, "after destroy:"),
+        r.line("after destroy:"),
         "after destroy: va is gone, tcp false"
     );
     assert_eq!(sb.netns_list(), vec!["a"]);
@@ -107,18 +95,18 @@ fn links_veth_addresses_state_mtu_delete() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_links.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "name="), "name=va ns=a peer=vb peer.ns=b state=up");
-    assert_eq!(line(&r, "found="), "found=ja peer_unknown=true");
-    assert_eq!(line(&r, "vb.state="), "vb.state=down");
+    assert_eq!(r.line("name="), "name=va ns=a peer=vb peer.ns=b state=up");
+    assert_eq!(r.line("found="), "found=ja peer_unknown=true");
+    assert_eq!(r.line("vb.state="), "vb.state=down");
     assert_eq!(
-        line(&r, "links="),
+        r.line("links="),
         r#"links=["ja:veth:1400", "va:veth:1500"]"#
     );
     assert_eq!(
-        line(&r, "addrs="),
+        r.line("addrs="),
         r#"addrs=["ja=10.0.1.1/24/inet", "ja=fd00::1/64/inet6", "va=10.0.2.1/24/inet"]"#
     );
-    assert_eq!(line(&r, "deleted."), "deleted.state=gone peer.state=gone");
+    assert_eq!(r.line("deleted."), "deleted.state=gone peer.state=gone");
     // Through the kernel.
     let mut a = sb.link_names(Some("a"));
     a.sort();
@@ -147,7 +135,7 @@ fn routes_ip_commands_koro_and_koko() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_routes.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "replace-bare="), "replace-bare=invalid");
+    assert_eq!(r.line("replace-bare="), "replace-bare=invalid");
     let routes: Vec<&str> = r
         .stdout
         .lines()
@@ -163,7 +151,7 @@ fn routes_ip_commands_koro_and_koko() {
             "route: default via 10.0.1.2 dev va metric ",
         ]
     );
-    assert!(line(&r, "koko=").contains(r#""ok": true"#), "{}", r.stdout);
+    assert!(r.line("koko=").contains(r#""ok": true"#), "{}", r.stdout);
     // Through the kernel.
     let kernel = sb.ip_json(Some("a"), "route show");
     let dsts: Vec<String> = kernel
@@ -224,7 +212,7 @@ fn probes_ping_tcp_http_exec_sleep_now() {
         );
     }
     // The responder died with the run: nothing listens any more.
-    assert!(support::tcp_blocked(
+    assert!(crate::support::tcp_blocked(
         &sb.netns_path("a"),
         "10.0.1.2:8080".parse().unwrap()
     ));
@@ -235,7 +223,7 @@ fn cleanup_undoes_everything_and_the_run_goes_on() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_cleanup.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "cleaned"), "cleaned");
+    assert_eq!(r.line("cleaned"), "cleaned");
     assert_clean(&sb, "after cleanup()");
     let r = run(&sb, &[&script("api_cleanup.rhai"), "--", "again"]);
     r.ok();
@@ -260,8 +248,8 @@ fn vxlan_between_two_hosts_carries_traffic() {
     let sb = two_hosts();
     let r = run(&sb, &[&script("vxlan.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "vxlan "), "vxlan vx0 in ca: up");
-    assert_eq!(line(&r, "ping over vxlan"), "ping over vxlan ok=true");
+    assert_eq!(r.line("vxlan "), "vxlan vx0 in ca: up");
+    assert_eq!(r.line("ping over vxlan"), "ping over vxlan ok=true");
     let a = sb.link(Some("ca"), "vx0").expect("vx0 in ca");
     let d = &a["linkinfo"]["info_data"];
     assert_eq!(a["linkinfo"]["info_kind"], "vxlan");
@@ -272,7 +260,7 @@ fn vxlan_between_two_hosts_carries_traffic() {
     assert_eq!(sb.addrs(Some("ca"), "vx0"), vec!["10.10.0.1/24"]);
     assert_eq!(sb.addrs(Some("cb"), "vx0"), vec!["10.10.0.2/24"]);
     // The traffic also flows outside koko's own probes.
-    let echo = support::tcp_roundtrip(
+    let echo = crate::support::tcp_roundtrip(
         &sb.netns_path("cb"),
         &sb.netns_path("ca"),
         "10.10.0.2:7000".parse().unwrap(),
@@ -295,7 +283,7 @@ fn vxlan_parent_defaults_to_kokos_own_namespace() {
     sb.sh("ip link add eth9 type veth peer name eth9p && ip addr add 10.99.0.1/24 dev eth9 && ip link set eth9 up");
     let r = run(&sb, &[&script("vxlan_default_parent.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "vx9"), "vx9 in c: up");
+    assert_eq!(r.line("vx9"), "vx9 in c: up");
     let l = sb.link(Some("c"), "vx9").unwrap();
     assert_eq!(l["linkinfo"]["info_data"]["id"], 7);
     assert_eq!(l["linkinfo"]["info_data"]["port"], 8472);
@@ -319,32 +307,28 @@ fn macvlan_and_vlan_with_bad_options() {
     sb.sh("ip -n host1 link add eth1 type veth peer name eth1p && ip -n host1 link set eth1 up && ip -n host1 link set eth1p up");
     let r = run(&sb, &[&script("macvlan_vlan.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "macvlan ping"), "macvlan ping ok=true");
+    assert_eq!(r.line("macvlan ping"), "macvlan ping ok=true");
     let vlan_ok = !r.stdout.contains("vlan skipped");
     if vlan_ok {
-        assert_eq!(line(&r, "vlan eth1.10"), "vlan eth1.10: up");
+        assert_eq!(r.line("vlan eth1.10"), "vlan eth1.10: up");
     } else {
         // As tests/tunnels.rs: a kernel without 802.1Q is named, not a failure.
-        eprintln!("{}", line(&r, "vlan skipped"));
+        eprintln!("{}", r.line("vlan skipped"));
     }
+    assert!(r.line("vlan.bad").contains("kind=invalid"), "{}", r.stdout);
+    assert!(r.line("vlan.bad").contains("5000"), "{}", r.stdout);
     assert!(
-        line(&r, "vlan.bad").contains("kind=invalid"),
-        "{}",
-        r.stdout
-    );
-    assert!(line(&r, "vlan.bad").contains("5000"), "{}", r.stdout);
-    assert!(
-        line(&r, "macvlan.bad").contains("unknown mode 'weird'"),
+        r.line("macvlan.bad").contains("unknown mode 'weird'"),
         "{}",
         r.stdout
     );
     assert!(
-        line(&r, "vxlan.bad").contains("remote is required"),
+        r.line("vxlan.bad").contains("remote is required"),
         "{}",
         r.stdout
     );
     assert!(
-        line(&r, "vlan.unknown").contains("unknown option 'colour'"),
+        r.line("vlan.unknown").contains("unknown option 'colour'"),
         "{}",
         r.stdout
     );
@@ -364,30 +348,21 @@ fn macvlan_and_vlan_with_bad_options() {
     }
 }
 
-fn rx_packets(sb: &Sandbox, ns: &str, link: &str) -> u64 {
-    let l = sb.ip_json(Some(ns), &format!("-s link show dev {link}"));
-    l[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
-}
-
 #[test]
 fn mirror_copies_traffic_in_each_direction() {
     for (dir, at_least) in [("ingress", 5), ("egress", 5), ("both", 10)] {
         let sb = Sandbox::new();
         let r = run(&sb, &[&script("mirror.rhai"), "--", dir]);
         r.ok();
-        assert_eq!(line(&r, "ping ok="), "ping ok=true received=5");
+        assert_eq!(r.line("ping ok="), "ping ok=true received=5");
+        assert!(r.line("mirror.bad").contains("'sideways'"), "{}", r.stdout);
         assert!(
-            line(&r, "mirror.bad").contains("'sideways'"),
-            "{}",
-            r.stdout
-        );
-        assert!(
-            line(&r, "mirror.otherns").contains("same namespace"),
+            r.line("mirror.otherns").contains("same namespace"),
             "{}",
             r.stdout
         );
         // The monitor's far end saw the copies.
-        let seen = rx_packets(&sb, "m", "tap");
+        let seen = sb.rx_packets(Some("m"), "tap");
         assert!(
             seen >= at_least,
             "{dir}: tap saw {seen} packets, want >= {at_least}"
@@ -418,25 +393,28 @@ fn stdlib_chain_of_four_and_six_with_traffic_end_to_end() {
         let sb = Sandbox::new();
         let r = run(&sb, &[&script("chain.rhai"), "--", &n.to_string()]);
         r.ok();
-        assert_eq!(line(&r, "end of"), format!("end of a {n}-node chain"));
-        assert_eq!(line(&r, "far="), format!("far={far} links={}", n - 1));
+        assert_eq!(r.line("end of"), format!("end of a {n}-node chain"));
+        assert_eq!(r.line("far="), format!("far={far} links={}", n - 1));
         let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
         assert_eq!(sb.netns_list(), names);
         // Through the kernel: forwarding in the middle, link{2i+1}/link{2i+2}.
         for i in 1..n - 1 {
-            assert_eq!(sysctl(&sb, &format!("n{i}"), "net.ipv4.ip_forward"), "1");
+            assert_eq!(
+                sb.sysctl(Some(format!("n{i}").as_str()), "net.ipv4.ip_forward"),
+                "1"
+            );
         }
-        assert_eq!(sysctl(&sb, "n0", "net.ipv4.ip_forward"), "0");
+        assert_eq!(sb.sysctl(Some("n0"), "net.ipv4.ip_forward"), "0");
         assert_eq!(sb.addrs(Some("n0"), "link1"), vec!["10.0.1.1/24"]);
         assert_eq!(
             sb.addrs(
-                Some(&format!("n{}", n - 1)),
+                Some(format!("n{}", n - 1).as_str()),
                 &format!("link{}", 2 * (n - 1))
             ),
             vec![format!("{far}/24")]
         );
         // Traffic end to end, with the harness's own TCP client.
-        let echo = support::tcp_roundtrip(
+        let echo = crate::support::tcp_roundtrip(
             &sb.netns_path(&format!("n{}", n - 1)),
             &sb.netns_path("n0"),
             format!("{far}:7000").parse().unwrap(),
@@ -462,11 +440,11 @@ fn stdlib_topo_builds_a_declared_lab() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("topo.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "topo web"), "topo web");
-    assert_eq!(line(&r, "nodes="), "nodes=3");
+    assert_eq!(r.line("topo web"), "topo web");
+    assert_eq!(r.line("nodes="), "nodes=3");
     assert_eq!(sb.netns_list(), vec!["client", "fw", "web"]);
-    assert_eq!(sysctl(&sb, "fw", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "fw", "net.ipv4.conf.all.rp_filter"), "0");
+    assert_eq!(sb.sysctl(Some("fw"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("fw"), "net.ipv4.conf.all.rp_filter"), "0");
     assert_eq!(sb.link(Some("fw"), "link3").unwrap()["mtu"], 9000);
     assert_eq!(
         sb.addrs(Some("web"), "link4"),
@@ -474,7 +452,7 @@ fn stdlib_topo_builds_a_declared_lab() {
     );
     let d = sb.ip_json(Some("client"), "route show default");
     assert_eq!(d[0]["gateway"], "10.0.1.2");
-    let echo = support::tcp_roundtrip(
+    let echo = crate::support::tcp_roundtrip(
         &sb.netns_path("web"),
         &sb.netns_path("client"),
         "10.0.2.2:7000".parse().unwrap(),
@@ -584,7 +562,7 @@ fn keep_keeps_what_a_failed_run_built() {
     r.fails(1, "--keep: leaving what the script created in place");
     assert_eq!(sb.netns_list(), vec!["a", "b", "c"]);
     assert_eq!(sb.addrs(Some("a"), "l1"), vec!["10.0.1.1/24"]);
-    assert_eq!(sysctl(&sb, "b", "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv4.ip_forward"), "1");
     let d = sb.ip_json(Some("a"), "route show default");
     assert_eq!(d[0]["gateway"], "10.0.1.2");
 }
@@ -685,8 +663,8 @@ fn modules_from_the_script_dir_and_koko_path() {
         &[("KOKO_PATH", &format!("/nonexistent:{kp}"))],
     );
     r.ok();
-    assert_eq!(line(&r, "local:"), "local: a hi from mylib");
-    assert_eq!(line(&r, "path:"), "path: 42");
+    assert_eq!(r.line("local:"), "local: a hi from mylib");
+    assert_eq!(r.line("path:"), "path: 42");
     assert_eq!(sb.netns_list(), vec!["a"]);
     // Without KOKO_PATH the second module is not found.
     let sb = Sandbox::new();
@@ -712,10 +690,7 @@ fn try_catch_reads_kind_and_message_and_args_arrive() {
         &[&script("trycatch.rhai"), "--", "x", "two words", "--keep"],
     );
     r.ok();
-    assert_eq!(
-        line(&r, "args="),
-        r#"args=["x", "two words", "--keep"] n=3"#
-    );
+    assert_eq!(r.line("args="), r#"args=["x", "two words", "--keep"] n=3"#);
     for want in [
         "1 kind=not_found message=no link 'nope' in netns 'a'",
         "2 kind=invalid message=both ends are named 'x' in netns 'a'",
@@ -787,9 +762,11 @@ fn inject_everywhere(source: &str, tag: &str, args: &[&str], check_extra: impl F
 
 #[test]
 fn rollback_at_every_step_of_the_examples() {
-    let source = std::fs::read_to_string(scriptkit::example("service-chain.rhai")).unwrap();
+    let source =
+        std::fs::read_to_string(crate::support::script::example("service-chain.rhai")).unwrap();
     inject_everywhere(&source, "service-chain", &[], |_| {});
-    let source = std::fs::read_to_string(scriptkit::example("two-namespaces.rhai")).unwrap();
+    let source =
+        std::fs::read_to_string(crate::support::script::example("two-namespaces.rhai")).unwrap();
     inject_everywhere(&source, "two-namespaces", &[], |_| {});
 }
 
@@ -896,7 +873,7 @@ fn changes_to_existing_things_are_put_back_on_failure() {
     let r = run(&sb, &[&script("existing_link.rhai"), "--", "fail"]);
     r.fails(1, "stop here");
     assert_eq!(
-        line(&r, "changed:"),
+        r.line("changed:"),
         "changed: mtu=1400 state=down fwd=1 rp=1"
     );
     // Through the kernel: everything as the test made it.
@@ -905,8 +882,8 @@ fn changes_to_existing_things_are_put_back_on_failure() {
     assert_eq!(l["mtu"], 1500);
     assert!(flags(&l).contains(&"UP".to_string()), "{l}");
     assert!(sb.addrs(Some("a"), "eth0x").is_empty());
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "0");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "0");
 }
 
 #[test]
@@ -917,8 +894,8 @@ fn changes_to_existing_things_stay_after_success() {
     assert_eq!(l["mtu"], 1400);
     assert!(!flags(&l).contains(&"UP".to_string()), "{l}");
     assert_eq!(sb.addrs(Some("a"), "eth0x"), vec!["10.3.0.1/24"]);
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "1");
 }
 
 /// Every function api.rs / api_tunnels.rs registers by name is in the DOCS
@@ -966,7 +943,7 @@ fn every_registered_function_is_documented_and_every_script_used() {
 
     let tests: String = ["script.rs", "repl.rs", "scripts_examples.rs", "failover.rs"]
         .iter()
-        .map(|f| std::fs::read_to_string(format!("{root}/tests/{f}")).unwrap())
+        .map(|f| std::fs::read_to_string(format!("{root}/tests/integration/{f}")).unwrap())
         .collect();
     for entry in std::fs::read_dir(format!("{root}/tests/scripts")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();

@@ -1,32 +1,8 @@
 //! Every example under scripts/ runs, prints what it promises, and leaves
 //! nothing behind (checked through the kernel).
 
-mod scriptkit;
-mod support;
-
-use scriptkit::assert_clean;
-use support::{koko_bin, Run, Sandbox};
-
-/// `cd REPO && koko run scripts/NAME` inside the sandbox, as the README says.
-fn run_example(sb: &Sandbox, name: &str) -> Run {
-    let out = sb
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && exec {} run scripts/{name}",
-            env!("CARGO_MANIFEST_DIR"),
-            koko_bin().display()
-        ))
-        .env_remove("KOKO_PATH")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("koko run scripts/{name}"),
-    }
-}
+use crate::support::script::{assert_clean, run_example};
+use crate::support::Sandbox;
 
 #[test]
 fn two_namespaces_runs_and_cleans_up() {

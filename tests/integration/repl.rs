@@ -2,14 +2,11 @@
 //! stdin is not a terminal) and through a pseudo-terminal (`script` from
 //! util-linux) for Tab completion.
 
-mod scriptkit;
-mod support;
-
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{koko_bin, Sandbox};
+use crate::support::{koko_bin, Sandbox};
 
 struct Session {
     code: i32,
@@ -68,7 +65,7 @@ print(`still here: ${add(40, 2)}`);
 #[test]
 fn piped_session_multiline_variables_imports_errors_help_history() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = crate::support::script::tmp_dir("repl");
     let history = dir.join("history");
     let s = repl(&sb, INPUT, &history);
     assert_eq!(s.code, 0, "stdout:\n{}\nstderr:\n{}", s.stdout, s.stderr);
@@ -121,7 +118,7 @@ fn piped_session_multiline_variables_imports_errors_help_history() {
 #[test]
 fn cleanup_in_the_repl_undoes_the_session() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = crate::support::script::tmp_dir("repl");
     let s = repl(
         &sb,
         "let a = netns(\"a\");\nveth(a, \"x\", host(), \"y\");\ncleanup();\n:quit\nprint(\"after quit\");\n",
@@ -129,13 +126,13 @@ fn cleanup_in_the_repl_undoes_the_session() {
     );
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert!(!s.stdout.contains("after quit"), "{}", s.stdout);
-    scriptkit::assert_clean(&sb, "cleanup() in the repl");
+    crate::support::script::assert_clean(&sb, "cleanup() in the repl");
 }
 
 #[test]
 fn syntax_error_in_the_repl_shows_the_caret_and_goes_on() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = crate::support::script::tmp_dir("repl");
     let s = repl(&sb, "let x = (1 + ;\nlet y = 7;\ny * 6\n", &dir.join("h"));
     assert_eq!(s.code, 0);
     assert!(
@@ -155,11 +152,11 @@ fn tab_completes_on_a_pseudo_terminal() {
         .output()
         .is_err()
     {
-        support::skip("no `script` (util-linux) for a pseudo-terminal");
+        crate::support::skip("no `script` (util-linux) for a pseudo-terminal");
         return;
     }
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl-pty");
+    let dir = crate::support::script::tmp_dir("repl-pty");
     let cmd = format!(
         "{} repl --history {}",
         koko_bin().display(),
@@ -241,7 +238,7 @@ fn tab_completes_on_a_pseudo_terminal() {
 #[test]
 fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl-int");
+    let dir = crate::support::script::tmp_dir("repl-int");
     let mut child = sb
         .command(koko_bin())
         .args(["repl", "--history"])

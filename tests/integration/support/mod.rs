@@ -1,0 +1,168 @@
+//! The test harness shared by every module of the integration tests.
+//!
+//! - [`Sandbox`] (sandbox.rs): every kernel test runs in its own private
+//!   network AND mount namespace with a tmpfs on /run/netns. Tests run in
+//!   parallel, never see each other's namespaces, and never touch this
+//!   machine's own interfaces. The sandbox dies with the test (its holder
+//!   process is killed on drop), taking every namespace and link with it.
+//! - [`Place`] (sandbox.rs): where a kernel query runs — the sandbox's own
+//!   namespace, a named netns in it, a pid's namespace or a container's.
+//!   Every query (`ip_json`, `link`, `addrs`, `routes`, `tc_json`,
+//!   `sysctl`, ...) takes any place, so results are checked through the
+//!   kernel (`ip -j`, `tc -j` run inside the place with nsenter), never
+//!   through koko's own report.
+//! - [`Ctr`] and [`engine`] (engine.rs): Docker and Podman containers that
+//!   remove themselves, and the check that an engine is there.
+//! - traffic.rs: TCP and UDP between namespaces the test created.
+//! - script.rs: `koko run` on the scripts under tests/scripts.
+//! - [`Run`]: a finished command, with assertions that print everything.
+//! - [`skip`], [`wait_until`], [`wait_for`]: loud skips and waits on
+//!   observable conditions (never a fixed sleep as synchronisation).
+
+mod engine;
+mod sandbox;
+pub mod script;
+mod traffic;
+
+pub use engine::{engine, nc_roundtrip, Ctr, PODMAN_SOCK};
+pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
+pub use traffic::{send_udp, tcp_blocked, tcp_roundtrip};
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The koko binary under test.
+pub fn koko_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_koko"))
+}
+
+/// Is this run under CI (`CI=true`), where a skip of something this machine
+/// can run is a failure?
+fn under_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+        && std::env::var("KOKO_ALLOW_SKIP").is_err()
+}
+
+/// A loud skip: a line starting `SKIP:` on stderr with the reason. Under
+/// `CI=true` it panics instead, so a test that could not run fails there
+/// (set `KOKO_ALLOW_SKIP` to allow it on purpose). Call it, then `return`.
+#[track_caller]
+pub fn skip(reason: &str) {
+    let at = std::panic::Location::caller();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("SKIP: {test} ({at}): {reason}");
+    if under_ci() {
+        panic!("SKIP under CI is a failure: {reason}");
+    }
+}
+
+/// Poll `attempt` every 20 ms until it returns `Ok` (its value) or
+/// `timeout` has passed (the last attempt's error).
+pub fn poll<T>(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(last) if start.elapsed() >= timeout => return Err(last),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// [`poll`], failing the test after `timeout` with a message that names
+/// `what` was awaited and the last attempt's error. For conditions the
+/// kernel or a process reaches by itself (a link vanishing with its
+/// namespace, IPv6 DAD finishing, a server listening).
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, attempt: impl FnMut() -> Result<T, String>) -> T {
+    poll(timeout, attempt).unwrap_or_else(|last| {
+        panic!("timed out after {timeout:?} waiting until {what}; last: {last}")
+    })
+}
+
+/// [`wait_for`] a condition that is simply true or false.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    wait_for(what, timeout, || {
+        if condition() {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+}
+
+/// The result of running a command, with helpers that print everything on
+/// failure.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub what: String,
+}
+
+impl Run {
+    /// Run `cmd` to completion; `what` names it in failure messages.
+    pub fn of(cmd: &mut Command, what: impl Into<String>) -> Run {
+        let what = what.into();
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            what,
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        assert_eq!(
+            self.code, 0,
+            "{} failed:\nstdout: {}\nstderr: {}",
+            self.what, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Assert the exit code and that stderr contains `needle`.
+    #[track_caller]
+    pub fn fails(&self, code: i32, needle: &str) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "{}: expected exit {code}\nstdout: {}\nstderr: {}",
+            self.what, self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "{}: stderr lacks {needle:?}:\n{}",
+            self.what,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.stdout))
+    }
+
+    /// The first line of stdout that starts with `prefix`.
+    #[track_caller]
+    pub fn line(&self, prefix: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{}: no line {prefix:?} in:\n{}", self.what, self.stdout))
+    }
+}
