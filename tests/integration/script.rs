@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::script::{assert_clean, run, run_env, script, tmp_dir};
-use crate::support::{koko_bin, Sandbox};
+use crate::support::{koko_bin, wait_exit, Sandbox};
 use serde_json::Value;
 
 fn flags(link: &Value) -> Vec<String> {
@@ -594,21 +594,11 @@ fn ctrl_c(script_name: &str, at: &str) {
     out.read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "built");
     assert_eq!(sb.netns_list(), vec!["a", "b"]);
-    let sent = Instant::now();
     std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
         .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(3),
-            "koko did not stop within 3 s of Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "koko after Ctrl-C", Duration::from_secs(3));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");

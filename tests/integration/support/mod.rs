@@ -15,24 +15,25 @@
 //!   remove themselves, and the check that an engine is there.
 //! - traffic.rs: TCP and UDP between namespaces the test created.
 //! - script.rs: `koko run` on the scripts under tests/scripts.
-//! - [`Run`]: a finished command, with assertions that print everything.
+//! - [`Run`], [`Tail`], [`wait_exit`] (process.rs): a finished command with
+//!   assertions that print everything; the output of a running one, to
+//!   wait on; a process's exit, awaited.
 //! - [`skip`], [`wait_until`], [`wait_for`]: loud skips and waits on
 //!   observable conditions (never a fixed sleep as synchronisation).
 
 mod engine;
+mod process;
 mod sandbox;
 pub mod script;
 mod traffic;
 
 pub use engine::{engine, nc_roundtrip, Ctr, PODMAN_SOCK};
+pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
 pub use traffic::{send_udp, tcp_blocked, tcp_roundtrip};
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 /// The koko binary under test.
 pub fn koko_bin() -> PathBuf {
@@ -99,70 +100,4 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
             Err("not yet".to_string())
         }
     })
-}
-
-/// The result of running a command, with helpers that print everything on
-/// failure.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub what: String,
-}
-
-impl Run {
-    /// Run `cmd` to completion; `what` names it in failure messages.
-    pub fn of(cmd: &mut Command, what: impl Into<String>) -> Run {
-        let what = what.into();
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            what,
-        }
-    }
-
-    #[track_caller]
-    pub fn ok(&self) -> &Run {
-        assert_eq!(
-            self.code, 0,
-            "{} failed:\nstdout: {}\nstderr: {}",
-            self.what, self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Assert the exit code and that stderr contains `needle`.
-    #[track_caller]
-    pub fn fails(&self, code: i32, needle: &str) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "{}: expected exit {code}\nstdout: {}\nstderr: {}",
-            self.what, self.stdout, self.stderr
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "{}: stderr lacks {needle:?}:\n{}",
-            self.what,
-            self.stderr
-        );
-        self
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.stdout))
-    }
-
-    /// The first line of stdout that starts with `prefix`.
-    #[track_caller]
-    pub fn line(&self, prefix: &str) -> &str {
-        self.stdout
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("{}: no line {prefix:?} in:\n{}", self.what, self.stdout))
-    }
 }
