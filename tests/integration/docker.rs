@@ -18,19 +18,47 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    assert_pair, engine, koko_bin, nc_roundtrip, tcp_roundtrip, wait_for, wait_until, Ctr, Sandbox,
+    assert_pair, assert_tcp, engine, koko_bin, nc_roundtrip, wait_for, wait_until, Ctr, Sandbox,
     PODMAN_SOCK,
 };
+
+/// `koko -d A,END_A -d B,END_B` (an end is `LINK[,ADDR...]`), then check
+/// through the kernel that LINK_A in `a` and LINK_B in `b` are the two ends
+/// of one veth pair.
+#[track_caller]
+fn link_pair(sb: &Sandbox, (a, end_a): (&Ctr, &str), (b, end_b): (&Ctr, &str)) {
+    sb.koko_line(&format!("-d {},{end_a} -d {},{end_b}", a.name, b.name))
+        .ok();
+    let link = |c: &Ctr, end: &str| {
+        let name = end.split(',').next().unwrap();
+        sb.link(c, name)
+            .unwrap_or_else(|| panic!("no link {name} in container {}", c.name))
+    };
+    assert_pair(&link(a, end_a), &link(b, end_b));
+}
+
+/// The engine is up with the test image: a sandbox for the test. If not,
+/// a loud skip (a failure under CI) and None: the test returns.
+#[track_caller]
+fn engine_sandbox(cli: &'static str) -> Option<Sandbox> {
+    engine(cli).then(Sandbox::new)
+}
+
+/// The client fetches the webserver's page (10.0.3.2) across the chain.
+#[track_caller]
+fn assert_web_page(client: &Ctr) {
+    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
+    assert!(page.contains("pickle"), "{page}");
+}
 
 // --- the seeds' examples -------------------------------------------------
 
 /// koko README: "connect between docker containers with IPv4 address".
 #[test]
 fn readme_docker_containers_ipv4() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
     let run = sb.koko_line(&format!(
         "-d {},link1,192.168.1.1/24 -d {},link2,192.168.1.2/24",
@@ -56,19 +84,14 @@ fn readme_docker_containers_ipv4() {
 /// koko README: IPv6, then IPv4 + IPv6 on one link.
 #[test]
 fn readme_docker_containers_ipv6_and_dual_stack() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let (c1, c2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
-    sb.koko_line(&format!(
-        "-d {},link1,2001:DB8::1/64 -d {},link2,2001:DB8::2/64",
-        c1.name, c2.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&c1, "link1").unwrap(),
-        &sb.link(&c2, "link2").unwrap(),
+    link_pair(
+        &sb,
+        (&c1, "link1,2001:DB8::1/64"),
+        (&c2, "link2,2001:DB8::2/64"),
     );
     assert_eq!(sb.addrs(&c1, "link1"), ["2001:db8::1/64"]);
     assert_eq!(sb.addrs(&c2, "link2"), ["2001:db8::2/64"]);
@@ -98,10 +121,9 @@ fn readme_docker_containers_ipv6_and_dual_stack() {
 /// deleting from either side removes both ends.
 #[test]
 fn readme_docker_container_to_netns_and_delete_from_either_side() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["testns2"]);
     let c1 = Ctr::docker("centos1");
     sb.koko_line(&format!(
@@ -114,12 +136,7 @@ fn readme_docker_container_to_netns_and_delete_from_either_side() {
     assert_pair(&l1, &l2);
     assert_eq!(sb.addrs(Some("testns2"), "link2"), ["192.168.1.2/24"]);
     c1.ping("192.168.1.2");
-    let reply = tcp_roundtrip(
-        &c1.ns_path(),
-        &sb.netns_path("testns2"),
-        "192.168.1.1:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    assert_tcp(&c1.ns_path(), &sb.netns_path("testns2"), "192.168.1.1:8080");
 
     // -D (the README's delete) removes the container's end and its peer.
     sb.koko_line(&format!("-D {},link1", c1.name)).ok();
@@ -138,10 +155,9 @@ fn readme_docker_container_to_netns_and_delete_from_either_side() {
 /// ping across with `docker exec`; and the post's form without addresses.
 #[test]
 fn koko_veth_blog_post() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
     // The post's colon form is refused before the engine is asked, with the
     // comma form to use instead.
@@ -152,14 +168,10 @@ fn koko_veth_blog_post() {
     .fails(2, &format!("-d {},net1,10.200.0.1/24", centos1.name));
     // Before: only lo in the container (`docker exec -it centos1 ip link`).
     assert!(sb.link_names(&centos1).is_empty());
-    sb.koko_line(&format!(
-        "-d {},net1,10.200.0.1/24 -d {},net2,10.200.0.2/24",
-        centos1.name, centos2.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&centos1, "net1").unwrap(),
-        &sb.link(&centos2, "net2").unwrap(),
+    link_pair(
+        &sb,
+        (&centos1, "net1,10.200.0.1/24"),
+        (&centos2, "net2,10.200.0.2/24"),
     );
     // `docker exec centos1 ip addr` shows net1 with 10.200.0.1/24.
     let shown = centos1.sh("ip addr show net1");
@@ -169,43 +181,26 @@ fn koko_veth_blog_post() {
     assert!(out.contains("5 packets received"), "{out}");
 
     // `./koko -d centos1:link1 -d centos2:link2  #without IP addr` (comma form).
-    sb.koko_line(&format!(
-        "-d {},link1 -d {},link2",
-        centos1.name, centos2.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&centos1, "link1").unwrap(),
-        &sb.link(&centos2, "link2").unwrap(),
-    );
+    link_pair(&sb, (&centos1, "link1"), (&centos2, "link2"));
     assert!(sb.addrs(&centos1, "link1").is_empty());
 }
 
 /// The vethcon post: nic1/nic2 then test1/test2 on the same subnet, ping.
 #[test]
 fn vethcon_blog_post() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let (centos1, centos2) = (Ctr::docker("centos1"), Ctr::docker("centos2"));
-    sb.koko_line(&format!(
-        "-d {},nic1,10.10.1.2/24 -d {},nic2,10.10.1.3/24",
-        centos1.name, centos2.name
-    ))
-    .ok();
-    sb.koko_line(&format!(
-        "-d {},test1,10.10.1.2/24 -d {},test2,10.10.1.3/24",
-        centos1.name, centos2.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&centos1, "nic1").unwrap(),
-        &sb.link(&centos2, "nic2").unwrap(),
+    link_pair(
+        &sb,
+        (&centos1, "nic1,10.10.1.2/24"),
+        (&centos2, "nic2,10.10.1.3/24"),
     );
-    assert_pair(
-        &sb.link(&centos1, "test1").unwrap(),
-        &sb.link(&centos2, "test2").unwrap(),
+    link_pair(
+        &sb,
+        (&centos1, "test1,10.10.1.2/24"),
+        (&centos2, "test2,10.10.1.3/24"),
     );
     assert_eq!(sb.addrs(&centos1, "test1"), ["10.10.1.2/24"]);
     let out = centos1.sh("ping -c2 -i 0.2 -W2 10.10.1.3");
@@ -216,10 +211,9 @@ fn vethcon_blog_post() {
 /// assigning the addresses, default routes set in the containers.
 #[test]
 fn service_chaining_post_koko_with_addresses() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     // The post runs these with --privileged; CAP_NET_ADMIN is what the
     // routes need.
     let admin = ["--network", "none", "--cap-add", "NET_ADMIN"];
@@ -256,10 +250,9 @@ fn service_chaining_post_koko_with_addresses() {
 /// router and traffic flows again.
 #[test]
 fn service_chaining_post_chain_and_failover() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     // The post runs these with --privileged; CAP_NET_ADMIN is what the
     // addresses and routes need.
     let admin = ["--network", "none", "--cap-add", "NET_ADMIN"];
@@ -277,33 +270,9 @@ fn service_chaining_post_chain_and_failover() {
     let webserver = Ctr::start("docker", "webserver", &admin);
     webserver.sh("mkdir -p /www && echo pickle > /www/index.html && httpd -p 80 -h /www");
 
-    sb.koko_line(&format!(
-        "-d {},link1 -d {},link2",
-        client.name, firewall.name
-    ))
-    .ok();
-    sb.koko_line(&format!(
-        "-d {},link3 -d {},link4",
-        firewall.name, router.name
-    ))
-    .ok();
-    sb.koko_line(&format!(
-        "-d {},link5 -d {},link6",
-        router.name, webserver.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&client, "link1").unwrap(),
-        &sb.link(&firewall, "link2").unwrap(),
-    );
-    assert_pair(
-        &sb.link(&firewall, "link3").unwrap(),
-        &sb.link(&router, "link4").unwrap(),
-    );
-    assert_pair(
-        &sb.link(&router, "link5").unwrap(),
-        &sb.link(&webserver, "link6").unwrap(),
-    );
+    link_pair(&sb, (&client, "link1"), (&firewall, "link2"));
+    link_pair(&sb, (&firewall, "link3"), (&router, "link4"));
+    link_pair(&sb, (&router, "link5"), (&webserver, "link6"));
 
     // The post's koro steps (addresses and routes).
     client.sh("ip addr add 10.0.1.1/24 dev link1");
@@ -314,8 +283,7 @@ fn service_chaining_post_chain_and_failover() {
     webserver.sh("ip route add default via 10.0.3.1 dev link6");
     firewall.sh("ip route add 10.0.3.0/24 via 10.0.2.2 dev link3");
     router.sh("ip route add 10.0.1.0/24 via 10.0.2.1 dev link4");
-    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
-    assert!(page.contains("pickle"), "{page}");
+    assert_web_page(&client);
 
     // `docker kill firewall`: its namespace goes, and with it both veth
     // pairs (a veth end cannot outlive its peer).
@@ -328,20 +296,11 @@ fn service_chaining_post_chain_and_failover() {
     assert!(client.cannot_ping("10.0.3.2"));
 
     // Repair: a direct client <-> router link on a new subnet.
-    sb.koko_line(&format!(
-        "-d {},link7 -d {},link8",
-        client.name, router.name
-    ))
-    .ok();
-    assert_pair(
-        &sb.link(&client, "link7").unwrap(),
-        &sb.link(&router, "link8").unwrap(),
-    );
+    link_pair(&sb, (&client, "link7"), (&router, "link8"));
     client.sh("ip addr add 10.0.4.1/24 dev link7");
     router.sh("ip addr add 10.0.4.2/24 dev link8");
     client.sh("ip route add default via 10.0.4.2 dev link7");
-    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
-    assert!(page.contains("pickle"), "{page}");
+    assert_web_page(&client);
 }
 
 // --- mixed endpoints and ids ------------------------------------------------
@@ -350,10 +309,9 @@ fn service_chaining_post_chain_and_failover() {
 /// both ends, including the one in the current namespace.
 #[test]
 fn docker_to_current_namespace_and_delete() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let c1 = Ctr::docker("c1");
     sb.koko_line(&format!(
         "-d {},link1,10.1.0.1/24 -c hostlink,10.1.0.2/24",
@@ -367,12 +325,7 @@ fn docker_to_current_namespace_and_delete() {
     assert_pair(&l1, &host);
     assert_eq!(sb.addrs(None, "hostlink"), ["10.1.0.2/24"]);
     c1.ping("10.1.0.2");
-    let reply = tcp_roundtrip(
-        &sb.own_ns_path(),
-        &c1.ns_path(),
-        "10.1.0.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    assert_tcp(&sb.own_ns_path(), &c1.ns_path(), "10.1.0.2:8080");
 
     sb.koko_line(&format!("-D {},link1", c1.name)).ok();
     assert!(sb.link_names(&c1).is_empty());
@@ -382,10 +335,9 @@ fn docker_to_current_namespace_and_delete() {
 /// Containers by full id and by short id, like the docker CLI.
 #[test]
 fn containers_by_full_and_short_id() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let (c1, c2) = (Ctr::docker("byid1"), Ctr::docker("byid2"));
     let (id1, id2) = (c1.id(), c2.id());
     assert_eq!(id1.len(), 64);
@@ -408,10 +360,9 @@ fn containers_by_full_and_short_id() {
 /// Podman's socket.
 #[test]
 fn podman_container_through_docker_host() {
-    if !engine("podman") {
+    let Some(sb) = engine_sandbox("podman") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["ns2"]);
     // These machines withhold CAP_SYS_RESOURCE, and Podman raises the
     // containers' nofile/nproc limits by default; keep them low. Podman's
@@ -464,11 +415,7 @@ fn no_engine_running_is_reported_at_once_naming_the_socket() {
     );
     let elapsed = t.elapsed();
     run.fails(1, "unix:///run/koko-test-no-engine/docker.sock");
-    assert!(
-        run.stderr.contains("cannot reach the container engine"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("cannot reach the container engine");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     assert!(sb.link_names(Some("ns2")).is_empty());
 
@@ -481,7 +428,7 @@ fn no_engine_running_is_reported_at_once_naming_the_socket() {
     let run = sb.koko_env(&[("DOCKER_HOST", &host)], &["-D", "centos1,link1"]);
     let _ = std::fs::remove_file(&dead);
     run.fails(1, &host);
-    assert!(run.stderr.contains("connection refused"), "{}", run.stderr);
+    run.stderr_has("connection refused");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
@@ -504,10 +451,9 @@ fn malformed_docker_host() {
 
 #[test]
 fn no_such_container() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["ns2"]);
     let ghost = format!("koko-ghost-{}", std::process::id());
     sb.koko_line(&format!("-n ns2,link2 -d {ghost},link1"))
@@ -522,10 +468,9 @@ fn no_such_container() {
 
 #[test]
 fn stopped_container_is_not_running() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["ns2"]);
     let c1 = Ctr::docker("stopped");
     c1.kill();
@@ -544,10 +489,9 @@ fn stopped_container_is_not_running() {
 
 #[test]
 fn host_network_container_is_refused() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["ns2"]);
     let h = Ctr::start("docker", "hostnet", &["--network", "host"]);
     let run = sb.koko_line(&format!("-d {},kokohost0 -n ns2,link2", h.name));
@@ -575,10 +519,9 @@ fn host_network_container_is_refused() {
 
 #[test]
 fn name_taken_inside_the_container_leaves_nothing_behind() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["a", "b"]);
     let c1 = Ctr::docker("taken");
     sb.koko_line(&format!(
@@ -604,10 +547,9 @@ fn name_taken_inside_the_container_leaves_nothing_behind() {
 /// leaves nothing in the other namespace.
 #[test]
 fn container_killed_between_lookup_and_link_creation() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["ns2"]);
     let c1 = Ctr::docker("doomed");
     let mut child = sb
@@ -666,10 +608,9 @@ fn cri_o_endpoints_are_not_supported_yet() {
 /// koro do the network work from outside, so nothing needs --privileged.
 #[test]
 fn service_chaining_post_with_koro_docker_targets() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let client = Ctr::docker("client");
     let firewall = Ctr::docker("firewall");
     let router = Ctr::docker("router");
@@ -716,8 +657,7 @@ fn service_chaining_post_with_koro_docker_targets() {
         sb.route(&webserver, "default").unwrap()["gateway"],
         "10.0.3.1"
     );
-    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
-    assert!(page.contains("pickle"), "{page}");
+    assert_web_page(&client);
 
     // "Everything is broken": the firewall dies and its links with it.
     firewall.kill();
@@ -739,8 +679,7 @@ fn service_chaining_post_with_koro_docker_targets() {
     ))
     .ok();
     assert_eq!(sb.route(&client, "default").unwrap()["gateway"], "10.0.4.2");
-    let page = client.sh("timeout 5 wget -q -O- http://10.0.3.2/");
-    assert!(page.contains("pickle"), "{page}");
+    assert_web_page(&client);
 }
 
 /// Every koro command works on a `docker NAME` target (also as `koko ip`,
@@ -748,10 +687,9 @@ fn service_chaining_post_with_koro_docker_targets() {
 /// endpoints.
 #[test]
 fn every_koro_command_on_a_docker_target() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["peer"]);
     let c1 = Ctr::docker("korotarget");
     let n = &c1.name;
@@ -851,10 +789,9 @@ fn every_koro_command_on_a_docker_target() {
 /// reference to the container's namespace once its work is done.
 #[test]
 fn library_kill_and_stop_take_the_links_with_the_container() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     sb.netns_add(&["peer"]);
     let c1 = Ctr::docker("killme");
     let c2 = Ctr::docker("stopme");
@@ -924,7 +861,7 @@ fn hung_engine_times_out() {
     let elapsed = t.elapsed();
     let _ = std::fs::remove_file(&path);
     run.fails(1, &host);
-    assert!(run.stderr.contains("no answer within"), "{}", run.stderr);
+    run.stderr_has("no answer within");
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     drop(held);
 }
@@ -933,10 +870,9 @@ fn hung_engine_times_out() {
 /// `destroy()`: the container is killed and its link ends go with it.
 #[test]
 fn script_docker_namespace_and_destroy() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let c1 = Ctr::docker("scripted");
     let script = format!("/tmp/koko-docker-script-{}.rhai", std::process::id());
     std::fs::write(
@@ -973,10 +909,9 @@ print("destroyed");
 /// end of the tunnel is a netns behind eth1, with its own vxlan (iproute2).
 #[test]
 fn readme_vxlan_into_docker_container() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let centos1 = Ctr::docker("centos1");
     sb.sh(
         "ip netns add far && ip link add eth1 type veth peer name eth1p netns far \
@@ -1007,10 +942,9 @@ fn readme_vxlan_into_docker_container() {
 
 #[test]
 fn failover_docker_script_repairs_the_chain_when_the_firewall_container_dies() {
-    if !engine("docker") {
+    let Some(sb) = engine_sandbox("docker") else {
         return;
-    }
-    let sb = Sandbox::new();
+    };
     let client = Ctr::docker("fo-client");
     let firewall = Ctr::docker("fo-firewall");
     let router = Ctr::docker("fo-router");
@@ -1029,14 +963,9 @@ fn failover_docker_script_repairs_the_chain_when_the_firewall_container_dies() {
         &web.name,
     ]);
     run.ok();
-    assert!(run.stdout.contains("chain up"), "{}", run.stdout);
-    assert!(run.stdout.contains("repaired"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains(&format!("container {}: container_exit", firewall.name)),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("chain up");
+    run.stdout_has("repaired");
+    run.stdout_has(&format!("container {}: container_exit", firewall.name));
     // Through the engine and the kernel: the firewall container is dead,
     // and the script undid its links in the others.
     assert_eq!(firewall.inspect("{{.State.Running}}"), "false");

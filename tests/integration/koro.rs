@@ -195,7 +195,7 @@ fn link_state_mtu_and_sysctl() {
     let sb = pair();
     let run = sb.koko_line("ip ipnetns a link set link1 mtu 1400");
     run.ok();
-    assert!(run.stdout.contains("mtu 1400 (was 1500)"), "{}", run.stdout);
+    run.stdout_has("mtu 1400 (was 1500)");
     assert_eq!(sb.link(Some("a"), "link1").unwrap()["mtu"], 1400);
     sb.koko_line("ip ipnetns a link set link1 down").ok();
     let l = sb.link(Some("a"), "link1").unwrap();
@@ -454,26 +454,25 @@ fn bad_input_leaves_the_namespace_as_it_was() {
 fn bad_targets() {
     let sb = pair();
     let before = snapshot(&sb, "a");
-    sb.koko_line("ip frob a route add default dev link1")
-        .fails(2, "unknown target 'frob'");
-    sb.koko_line("ip pid abc route add default dev link1")
-        .fails(2, "'abc' is not a process id");
-    sb.koko_line("ip ipnetns")
-        .fails(2, "target 'ipnetns' needs a value");
-    sb.koko_line("ip ipnetns nosuch route add 10.9.0.0/24 dev link1")
-        .fails(1, "netns 'nosuch'");
-    sb.koko_line("ip netns /run/netns/nosuch route add 10.9.0.0/24 dev link1")
-        .fails(1, "namespace file /run/netns/nosuch");
-    sb.koko_line("ip pid 999999999 route add 10.9.0.0/24 dev link1")
-        .fails(1, "pid 999999999");
-    // A usage error in the command is reported before the target is looked up.
-    sb.koko_line("ip ipnetns nosuch route add 10.9.0.0/24")
-        .fails(2, "give a gateway");
+    #[rustfmt::skip]
+    let cases: &[(&str, i32, &str)] = &[
+        ("ip frob a route add default dev link1", 2, "unknown target 'frob'"),
+        ("ip pid abc route add default dev link1", 2, "'abc' is not a process id"),
+        ("ip ipnetns", 2, "target 'ipnetns' needs a value"),
+        ("ip ipnetns nosuch route add 10.9.0.0/24 dev link1", 1, "netns 'nosuch'"),
+        ("ip netns /run/netns/nosuch route add 10.9.0.0/24 dev link1", 1, "namespace file /run/netns/nosuch"),
+        ("ip pid 999999999 route add 10.9.0.0/24 dev link1", 1, "pid 999999999"),
+        // A usage error in the command is reported before the target is looked up.
+        ("ip ipnetns nosuch route add 10.9.0.0/24", 2, "give a gateway"),
+    ];
+    for (line, code, needle) in cases {
+        sb.koko_line(line).fails(*code, needle);
+    }
     // Docker targets are resolved by the Docker support; without it (or
     // without such a container) the error names the container.
     let run = sb.koko_line("ip docker nosuch-container route add 10.9.0.0/24 dev link1");
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("'nosuch-container'"), "{}", run.stderr);
+    run.stderr_has("'nosuch-container'");
     sb.koko_line("show ipnetns a extra")
         .fails(2, "unexpected word 'extra'");
     sb.koko_line("show").fails(2, "missing TARGET");

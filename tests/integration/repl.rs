@@ -58,22 +58,9 @@ fn piped_session_multiline_variables_imports_errors_help_history() {
     // :help NAME.
     assert!(out.contains("veth(a: Ns, name_a, b: Ns, name_b"), "{out}");
     // Errors are reported and the session goes on.
-    assert!(
-        s.stderr
-            .contains("error: <repl>:1:1: unknown function nosuch (int)"),
-        "{}",
-        s.stderr
-    );
-    assert!(
-        s.stderr.contains("one is not two: expected 2, got 1"),
-        "{}",
-        s.stderr
-    );
-    assert!(
-        s.stderr.contains("no link 'nope' in netns 'a'"),
-        "{}",
-        s.stderr
-    );
+    s.stderr_has("error: <repl>:1:1: unknown function nosuch (int)");
+    s.stderr_has("one is not two: expected 2, got 1");
+    s.stderr_has("no link 'nope' in netns 'a'");
     assert!(out.contains("still here: 42"), "{out}");
     // What the session built is in the kernel (the REPL keeps it).
     assert_eq!(sb.netns_list(), vec!["a", "b"]);
@@ -112,13 +99,9 @@ fn syntax_error_in_the_repl_shows_the_caret_and_goes_on() {
     let dir = tmp_dir("repl");
     let s = repl(&sb, "let x = (1 + ;\nlet y = 7;\ny * 6\n", &dir.join("h"));
     assert_eq!(s.code, 0);
-    assert!(
-        s.stderr.contains("<repl>:1:14: syntax error"),
-        "{}",
-        s.stderr
-    );
-    assert!(s.stderr.contains('^'), "{}", s.stderr);
-    assert!(s.stdout.contains("=> 42"), "{}", s.stdout);
+    s.stderr_has("<repl>:1:14: syntax error");
+    s.stderr_has("^");
+    s.stdout_has("=> 42");
 }
 
 /// Tab completion on a real terminal: `script` gives koko a pty.

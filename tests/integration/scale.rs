@@ -2,7 +2,7 @@
 //! and a pipelined batch with one bad request.
 
 use crate::support::script::write_script;
-use crate::support::{route_text, tcp_roundtrip, Sandbox};
+use crate::support::{route_text, Sandbox};
 
 const BUILD: &str = r#"
 import "chain" as chain;
@@ -63,12 +63,7 @@ fn a_chain_of_50_built_by_script_has_every_address_route_and_carries_traffic() {
     assert!(r10.contains(&"10.0.9.0/24 via 10.0.10.1 dev link20".to_string()));
     assert!(r10.contains(&"10.0.12.0/24 via 10.0.11.2 dev link21".to_string()));
     assert!(r10.contains(&"10.0.49.0/24 via 10.0.11.2 dev link21".to_string()));
-    let echo = tcp_roundtrip(
-        &sb.netns_path("n49"),
-        &sb.netns_path("n0"),
-        "10.0.49.2:7000".parse().unwrap(),
-    );
-    assert!(echo.is_ok(), "{echo:?}");
+    sb.assert_tcp("n49", "n0", "10.0.49.2:7000");
 }
 
 #[test]
@@ -94,7 +89,7 @@ fn batched_teardown_leaves_nothing_behind() {
     );
     let run = sb.koko(&["run", "--cleanup", path.to_str().unwrap()]);
     run.ok();
-    assert!(run.stdout.contains("built"), "{}", run.stdout);
+    run.stdout_has("built");
     assert_eq!(sb.netns_list(), vec!["keep".to_string()]);
     assert_eq!(sb.link_names(Some("keep")), Vec::<String>::new());
     assert_eq!(sb.link_names(None), Vec::<String>::new());
@@ -120,7 +115,7 @@ fn a_pipelined_batch_with_one_bad_request_names_it_and_rolls_back_the_rest() {
     );
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     run.fails(1, "link7");
-    assert!(run.stderr.contains("c3"), "{}", run.stderr);
+    run.stderr_has("c3");
     // Only what was there before: c3 with lo and the user's veth.
     assert_eq!(sb.netns_list(), vec!["c3".to_string()]);
     let mut left = sb.link_names(Some("c3"));
@@ -146,12 +141,7 @@ fn a_request_refused_late_in_a_bulk_build_is_named_and_nothing_is_left() {
     );
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("adding route 0.0.0.0/0 via 224.0.1.2 dev link1 in netns 'm0'"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("adding route 0.0.0.0/0 via 224.0.1.2 dev link1 in netns 'm0'");
     assert!(sb.netns_list().is_empty(), "{:?}", sb.netns_list());
     assert_eq!(sb.link_names(None), Vec::<String>::new());
 }

@@ -260,13 +260,7 @@ fn vxlan_between_two_hosts_carries_traffic() {
     assert_eq!(sb.addrs(Some("ca"), "vx0"), vec!["10.10.0.1/24"]);
     assert_eq!(sb.addrs(Some("cb"), "vx0"), vec!["10.10.0.2/24"]);
     // The traffic also flows outside koko's own probes.
-    let echo = crate::support::tcp_roundtrip(
-        &sb.netns_path("cb"),
-        &sb.netns_path("ca"),
-        "10.10.0.2:7000".parse().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(echo, "hello koko");
+    sb.assert_tcp("cb", "ca", "10.10.0.2:7000");
 }
 
 #[test]
@@ -414,13 +408,7 @@ fn stdlib_chain_of_four_and_six_with_traffic_end_to_end() {
             vec![format!("{far}/24")]
         );
         // Traffic end to end, with the harness's own TCP client.
-        let echo = crate::support::tcp_roundtrip(
-            &sb.netns_path(&format!("n{}", n - 1)),
-            &sb.netns_path("n0"),
-            format!("{far}:7000").parse().unwrap(),
-        )
-        .unwrap();
-        assert_eq!(echo, "hello koko");
+        sb.assert_tcp(&format!("n{}", n - 1), "n0", &format!("{far}:7000"));
     }
 }
 
@@ -429,9 +417,9 @@ fn stdlib_assert_failure_gives_its_message_exit_1_and_undoes() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("assert_fail.rhai")]);
     r.fails(1, "assert_fail.rhai:12:9: arithmetic: expected 3, got 2");
-    assert!(r.stdout.contains("passed so far"), "{}", r.stdout);
+    r.stdout_has("passed so far");
     assert!(!r.stdout.contains("not reached"));
-    assert!(r.stderr.contains("stdlib/assert.rhai"), "{}", r.stderr);
+    r.stderr_has("stdlib/assert.rhai");
     assert_clean(&sb, "failed assertion");
 }
 
@@ -452,13 +440,7 @@ fn stdlib_topo_builds_a_declared_lab() {
     );
     let d = sb.ip_json(Some("client"), "route show default");
     assert_eq!(d[0]["gateway"], "10.0.1.2");
-    let echo = crate::support::tcp_roundtrip(
-        &sb.netns_path("web"),
-        &sb.netns_path("client"),
-        "10.0.2.2:7000".parse().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(echo, "hello koko");
+    sb.assert_tcp("web", "client", "10.0.2.2:7000");
 }
 
 // ------------------------------------------------------ bad input, faults
@@ -485,11 +467,7 @@ fn syntax_error_in_an_imported_module_shows_its_line() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("bad_module_user.rhai")]);
     r.fails(2, "bad_module_user.rhai:2:8: in module 'bad_module': ");
-    assert!(
-        r.stderr.contains("bad_module.rhai:3:16: syntax error"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("bad_module.rhai:3:16: syntax error");
     assert!(
         r.stderr.contains("     3 |   let x = (1 + ;"),
         "{}",
@@ -534,8 +512,8 @@ fn runaway_loop_is_stopped_by_the_limit_and_undone() {
     let started = Instant::now();
     let r = run(&sb, &["--max-ops", "100000", &script("runaway.rhai")]);
     r.fails(1, "runaway.rhai:5:");
-    assert!(r.stderr.contains("operations limit"), "{}", r.stderr);
-    assert!(r.stderr.contains("--max-ops"), "{}", r.stderr);
+    r.stderr_has("operations limit");
+    r.stderr_has("--max-ops");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_clean(&sb, "runaway loop");
 }
@@ -550,7 +528,7 @@ fn failure_in_the_middle_undoes_everything() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("undid"), "{}", r.stderr);
+    r.stderr_has("undid");
     assert_eq!(r.stdout.trim(), "built");
     assert_clean(&sb, "failure in the middle");
 }
@@ -629,17 +607,8 @@ fn missing_module_lists_where_it_looked() {
         &[("KOKO_PATH", "/nonexistent/koko-lib")],
     );
     r.fails(1, "import_missing.rhai:2:8: no module 'no_such_module': looked in the stdlib (chain, assert, topo)");
-    assert!(
-        r.stderr.contains(&script("no_such_module.rhai")),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("/nonexistent/koko-lib/no_such_module.rhai"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has(&script("no_such_module.rhai"));
+    r.stderr_has("/nonexistent/koko-lib/no_such_module.rhai");
     assert_clean(&sb, "missing module");
 }
 
@@ -840,7 +809,7 @@ fn call_depth_string_and_array_limits_stop_the_script() {
         let started = Instant::now();
         let r = run(&sb, &[&script("limits.rhai"), "--", what]);
         r.fails(1, needle);
-        assert!(r.stderr.contains("limits.rhai:"), "{}", r.stderr);
+        r.stderr_has("limits.rhai:");
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{what}: too slow"

@@ -9,22 +9,9 @@ fn two_namespaces_runs_and_cleans_up() {
     let sb = Sandbox::new();
     let r = run_example(&sb, "two-namespaces.rhai");
     r.ok();
-    assert!(
-        r.stdout
-            .contains("v1 in netns 'ns1' <-> v2 in netns 'ns2': up"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("ping 10.0.0.2 from ns1: ok=true"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("ns2 asks ns1: hello from ns1"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_has("v1 in netns 'ns1' <-> v2 in netns 'ns2': up");
+    r.stdout_has("ping 10.0.0.2 from ns1: ok=true");
+    r.stdout_has("ns2 asks ns1: hello from ns1");
     assert!(r.stdout.trim_end().ends_with("cleaned up"), "{}", r.stdout);
     assert_clean(&sb, "two-namespaces.rhai");
 }

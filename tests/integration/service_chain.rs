@@ -12,8 +12,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{route_text, tcp_blocked, tcp_roundtrip, wait_until, Place, Sandbox};
+use crate::support::{assert_tcp, route_text, tcp_blocked, wait_until, Place, Sandbox};
 use serde_json::Value;
+
+/// Where the webserver listens.
+const WEB: &str = "10.0.3.2:8080";
 
 struct Chain {
     sb: Sandbox,
@@ -90,6 +93,27 @@ impl Chain {
         }
         out.sort();
         out
+    }
+
+    /// The post's repair: a new link client (link7, 10.0.4.1/24) <->
+    /// router (link8, 10.0.4.2/24).
+    fn link_client_to_router(&self) {
+        self.sb
+            .koko(&[
+                "-n",
+                "client,link7",
+                "-p",
+                &format!("{},link8", self.router_pid),
+            ])
+            .ok();
+        self.koro("client", "address add 10.0.4.1/24 dev link7");
+        self.koro("router", "address add 10.0.4.2/24 dev link8");
+    }
+
+    /// TCP from the client reaches the webserver (a listener on WEB).
+    #[track_caller]
+    fn assert_web_reachable(&self) {
+        assert_tcp(self.path("webserver"), self.path("client"), WEB);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -209,11 +233,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
     }
 
     // "Now we have a service chain!": TCP from client to the webserver.
-    let web = "10.0.3.2:8080".parse().unwrap();
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 
     // koko show tells the same story, peers included.
     let show = chain
@@ -245,22 +265,12 @@ fn service_chain_is_built_checked_broken_and_repaired() {
         chain.routes("client")
     );
     assert!(
-        tcp_blocked(&chain.path("client"), web),
+        tcp_blocked(&chain.path("client"), WEB.parse().unwrap()),
         "traffic must fail without the firewall"
     );
 
     // The repair: a new link client <-> router, new addresses ...
-    chain
-        .sb
-        .koko(&[
-            "-n",
-            "client,link7",
-            "-p",
-            &format!("{},link8", chain.router_pid),
-        ])
-        .ok();
-    chain.koro("client", "address add 10.0.4.1/24 dev link7");
-    chain.koro("router", "address add 10.0.4.2/24 dev link8");
+    chain.link_client_to_router();
     // ... and the post's exact new default route (the old one went with link1).
     chain.koro("client", "route add default via 10.0.4.2 dev link7");
     assert_eq!(
@@ -270,10 +280,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
             "default via 10.0.4.2 dev link7"
         ]
     );
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 
     // `route replace` is what to reach for when the old default is still
     // there: it swaps it in place, once, and can be repeated.
@@ -300,10 +307,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
             1,
             "route default via 10.0.4.2 dev link7: already exists in netns 'client'",
         );
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 }
 
 #[test]
@@ -311,28 +315,14 @@ fn replace_when_the_old_default_is_still_there() {
     // Same chain; this time the client's link to the firewall stays, and the
     // default route is moved to a new router link with `route replace`.
     let chain = build_chain();
-    chain
-        .sb
-        .koko(&[
-            "-n",
-            "client,link7",
-            "-p",
-            &format!("{},link8", chain.router_pid),
-        ])
-        .ok();
-    chain.koro("client", "address add 10.0.4.1/24 dev link7");
-    chain.koro("router", "address add 10.0.4.2/24 dev link8");
+    chain.link_client_to_router();
     chain
         .sb
         .koko_line("ip ipnetns client route add default via 10.0.4.2 dev link7")
         .fails(1, "already exists in netns 'client'");
     let run = chain.koro("client", "route replace default via 10.0.4.2 dev link7");
-    assert!(
-        run.stdout.contains(
-            "replaced route default via 10.0.1.2 dev link1 with default via 10.0.4.2 dev link7"
-        ),
-        "{}",
-        run.stdout
+    run.stdout_has(
+        "replaced route default via 10.0.1.2 dev link1 with default via 10.0.4.2 dev link7",
     );
     assert_eq!(
         chain.routes("client"),
@@ -347,11 +337,7 @@ fn replace_when_the_old_default_is_still_there() {
     chain
         .sb
         .sh("ip netns exec firewall sysctl -qw net.ipv4.ip_forward=0");
-    let web = "10.0.3.2:8080".parse().unwrap();
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 }
 
 #[test]
@@ -377,10 +363,5 @@ fn warm_up_two_endpoints_and_a_firewall() {
     let gw = |ns: &str| sb.ip_json(Some(ns), "route show default")[0]["gateway"].clone();
     assert_eq!(gw("test1"), "10.0.1.2");
     assert_eq!(gw("test2"), "10.0.2.1");
-    let reply = tcp_roundtrip(
-        &sb.netns_path("test2"),
-        &sb.netns_path("test1"),
-        "10.0.2.2:80".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("test2", "test1", "10.0.2.2:80");
 }

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::support::{send_udp, tcp_roundtrip, Sandbox};
+use crate::support::{send_udp, Sandbox};
 
 /// hostA and hostB joined by a veth underlay "eth1" (10.9.0.1/24,
 /// 10.9.0.2/24), a container namespace on each (ca, cb).
@@ -81,12 +81,7 @@ fn vxlan_between_two_hosts_carries_traffic_with_every_parameter() {
     assert_eq!(sb.link_names(Some("hostB")), vec!["eth1"]);
     assert!(sb.link_names(None).is_empty());
 
-    let reply = tcp_roundtrip(
-        &sb.netns_path("cb"),
-        &sb.netns_path("ca"),
-        "10.200.0.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("cb", "ca", "10.200.0.2:8080");
 
     // Deleting removes it (run anywhere: the link is in ca).
     sb.koko_line("-N ca,vx0").ok();
@@ -111,12 +106,7 @@ fn vxlan_on_another_port_and_ipv6_addresses() {
         assert_eq!(vxlan_data(&l)["port"], 8472);
         assert_eq!(vxlan_data(&l)["id"], 4242);
     }
-    let reply = tcp_roundtrip(
-        &sb.netns_path("ca"),
-        &sb.netns_path("cb"),
-        "[fd00:201::1]:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("ca", "cb", "[fd00:201::1]:8080");
 }
 
 #[test]
@@ -160,12 +150,7 @@ fn macvlans_in_bridge_mode_talk_to_each_other() {
         vec!["p0", "p0peer"],
         "nothing else appeared next to the parent"
     );
-    let reply = tcp_roundtrip(
-        &sb.netns_path("b"),
-        &sb.netns_path("a"),
-        "10.5.0.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("b", "a", "10.5.0.2:8080");
 }
 
 #[test]

@@ -78,11 +78,27 @@ impl Run {
             "{}: expected exit {code}\nstdout: {}\nstderr: {}",
             self.what, self.stdout, self.stderr
         );
+        self.stderr_has(needle)
+    }
+
+    /// Assert that stdout contains `needle`; print it if not.
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        self.has("stdout", &self.stdout, needle)
+    }
+
+    /// Assert that stderr contains `needle`; print it if not.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        self.has("stderr", &self.stderr, needle)
+    }
+
+    #[track_caller]
+    fn has(&self, stream: &str, text: &str, needle: &str) -> &Run {
         assert!(
-            self.stderr.contains(needle),
-            "{}: stderr lacks {needle:?}:\n{}",
-            self.what,
-            self.stderr
+            text.contains(needle),
+            "{}: {stream} lacks {needle:?}:\n{text}",
+            self.what
         );
         self
     }

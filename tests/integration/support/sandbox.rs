@@ -220,6 +220,13 @@ impl Sandbox {
         PathBuf::from(format!("/proc/{}/ns/net", self.pid))
     }
 
+    /// [`assert_tcp`](super::assert_tcp) between two named namespaces of
+    /// the sandbox: a listener on `addr` in `server`, the client in `client`.
+    #[track_caller]
+    pub fn assert_tcp(&self, server: &str, client: &str, addr: &str) {
+        super::assert_tcp(self.netns_path(server), self.netns_path(client), addr);
+    }
+
     // ------------------------------------------------------------ kernel queries
 
     /// `PROGRAM -j ARGS` run in `place`, parsed (empty output is `[]`).

@@ -81,6 +81,16 @@ pub fn tcp_roundtrip(
     reply
 }
 
+/// Assert that TCP flows from `client_ns` to a listener on `addr` (like
+/// "10.0.0.2:8080" or "[2001:db8::2]:8080") in `server_ns`: the line sent
+/// comes back.
+#[track_caller]
+pub fn assert_tcp(server_ns: impl AsRef<Path>, client_ns: impl AsRef<Path>, addr: &str) {
+    let parsed: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let reply = tcp_roundtrip(server_ns.as_ref(), client_ns.as_ref(), parsed);
+    assert_eq!(reply.as_deref(), Ok("hello koko"), "TCP to {addr}");
+}
+
 /// Prove that no TCP connection to `addr` opens from `client_ns` within 1 s.
 pub fn tcp_blocked(client_ns: &Path, addr: SocketAddr) -> bool {
     in_netns(client_ns, move || {
