@@ -104,6 +104,50 @@ fn syntax_error_in_the_repl_shows_the_caret_and_goes_on() {
     s.stdout_has("=> 42");
 }
 
+/// How long a step on the pseudo-terminal may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Keys typed into `script`'s pseudo-terminal, and what it shows.
+struct Terminal {
+    keys: std::process::ChildStdin,
+    out: Tail,
+}
+
+impl Terminal {
+    /// Type `keys`; returns where the output stood before them.
+    fn send(&mut self, keys: &str) -> usize {
+        let at = self.out.text().len();
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        at
+    }
+
+    /// Type `typed` and Tab; wait until the editor shows `expected`.
+    #[track_caller]
+    fn complete(&mut self, typed: &str, expected: &str) {
+        let at = self.send(&format!("{typed}\t"));
+        self.out.wait_until(
+            &format!("{typed:?} is completed to {expected:?}"),
+            LIMIT,
+            |t| t.get(at..).is_some_and(|r| r.contains(expected)),
+        );
+    }
+
+    /// Type the rest of a line and Enter; wait until it printed `marker`
+    /// and the editor shows a prompt after it (it reads again).
+    #[track_caller]
+    fn line(&mut self, rest: &str, marker: &str) {
+        let at = self.send(&format!("{rest}\r"));
+        self.out
+            .wait_until(&format!("{marker:?} and then a prompt"), LIMIT, |t| match t
+                .get(at..)
+                .and_then(|r| r.find(marker))
+            {
+                Some(i) => t[at + i..].contains("koko> "),
+                None => false,
+            });
+    }
+}
+
 /// Tab completion on a real terminal: `script` gives koko a pty.
 ///
 /// Each key is sent once koko shows it is ready for it: the line editor
@@ -137,51 +181,25 @@ fn tab_completes_on_a_pseudo_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let out = Tail::new(child.stdout.take().unwrap());
-    let limit = Duration::from_secs(10);
-    // A prompt after everything printed since `from`: the editor reads again.
-    let prompt_after = |from: usize, marker: &str| {
-        out.wait_until(&format!("{marker:?} and then a prompt"), limit, |t| match t
-            .get(from..)
-            .and_then(|rest| rest.find(marker))
-        {
-            Some(i) => t[from + i..].contains("koko> "),
-            None => false,
-        });
+    let mut term = Terminal {
+        keys: child.stdin.take().unwrap(),
+        out: Tail::new(child.stdout.take().unwrap()),
     };
-    let mut send = |keys: &[u8]| -> usize {
-        let at = out.text().len();
-        stdin.write_all(keys).unwrap();
-        at
-    };
-    out.wait_for_text("koko> ", limit);
+    term.out.wait_for_text("koko> ", LIMIT);
     // "net" + Tab -> "netns"; then finish the line and print the result.
-    let at = send(b"let a = net\t");
-    out.wait_until("'net' is completed", limit, |t| {
-        t.get(at..).is_some_and(|r| r.contains("netns"))
-    });
-    let at = send(b"(\"a\"); print(`made ${a.name}`)\r");
-    prompt_after(at, "made a");
+    term.complete("let a = net", "netns");
+    term.line("(\"a\"); print(`made ${a.name}`)", "made a");
     // A method after a dot: "a.forw" + Tab -> "a.forwarding".
-    let at = send(b"a.forw\t");
-    out.wait_until("'a.forw' is completed", limit, |t| {
-        t.get(at..).is_some_and(|r| r.contains("forwarding"))
-    });
-    let at = send(b"(true); print(a.sysctl(\"net.ipv4.ip_forward\"))\r");
-    prompt_after(at, "\n1\r");
+    term.complete("a.forw", "forwarding");
+    term.line("(true); print(a.sysctl(\"net.ipv4.ip_forward\"))", "\n1\r");
     // A link name inside a string: "linkz" + Tab -> "linkzz" (read from the kernel).
-    let at = send(b"veth(a, \"linkzz\", host(), \"linkyy\");\r");
-    prompt_after(at, "\n");
-    let at = send(b"print(\"linkz\t");
-    out.wait_until("'linkz' is completed", limit, |t| {
-        t.get(at..).is_some_and(|r| r.contains("linkzz"))
-    });
-    let at = send(b"\".len())\r");
-    prompt_after(at, "\n6\r");
-    send(b":quit\r");
-    let status = wait_exit(&mut child, "koko repl on a pty after :quit", limit);
-    drop(stdin);
+    term.line("veth(a, \"linkzz\", host(), \"linkyy\");", "\n");
+    term.complete("print(\"linkz", "linkzz");
+    term.line("\".len())", "\n6\r");
+    term.send(":quit\r");
+    let status = wait_exit(&mut child, "koko repl on a pty after :quit", LIMIT);
+    let Terminal { keys, out } = term;
+    drop(keys);
     let out = out.finish();
     assert!(status.success(), "{out}");
     assert!(out.contains("netns"), "completion of 'net': {out}");

@@ -684,37 +684,50 @@ fn statement_lines(text: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Insert `throw "injected";` after statement k, for every k, and check
-/// that every variant fails with the injected error and leaves nothing.
-fn inject_everywhere(source: &str, tag: &str, args: &[&str], check_extra: impl Fn(&Sandbox)) {
+/// `source` with `throw "injected after AT line N";` inserted after
+/// statement line N, for every statement: (the thrown message, the text).
+fn injected_variants(source: &str, at: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = source.lines().collect();
-    let points = statement_lines(source);
-    assert!(points.len() >= 3, "{tag}: too few statements: {points:?}");
+    statement_lines(source)
+        .into_iter()
+        .map(|k| {
+            let message = format!("injected after {at}line {}", k + 1);
+            let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            variant.insert(k + 1, format!("throw \"{message}\";"));
+            (message, variant.join("\n"))
+        })
+        .collect()
+}
+
+/// Run `file` (with `args`) in a fresh sandbox: it must fail with
+/// `message`, undo without errors, and leave nothing behind.
+fn assert_fails_and_undoes(file: &std::path::Path, args: &[&str], message: &str, what: &str) {
+    let sb = Sandbox::new();
+    let mut argv = vec![file.to_str().unwrap()];
+    if !args.is_empty() {
+        argv.push("--");
+        argv.extend(args);
+    }
+    let r = run(&sb, &argv);
+    r.fails(1, message);
+    assert!(
+        !r.stderr.contains("while undoing"),
+        "{what}: undo errors: {}",
+        r.stderr
+    );
+    assert_clean(&sb, &format!("{what}: failure {message}"));
+}
+
+/// Insert a `throw` after every statement of a script, and check that
+/// every variant fails with the injected error and leaves nothing.
+fn inject_everywhere(source: &str, tag: &str, args: &[&str]) {
+    let variants = injected_variants(source, "");
+    assert!(variants.len() >= 3, "{tag}: too few statements");
     let dir = tmp_dir(tag);
-    for &k in &points {
-        let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        variant.insert(k + 1, format!("throw \"injected after line {}\";", k + 1));
+    for (k, (message, text)) in variants.iter().enumerate() {
         let file = dir.join(format!("{tag}-{k}.rhai"));
-        std::fs::write(&file, variant.join("\n")).unwrap();
-        let sb = Sandbox::new();
-        check_extra(&sb);
-        let mut argv = vec![file.to_str().unwrap()];
-        if !args.is_empty() {
-            argv.push("--");
-            argv.extend(args);
-        }
-        let r = run(&sb, &argv);
-        r.fails(1, &format!("injected after line {}", k + 1));
-        assert!(
-            !r.stderr.contains("while undoing"),
-            "{tag} line {}: undo errors: {}",
-            k + 1,
-            r.stderr
-        );
-        assert_clean(
-            &sb,
-            &format!("{tag}: failure injected after line {}", k + 1),
-        );
+        std::fs::write(&file, text).unwrap();
+        assert_fails_and_undoes(&file, args, message, tag);
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -723,10 +736,10 @@ fn inject_everywhere(source: &str, tag: &str, args: &[&str], check_extra: impl F
 fn rollback_at_every_step_of_the_examples() {
     let source =
         std::fs::read_to_string(crate::support::script::example("service-chain.rhai")).unwrap();
-    inject_everywhere(&source, "service-chain", &[], |_| {});
+    inject_everywhere(&source, "service-chain", &[]);
     let source =
         std::fs::read_to_string(crate::support::script::example("two-namespaces.rhai")).unwrap();
-    inject_everywhere(&source, "two-namespaces", &[], |_| {});
+    inject_everywhere(&source, "two-namespaces", &[]);
 }
 
 /// Inject a failure after every statement of a stdlib module (a copy of it,
@@ -742,39 +755,14 @@ fn inject_in_module(module: &str, driver: &str, args: &[&str]) {
         &format!("import \"{module}\""),
         &format!("import \"injected_{module}\""),
     );
-    let lines: Vec<&str> = source.lines().collect();
-    let points = statement_lines(&source);
-    assert!(
-        points.len() >= 5,
-        "{module}: too few statements: {points:?}"
-    );
-    for &k in &points {
+    let variants = injected_variants(&source, &format!("{module}.rhai "));
+    assert!(variants.len() >= 5, "{module}: too few statements");
+    for (message, text) in &variants {
         let dir = tmp_dir(module);
-        let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        variant.insert(
-            k + 1,
-            format!("throw \"injected after {module}.rhai line {}\";", k + 1),
-        );
-        std::fs::write(
-            dir.join(format!("injected_{module}.rhai")),
-            variant.join("\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("injected_{module}.rhai")), text).unwrap();
         let file = dir.join("driver.rhai");
         std::fs::write(&file, &driver).unwrap();
-        let sb = Sandbox::new();
-        let mut argv = vec![file.to_str().unwrap()];
-        if !args.is_empty() {
-            argv.push("--");
-            argv.extend(args);
-        }
-        let r = run(&sb, &argv);
-        r.fails(1, &format!("injected after {module}.rhai line {}", k + 1));
-        assert!(!r.stderr.contains("while undoing"), "{}", r.stderr);
-        assert_clean(
-            &sb,
-            &format!("{module}: failure injected after line {}", k + 1),
-        );
+        assert_fails_and_undoes(&file, args, message, module);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -782,7 +770,7 @@ fn inject_in_module(module: &str, driver: &str, args: &[&str]) {
 #[test]
 fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
     let source = std::fs::read_to_string(script("chain.rhai")).unwrap();
-    inject_everywhere(&source, "chain", &["4"], |_| {});
+    inject_everywhere(&source, "chain", &["4"]);
     // stdlib chain is a thin wrapper over the native bulk build now; its
     // mid-build failures are covered by tests/scale.rs.
     inject_in_module("topo", "topo.rhai", &[]);
@@ -792,7 +780,7 @@ fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
 fn rollback_at_every_step_of_the_api_scripts() {
     for name in ["api_links.rhai", "api_routes.rhai", "api_probes.rhai"] {
         let source = std::fs::read_to_string(script(name)).unwrap();
-        inject_everywhere(&source, name.trim_end_matches(".rhai"), &[], |_| {});
+        inject_everywhere(&source, name.trim_end_matches(".rhai"), &[]);
     }
 }
 
