@@ -2,7 +2,7 @@
 //! endpoints: every such example of the seeds (koko README, the veth blog
 //! post), checked through the kernel and by traffic across the link.
 
-use crate::support::{assert_tcp, Sandbox};
+use crate::support::{assert_tcp, Place, Sandbox};
 
 #[test]
 fn readme_netns_example_ipv4() {
@@ -62,11 +62,7 @@ fn ipv6_is_enabled_on_the_link_when_the_namespace_disabled_it() {
     sb.sh("ip netns exec a sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
     sb.koko_line("-n a,v6,fd00::1/64 -n b,v6b,fd00::2/64").ok();
     assert_eq!(sb.addrs(Some("a"), "v6"), vec!["fd00::1/64"]);
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv6.conf.v6.disable_ipv6")
-            .trim(),
-        "0"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.v6.disable_ipv6"), "0");
 }
 
 #[test]
@@ -128,10 +124,11 @@ fn pid_and_current_namespace_endpoints() {
         "host-end,10.1.0.2/24",
     ])
     .ok();
-    let in_pid = sb.sh(&format!("nsenter -t {pid} -n ip -j -d link show eth1"));
-    let in_pid: serde_json::Value = serde_json::from_str(&in_pid).unwrap();
-    assert_eq!(in_pid[0]["linkinfo"]["info_kind"], "veth");
-    assert_eq!(in_pid[0]["operstate"], "UP");
+    let in_pid = sb
+        .link(Place::Pid(pid), "eth1")
+        .expect("eth1 in the pid's namespace");
+    assert_eq!(in_pid["linkinfo"]["info_kind"], "veth");
+    assert_eq!(in_pid["operstate"], "UP");
     assert_eq!(sb.addrs(None, "host-end"), vec!["10.1.0.2/24"]);
     let pid_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
     assert_tcp(&pid_ns, &sb.own_ns_path(), "10.1.0.1:9000");

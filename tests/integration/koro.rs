@@ -214,34 +214,18 @@ fn link_state_mtu_and_sysctl() {
 
     sb.koko_line("ip ipnetns b sysctl net.ipv4.ip_forward=1")
         .ok();
-    assert_eq!(
-        sb.sh("ip netns exec b sysctl -n net.ipv4.ip_forward")
-            .trim(),
-        "1"
-    );
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv4.ip_forward"), "1");
     // Only in that namespace.
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward")
-            .trim(),
-        "0"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
     sb.koko_line("ip ipnetns a forwarding on").ok();
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
-        "1\n1\n"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "1");
     sb.koko_line("ip ipnetns a forwarding off").ok();
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
-        "0\n0\n"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "0");
     sb.koko_line("ip ipnetns b sysctl net.ipv6.conf.all.forwarding=1")
         .ok();
-    assert_eq!(
-        sb.sh("ip netns exec b sysctl -n net.ipv6.conf.all.forwarding")
-            .trim(),
-        "1"
-    );
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv6.conf.all.forwarding"), "1");
 }
 
 #[test]
@@ -490,7 +474,7 @@ fn the_journal_undoes_what_ip_commands_did() {
 
     let sb = pair();
     let before = snapshot(&sb, "a");
-    let forward_before = sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward");
+    let forward_before = sb.sysctl(Some("a"), "net.ipv4.ip_forward");
     let ns = Namespace::path(&sb.netns_path("a")).unwrap();
     let session = Session::new().unwrap();
     let mut journal = Journal::new();
@@ -514,10 +498,7 @@ fn the_journal_undoes_what_ip_commands_did() {
     let errors = journal.undo_all(&session);
     assert!(errors.is_empty(), "{errors:?}");
     drop(session);
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward"),
-        forward_before
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), forward_before);
     let after = snapshot(&sb, "a");
     // IPv6 link-local routes and addresses may be re-announced; compare the
     // rest exactly.

@@ -45,9 +45,7 @@ fn a_chain_of_50_built_by_script_has_every_address_route_and_carries_traffic() {
                 vec![format!("10.0.{}.1/24", i + 1)]
             );
         }
-        let fwd = sb.sh(&format!(
-            "ip netns exec {ns} cat /proc/sys/net/ipv4/ip_forward"
-        ));
+        let fwd = sb.sysctl(Some(ns.as_str()), "net.ipv4.ip_forward");
         assert_eq!(
             fwd.trim(),
             if i == 0 || i == 49 { "0" } else { "1" },
@@ -93,7 +91,7 @@ fn batched_teardown_leaves_nothing_behind() {
     assert_eq!(sb.netns_list(), vec!["keep".to_string()]);
     assert_eq!(sb.link_names(Some("keep")), Vec::<String>::new());
     assert_eq!(sb.link_names(None), Vec::<String>::new());
-    let fwd = sb.sh("ip netns exec keep cat /proc/sys/net/ipv4/ip_forward");
+    let fwd = sb.sysctl(Some("keep"), "net.ipv4.ip_forward");
     assert_eq!(fwd.trim(), "0");
 }
 
@@ -122,7 +120,7 @@ fn a_pipelined_batch_with_one_bad_request_names_it_and_rolls_back_the_rest() {
     left.sort();
     assert_eq!(left, vec!["link7", "other7"]);
     assert_eq!(sb.link_names(None), Vec::<String>::new());
-    let fwd = sb.sh("ip netns exec c3 cat /proc/sys/net/ipv4/ip_forward");
+    let fwd = sb.sysctl(Some("c3"), "net.ipv4.ip_forward");
     assert_eq!(fwd.trim(), "0", "forwarding restored on the existing node");
 }
 

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::script::{assert_clean, run, run_env, script, tmp_dir};
-use crate::support::{koko_bin, wait_exit, Sandbox};
+use crate::support::{koko_bin, wait_exit, Place, Sandbox};
 use serde_json::Value;
 
 fn flags(link: &Value) -> Vec<String> {
@@ -48,9 +48,7 @@ fn namespaces_host_pid_forwarding_sysctl_destroy() {
     assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
     assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "1");
     assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "2");
-    let in_pid = sb.sh(&format!(
-        "nsenter -t {pid} -n sysctl -n net.ipv4.ip_forward"
-    ));
+    let in_pid = sb.sysctl(Place::Pid(pid), "net.ipv4.ip_forward");
     assert_eq!(in_pid.trim(), "1");
 }
 
@@ -70,9 +68,7 @@ fn namespace_changes_are_undone_by_cleanup_flag() {
     r.ok();
     assert_clean(&sb, "api_namespaces --cleanup");
     // The sysctl of the pid namespace (not created by the run) is put back.
-    let in_pid = sb.sh(&format!(
-        "nsenter -t {pid} -n sysctl -n net.ipv4.ip_forward"
-    ));
+    let in_pid = sb.sysctl(Place::Pid(pid), "net.ipv4.ip_forward");
     assert_eq!(in_pid.trim(), "0");
 }
 
@@ -366,7 +362,7 @@ fn mirror_copies_traffic_in_each_direction() {
             d => vec![d],
         };
         for hook in hooks {
-            let text = sb.sh(&format!("tc -n a -j filter show dev src {hook}"));
+            let text = serde_json::to_string(&sb.tc_filters(Some("a"), "src", hook)).unwrap();
             assert!(
                 text.contains("mirred"),
                 "{dir}: no mirred on src {hook}: {text}"

@@ -222,14 +222,11 @@ fn service_chain_is_built_checked_broken_and_repaired() {
         ("client", "0"),
         ("webserver", "0"),
     ] {
-        let cmd = match name {
-            "router" => format!(
-                "nsenter -t {} -n sysctl -n net.ipv4.ip_forward",
-                chain.router_pid
-            ),
-            other => format!("ip netns exec {other} sysctl -n net.ipv4.ip_forward"),
-        };
-        assert_eq!(chain.sb.sh(&cmd).trim(), on, "forwarding in {name}");
+        assert_eq!(
+            chain.sb.sysctl(chain.place(name), "net.ipv4.ip_forward"),
+            on,
+            "forwarding in {name}"
+        );
     }
 
     // "Now we have a service chain!": TCP from client to the webserver.

@@ -104,37 +104,20 @@ impl Ctr {
             cli,
             name: Ctr::unique(tag),
         };
-        let out = Command::new(cli)
-            .args(verb.split_whitespace())
-            .args(["--name", &ctr.name])
-            .args(opts)
-            .arg(IMAGE)
-            .args(cmd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cli} {verb} {}: {}",
-            ctr.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args: Vec<&str> = verb.split_whitespace().collect();
+        args.extend(["--name", &ctr.name]);
+        args.extend(opts);
+        args.push(IMAGE);
+        args.extend(cmd);
+        engine_cli(cli, &args);
         ctr
     }
 
     /// `CLI inspect -f FORMAT NAME`.
     pub fn inspect(&self, format: &str) -> String {
-        let out = Command::new(self.cli)
-            .args(["inspect", "-f", format, &self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} inspect {}: {}",
-            self.cli,
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        engine_cli(self.cli, &["inspect", "-f", format, &self.name])
+            .trim()
+            .to_string()
     }
 
     pub fn pid(&self) -> u32 {
@@ -194,20 +177,27 @@ impl Ctr {
         !self.exec(&format!("ping -c1 -W1 {addr}")).0
     }
 
-    /// `docker kill`, and wait until the engine reports it stopped.
+    /// `docker kill`, and `docker wait` until the engine reports it stopped.
     pub fn kill(&self) {
-        let out = Command::new(self.cli)
-            .args(["kill", &self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kill {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        engine_cli(self.cli, &["kill", &self.name]);
         let _ = Command::new(self.cli).args(["wait", &self.name]).output();
     }
+}
+
+/// `CLI ARGS...` (docker or podman), which must succeed; its stdout.
+#[track_caller]
+fn engine_cli(cli: &str, args: &[&str]) -> String {
+    let out = Command::new(cli)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cli}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cli} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Ctr {
