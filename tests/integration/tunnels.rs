@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::support::{send_udp, Sandbox};
+use crate::support::{kernel_lacks, send_udp, Sandbox};
 
 /// hostA and hostB joined by a veth underlay "eth1" (10.9.0.1/24,
 /// 10.9.0.2/24), a container namespace on each (ca, cb).
@@ -123,6 +123,7 @@ fn vlan_names_the_missing_kernel_feature_or_works() {
         assert_eq!(l["linkinfo"]["info_data"]["id"], 5);
         return;
     }
+    kernel_lacks("802.1Q VLANs (CONFIG_VLAN_8021Q)", "creating a vlan");
     run.fails(
         1,
         "creating vlan (id 5) 'v5' on eth1 in netns 'ca': this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)",

@@ -18,7 +18,8 @@
 //! - [`Run`], [`Tail`], [`wait_exit`] (process.rs): a finished command with
 //!   assertions that print everything; the output of a running one, to
 //!   wait on; a process's exit, awaited.
-//! - [`skip`], [`wait_until`], [`wait_for`]: loud skips and waits on
+//! - [`skip`], [`kernel_lacks`], [`wait_until`], [`wait_for`]: loud skips
+//!   (a failure under CI, unless the kernel cannot do it at all) and waits on
 //!   observable conditions (never a fixed sleep as synchronisation).
 
 mod engine;
@@ -47,6 +48,15 @@ fn under_ci() -> bool {
         && std::env::var("KOKO_ALLOW_SKIP").is_err()
 }
 
+/// Write a line straight to this process's stderr. `eprintln!` would be
+/// captured by the test harness and shown only if the test fails; a skip is
+/// news when the test passes. (nextest still keeps a passing test's output
+/// unless run with `--success-output final` or `--no-capture`.)
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// A loud skip: a line starting `SKIP:` on stderr with the reason. Under
 /// `CI=true` it panics instead, so a test that could not run fails there
 /// (set `KOKO_ALLOW_SKIP` to allow it on purpose). Call it, then `return`.
@@ -57,10 +67,26 @@ pub fn skip(reason: &str) {
         .name()
         .unwrap_or("a test")
         .to_string();
-    eprintln!("SKIP: {test} ({at}): {reason}");
+    say(&format!("SKIP: {test} ({at}): {reason}"));
     if under_ci() {
         panic!("SKIP under CI is a failure: {reason}");
     }
+}
+
+/// A loud partial skip for what this kernel cannot do at all (a feature
+/// not built in: CONFIG_MODULES is unset here, nothing can be loaded): a
+/// `SKIP:` line on stderr, never a failure, because no setup would let this
+/// machine run it. The test goes on proving the refusal instead.
+#[track_caller]
+pub fn kernel_lacks(feature: &str, not_run: &str) {
+    let at = std::panic::Location::caller();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    say(&format!(
+        "SKIP: {test} ({at}): {not_run} not run: this kernel lacks {feature}"
+    ));
 }
 
 /// Poll `attempt` every 20 ms until it returns `Ok` (its value) or
