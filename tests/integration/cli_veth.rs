@@ -131,7 +131,7 @@ fn pid_and_current_namespace_endpoints() {
     assert_eq!(in_pid["operstate"], "UP");
     assert_eq!(sb.addrs(None, "host-end"), vec!["10.1.0.2/24"]);
     let pid_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    assert_tcp(&pid_ns, &sb.own_ns_path(), "10.1.0.1:9000");
+    assert_tcp(&pid_ns, sb.own_ns_path(), "10.1.0.1:9000");
 
     // -P deletes from the pid's side; the peer in the current namespace goes too.
     sb.koko(&["-P", &format!("{pid},eth1")]).ok();

@@ -7,9 +7,12 @@
 //! inside a [`Sandbox`], so its netns names and its "current" namespace are
 //! private to the test; the containers' namespaces are reached by pid.
 //!
-//! Results are checked through the kernel (the host's `ip -j -d` run inside
-//! the container's namespace with nsenter) and by traffic between the
-//! containers (`docker exec ... ping` / `nc`, busybox applets).
+//! Results are checked through the kernel — a container is a `Place` like
+//! any netns (`sb.link(&ctr, "link1")`: the host's `ip -j -d` run inside
+//! the container's namespace with nsenter) — and by traffic between the
+//! containers (`docker exec ... ping` / `nc`, busybox applets). Without an
+//! engine each test prints a `SKIP:` line and passes; under `CI=true` it
+//! fails (`engine_sandbox`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -18,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    assert_pair, assert_tcp, engine, koko_bin, nc_roundtrip, wait_for, wait_until, Ctr, Sandbox,
-    PODMAN_SOCK,
+    assert_pair, assert_tcp, engine_sandbox, koko_bin, nc_roundtrip, wait_for, wait_until, Ctr,
+    Sandbox, PODMAN_SOCK,
 };
 
 /// `koko -d A,END_A -d B,END_B` (an end is `LINK[,ADDR...]`), then check
@@ -35,13 +38,6 @@ fn link_pair(sb: &Sandbox, (a, end_a): (&Ctr, &str), (b, end_b): (&Ctr, &str)) {
             .unwrap_or_else(|| panic!("no link {name} in container {}", c.name))
     };
     assert_pair(&link(a, end_a), &link(b, end_b));
-}
-
-/// The engine is up with the test image: a sandbox for the test. If not,
-/// a loud skip (a failure under CI) and None: the test returns.
-#[track_caller]
-fn engine_sandbox(cli: &'static str) -> Option<Sandbox> {
-    engine(cli).then(Sandbox::new)
 }
 
 /// The client fetches the webserver's page (10.0.3.2) across the chain.
@@ -136,7 +132,7 @@ fn readme_docker_container_to_netns_and_delete_from_either_side() {
     assert_pair(&l1, &l2);
     assert_eq!(sb.addrs(Some("testns2"), "link2"), ["192.168.1.2/24"]);
     c1.ping("192.168.1.2");
-    assert_tcp(&c1.ns_path(), &sb.netns_path("testns2"), "192.168.1.1:8080");
+    assert_tcp(c1.ns_path(), sb.netns_path("testns2"), "192.168.1.1:8080");
 
     // -D (the README's delete) removes the container's end and its peer.
     sb.koko_line(&format!("-D {},link1", c1.name)).ok();
@@ -325,7 +321,7 @@ fn docker_to_current_namespace_and_delete() {
     assert_pair(&l1, &host);
     assert_eq!(sb.addrs(None, "hostlink"), ["10.1.0.2/24"]);
     c1.ping("10.1.0.2");
-    assert_tcp(&sb.own_ns_path(), &c1.ns_path(), "10.1.0.2:8080");
+    assert_tcp(sb.own_ns_path(), c1.ns_path(), "10.1.0.2:8080");
 
     sb.koko_line(&format!("-D {},link1", c1.name)).ok();
     assert!(sb.link_names(&c1).is_empty());

@@ -769,7 +769,7 @@ fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
     let source = std::fs::read_to_string(script("chain.rhai")).unwrap();
     inject_everywhere(&source, "chain", &["4"]);
     // stdlib chain is a thin wrapper over the native bulk build now; its
-    // mid-build failures are covered by tests/scale.rs.
+    // mid-build failures are covered by scale.rs.
     inject_in_module("topo", "topo.rhai", &[]);
 }
 

@@ -39,7 +39,7 @@ fn service_chain_runs_breaks_repairs_and_cleans_up() {
 #[test]
 fn every_example_is_covered_here() {
     // A new example must get a test in this file (failover.rhai has its
-    // own: tests/failover.rs, and failover-docker.rhai: tests/docker.rs).
+    // own: failover.rs, and failover-docker.rhai: docker.rs).
     let mut found: Vec<String> =
         std::fs::read_dir(format!("{}/scripts", env!("CARGO_MANIFEST_DIR")))
             .unwrap()

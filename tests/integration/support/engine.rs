@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::{poll, skip, wait_for};
+use super::{poll, skip, wait_for, Sandbox};
 
 const IMAGE: &str = "koko-test/busybox:1";
 const DOCKER_SOCK: &str = "/var/run/docker.sock";
@@ -39,7 +39,7 @@ fn engine_answers(sock: &str) -> bool {
 /// If not, a loud skip (a failure under CI, where tests/setup/docker.sh
 /// must have started it) and false: the test then returns.
 #[track_caller]
-pub fn engine(cli: &'static str) -> bool {
+fn engine(cli: &'static str) -> bool {
     let sock = if cli == "podman" {
         PODMAN_SOCK
     } else {
@@ -57,6 +57,19 @@ pub fn engine(cli: &'static str) -> bool {
         return false;
     }
     true
+}
+
+/// The engine is up with the test image: a sandbox for the test. If not,
+/// a loud skip (a failure under CI) and None: the test returns.
+///
+/// ```ignore
+/// let Some(sb) = engine_sandbox("docker") else {
+///     return;
+/// };
+/// ```
+#[track_caller]
+pub fn engine_sandbox(cli: &'static str) -> Option<Sandbox> {
+    engine(cli).then(Sandbox::new)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

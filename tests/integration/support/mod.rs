@@ -11,7 +11,7 @@
 //!   `sysctl`, ...) takes any place, so results are checked through the
 //!   kernel (`ip -j`, `tc -j` run inside the place with nsenter), never
 //!   through koko's own report.
-//! - [`Ctr`] and [`engine`] (engine.rs): Docker and Podman containers that
+//! - [`Ctr`] and [`engine_sandbox`] (engine.rs): Docker and Podman containers that
 //!   remove themselves, and the check that an engine is there.
 //! - traffic.rs: TCP and UDP between namespaces the test created.
 //! - script.rs: `koko run` on the scripts under tests/scripts.
@@ -28,7 +28,7 @@ mod sandbox;
 pub mod script;
 mod traffic;
 
-pub use engine::{engine, nc_roundtrip, Ctr, PODMAN_SOCK};
+pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
 pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
 pub use traffic::{assert_tcp, send_udp, tcp_blocked};
