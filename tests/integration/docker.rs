@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    assert_pair, assert_tcp, engine_sandbox, koko_bin, nc_roundtrip, wait_for, wait_until, Ctr,
-    Sandbox, PODMAN_SOCK,
+    assert_pair, assert_tcp, engine_sandbox, koko_bin, nc_roundtrip, wait_for, Ctr, Sandbox,
+    PODMAN_SOCK, TEARDOWN,
 };
 
 /// `koko -d A,END_A -d B,END_B` (an end is `LINK[,ADDR...]`), then check
@@ -38,6 +38,28 @@ fn link_pair(sb: &Sandbox, (a, end_a): (&Ctr, &str), (b, end_b): (&Ctr, &str)) {
             .unwrap_or_else(|| panic!("no link {name} in container {}", c.name))
     };
     assert_pair(&link(a, end_a), &link(b, end_b));
+}
+
+/// Wait until link1 (in the client) and link4 (in the router) have gone
+/// with the killed firewall, which held their peers.
+#[track_caller]
+fn links_vanish_with_firewall(sb: &Sandbox, client: &Ctr, router: &Ctr) {
+    wait_for(
+        "link1 (client) and link4 (router) vanish with the firewall",
+        TEARDOWN,
+        || {
+            let left: Vec<String> = [(client, "link1"), (router, "link4")]
+                .into_iter()
+                .filter(|(c, l)| sb.link(*c, l).is_some())
+                .map(|(c, l)| format!("{l} in {}", c.name))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?} still there"))
+            }
+        },
+    );
 }
 
 /// The client fetches the webserver's page (10.0.3.2) across the chain.
@@ -284,11 +306,7 @@ fn service_chaining_post_chain_and_failover() {
     // `docker kill firewall`: its namespace goes, and with it both veth
     // pairs (a veth end cannot outlive its peer).
     firewall.kill();
-    wait_until(
-        "link1 (client) and link4 (router) vanish with the firewall",
-        Duration::from_secs(5),
-        || sb.link(&client, "link1").is_none() && sb.link(&router, "link4").is_none(),
-    );
+    links_vanish_with_firewall(&sb, &client, &router);
     assert!(client.cannot_ping("10.0.3.2"));
 
     // Repair: a direct client <-> router link on a new subnet.
@@ -657,11 +675,7 @@ fn service_chaining_post_with_koro_docker_targets() {
 
     // "Everything is broken": the firewall dies and its links with it.
     firewall.kill();
-    wait_until(
-        "link1 (client) and link4 (router) vanish with the firewall",
-        Duration::from_secs(5),
-        || sb.link(&client, "link1").is_none() && sb.link(&router, "link4").is_none(),
-    );
+    links_vanish_with_firewall(&sb, &client, &router);
     sb.koro(&format!("docker {f} address add 10.0.1.2/24 dev link2"))
         .fails(1, "is not running");
 
@@ -829,7 +843,7 @@ fn library_kill_and_stop_take_the_links_with_the_container() {
 fn peer_links_vanish(sb: &Sandbox) {
     wait_for(
         "the links in netns 'peer' vanish with their containers",
-        Duration::from_secs(5),
+        TEARDOWN,
         || match sb.link_names(Some("peer")) {
             left if left.is_empty() => Ok(()),
             left => Err(format!("{left:?} survived")),

@@ -10,9 +10,8 @@
 //! namespace of its own), webserver by path.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::support::{assert_tcp, route_text, tcp_blocked, wait_until, Place, Sandbox};
+use crate::support::{assert_tcp, route_text, tcp_blocked, wait_until, Place, Sandbox, TEARDOWN};
 use serde_json::Value;
 
 /// Where the webserver listens.
@@ -253,7 +252,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
     chain.sb.sh("ip netns del firewall");
     wait_until(
         "link1 vanishes from client with the firewall",
-        Duration::from_secs(10),
+        TEARDOWN,
         || chain.sb.link(Some("client"), "link1").is_none(),
     );
     assert!(

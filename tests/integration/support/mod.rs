@@ -89,6 +89,13 @@ pub fn kernel_lacks(feature: &str, not_run: &str) {
     ));
 }
 
+/// How long to wait for a namespace's links to vanish once it was deleted
+/// or its container killed. The kernel destroys a namespace in a worker
+/// (cleanup_net), after the last reference is gone; with the whole suite
+/// tearing down sandboxes on 2 cores that has taken more than 5 s. A wait
+/// returns as soon as the links are gone, so a generous limit costs nothing.
+pub const TEARDOWN: Duration = Duration::from_secs(30);
+
 /// Poll `attempt` every 20 ms until it returns `Ok` (its value) or
 /// `timeout` has passed (the last attempt's error).
 pub fn poll<T>(
