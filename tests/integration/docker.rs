@@ -859,10 +859,11 @@ fn hung_engine_times_out() {
     let path = format!("/tmp/koko-test-hung-{}.sock", std::process::id());
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (done, until_done) = std::sync::mpsc::channel::<()>();
     let held = std::thread::spawn(move || {
-        // Accept and hold the connection without a word.
+        // Accept and hold the connection without a word, until koko is done.
         let conn = listener.accept().map(|(c, _)| c);
-        std::thread::sleep(Duration::from_secs(10));
+        let _ = until_done.recv();
         drop(conn);
     });
     let host = format!("unix://{path}");
@@ -873,6 +874,9 @@ fn hung_engine_times_out() {
     run.fails(1, &host);
     run.stderr_has("no answer within");
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    // Lets the holder go (it ends by itself once it has accepted; it is
+    // not joined, so a koko that never connected cannot hang the test).
+    drop(done);
     drop(held);
 }
 
