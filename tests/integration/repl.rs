@@ -2,44 +2,18 @@
 //! stdin is not a terminal) and through a pseudo-terminal (`script` from
 //! util-linux) for Tab completion.
 
-mod scriptkit;
-mod support;
-
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{koko_bin, Sandbox};
-
-struct Session {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use crate::support::script::{assert_clean, tmp_dir};
+use crate::support::{koko_bin, skip, wait_exit, Run, Sandbox, Tail};
 
 /// Feed `input` to `koko repl --history HISTORY` on a pipe.
-fn repl(sb: &Sandbox, input: &str, history: &std::path::Path) -> Session {
-    let mut child = sb
-        .command(koko_bin())
-        .args(["repl", "--history"])
-        .arg(history)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Session {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn repl(sb: &Sandbox, input: &str, history: &std::path::Path) -> Run {
+    let mut cmd = sb.command(koko_bin());
+    cmd.args(["repl", "--history"]).arg(history);
+    Run::with_input(&mut cmd, input, "koko repl")
 }
 
 const INPUT: &str = r#"let a = netns("a");
@@ -68,7 +42,7 @@ print(`still here: ${add(40, 2)}`);
 #[test]
 fn piped_session_multiline_variables_imports_errors_help_history() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = tmp_dir("repl");
     let history = dir.join("history");
     let s = repl(&sb, INPUT, &history);
     assert_eq!(s.code, 0, "stdout:\n{}\nstderr:\n{}", s.stdout, s.stderr);
@@ -87,22 +61,9 @@ fn piped_session_multiline_variables_imports_errors_help_history() {
         "{out}"
     );
     // Errors are reported and the session goes on.
-    assert!(
-        s.stderr
-            .contains("error: <repl>:1:1: unknown function nosuch (int)"),
-        "{}",
-        s.stderr
-    );
-    assert!(
-        s.stderr.contains("one is not two: expected 2, got 1"),
-        "{}",
-        s.stderr
-    );
-    assert!(
-        s.stderr.contains("no link 'nope' in netns 'a'"),
-        "{}",
-        s.stderr
-    );
+    s.stderr_has("error: <repl>:1:1: unknown function nosuch (int)");
+    s.stderr_has("one is not two: expected 2, got 1");
+    s.stderr_has("no link 'nope' in netns 'a'");
     assert!(out.contains("still here: 42"), "{out}");
     // What the session built is in the kernel (the REPL keeps it).
     assert_eq!(sb.netns_list(), vec!["a", "b"]);
@@ -124,7 +85,7 @@ fn piped_session_multiline_variables_imports_errors_help_history() {
 #[test]
 fn cleanup_in_the_repl_undoes_the_session() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = tmp_dir("repl");
     let s = repl(
         &sb,
         "let a = netns(\"a\");\nveth(a, \"x\", host(), \"y\");\ncleanup();\n:quit\nprint(\"after quit\");\n",
@@ -132,25 +93,71 @@ fn cleanup_in_the_repl_undoes_the_session() {
     );
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert!(!s.stdout.contains("after quit"), "{}", s.stdout);
-    scriptkit::assert_clean(&sb, "cleanup() in the repl");
+    assert_clean(&sb, "cleanup() in the repl");
 }
 
 #[test]
 fn syntax_error_in_the_repl_shows_the_caret_and_goes_on() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl");
+    let dir = tmp_dir("repl");
     let s = repl(&sb, "let x = (1 + ;\nlet y = 7;\ny * 6\n", &dir.join("h"));
     assert_eq!(s.code, 0);
-    assert!(
-        s.stderr.contains("<repl>:1:14: syntax error"),
-        "{}",
-        s.stderr
-    );
-    assert!(s.stderr.contains('^'), "{}", s.stderr);
-    assert!(s.stdout.contains("=> 42"), "{}", s.stdout);
+    s.stderr_has("<repl>:1:14: syntax error");
+    s.stderr_has("^");
+    s.stdout_has("=> 42");
+}
+
+/// How long a step on the pseudo-terminal may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Keys typed into `script`'s pseudo-terminal, and what it shows.
+struct Terminal {
+    keys: std::process::ChildStdin,
+    out: Tail,
+}
+
+impl Terminal {
+    /// Type `keys`; returns where the output stood before them.
+    fn send(&mut self, keys: &str) -> usize {
+        let at = self.out.text().len();
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        at
+    }
+
+    /// Type `typed` and Tab; wait until the editor shows `expected`.
+    #[track_caller]
+    fn complete(&mut self, typed: &str, expected: &str) {
+        let at = self.send(&format!("{typed}\t"));
+        self.out.wait_until(
+            &format!("{typed:?} is completed to {expected:?}"),
+            LIMIT,
+            |t| t.get(at..).is_some_and(|r| r.contains(expected)),
+        );
+    }
+
+    /// Type the rest of a line and Enter; wait until it printed `marker`
+    /// and the editor shows a prompt after it (it reads again).
+    #[track_caller]
+    fn line(&mut self, rest: &str, marker: &str) {
+        let at = self.send(&format!("{rest}\r"));
+        self.out
+            .wait_until(&format!("{marker:?} and then a prompt"), LIMIT, |t| match t
+                .get(at..)
+                .and_then(|r| r.find(marker))
+            {
+                Some(i) => t[at + i..].contains("koko> "),
+                None => false,
+            });
+    }
 }
 
 /// Tab completion on a real terminal: `script` gives koko a pty.
+///
+/// Each key is sent once koko shows it is ready for it: the line editor
+/// only edits (and completes) while it reads a line in raw mode; keys typed
+/// while a line runs would meet the terminal's cooked mode instead. So the
+/// test waits for what each step prints — the completed word, the line's
+/// output, then a fresh prompt after it.
 #[test]
 fn tab_completes_on_a_pseudo_terminal() {
     if std::process::Command::new("script")
@@ -158,11 +165,11 @@ fn tab_completes_on_a_pseudo_terminal() {
         .output()
         .is_err()
     {
-        support::skip("no `script` (util-linux) for a pseudo-terminal");
+        skip("no `script` (util-linux) for a pseudo-terminal");
         return;
     }
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl-pty");
+    let dir = tmp_dir("repl-pty");
     let cmd = format!(
         "{} repl --history {}",
         koko_bin().display(),
@@ -177,52 +184,26 @@ fn tab_completes_on_a_pseudo_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = stdout.read_to_end(&mut all);
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let pause = || std::thread::sleep(Duration::from_millis(400));
-    pause();
-    // "net" + Tab -> "netns"; then finish the line and print the result.
-    stdin.write_all(b"let a = net\t").unwrap();
-    pause();
-    stdin
-        .write_all(b"(\"a\"); print(`made ${a.name}`)\r")
-        .unwrap();
-    pause();
-    // A method after a dot: "a.forw" + Tab -> "a.forwarding".
-    stdin.write_all(b"a.forw\t").unwrap();
-    pause();
-    stdin
-        .write_all(b"(true); print(a.sysctl(\"net.ipv4.ip_forward\"))\r")
-        .unwrap();
-    pause();
-    // A link name inside a string: "linkz" + Tab -> "linkzz" (read from the kernel).
-    stdin
-        .write_all(b"veth(a, \"linkzz\", host(), \"linkyy\");\r")
-        .unwrap();
-    pause();
-    stdin.write_all(b"print(\"linkz\t").unwrap();
-    pause();
-    stdin.write_all(b"\".len())\r").unwrap();
-    pause();
-    stdin.write_all(b":quit\r").unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("koko repl on a pty did not quit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let mut term = Terminal {
+        keys: child.stdin.take().unwrap(),
+        out: Tail::new(child.stdout.take().unwrap()),
     };
-    drop(stdin);
-    let out = reader.join().unwrap();
+    term.out.wait_for_text("koko> ", LIMIT);
+    // "net" + Tab -> "netns"; then finish the line and print the result.
+    term.complete("let a = net", "netns");
+    term.line("(\"a\"); print(`made ${a.name}`)", "made a");
+    // A method after a dot: "a.forw" + Tab -> "a.forwarding".
+    term.complete("a.forw", "forwarding");
+    term.line("(true); print(a.sysctl(\"net.ipv4.ip_forward\"))", "\n1\r");
+    // A link name inside a string: "linkz" + Tab -> "linkzz" (read from the kernel).
+    term.line("veth(a, \"linkzz\", host(), \"linkyy\");", "\n");
+    term.complete("print(\"linkz", "linkzz");
+    term.line("\".len())", "\n6\r");
+    term.send(":quit\r");
+    let status = wait_exit(&mut child, "koko repl on a pty after :quit", LIMIT);
+    let Terminal { keys, out } = term;
+    drop(keys);
+    let out = out.finish();
     assert!(status.success(), "{out}");
     assert!(out.contains("netns"), "completion of 'net': {out}");
     assert!(out.contains("made a"), "{out}");
@@ -233,18 +214,14 @@ fn tab_completes_on_a_pseudo_terminal() {
         "completion of a link name: {out}"
     );
     assert_eq!(sb.netns_list(), vec!["a"]);
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward")
-            .trim(),
-        "1"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
 }
 
 /// Ctrl-C stops the running input, not the session.
 #[test]
 fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
     let sb = Sandbox::new();
-    let dir = scriptkit::tmp_dir("repl-int");
+    let dir = tmp_dir("repl-int");
     let mut child = sb
         .command(koko_bin())
         .args(["repl", "--history"])
@@ -256,10 +233,13 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
         .unwrap();
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
+    let stdout = Tail::new(child.stdout.take().unwrap());
+    // The input prints before it sleeps, in one evaluation: once "sleeping"
+    // shows, the signal lands in the running input.
     stdin
-        .write_all(b"let a = netns(\"a\");\nsleep(10000);\n")
+        .write_all(b"let a = netns(\"a\");\nprint(\"sleeping\"); sleep(10000);\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    stdout.wait_for_text("sleeping", Duration::from_secs(10));
     let started = Instant::now();
     std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
@@ -267,14 +247,24 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
         .unwrap();
     stdin.write_all(b"print(`after ${a.name}`);\n").unwrap();
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = wait_exit(
+        &mut child,
+        "koko repl at the end of its input",
+        Duration::from_secs(15),
+    );
+    let stdout = stdout.finish();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "Ctrl-C did not stop sleep()"
     );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
     assert!(stdout.contains("after a"), "{stdout}");
 }

@@ -3,10 +3,10 @@
 //! where each case must fail with the right exit code and words and leave
 //! the namespace exactly as it was.
 
-mod support;
+use std::time::Duration;
 
+use crate::support::{koro_bin, route_text, wait_until, Place, Run, Sandbox};
 use serde_json::Value;
-use support::{koko_bin, Run, Sandbox};
 
 /// Two namespaces a and b joined by a veth link1 <-> link2, addressed, with a
 /// default route in a.
@@ -29,18 +29,15 @@ fn pair() -> Sandbox {
 /// `ns` (it adds local routes and drops the "tentative" flag by itself, which
 /// would look like a change in a before/after comparison).
 fn settle(sb: &Sandbox, ns: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !sb
-        .sh(&format!("ip -n {ns} -6 addr show tentative"))
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "DAD did not finish in {ns}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("DAD finishes in {ns}"),
+        Duration::from_secs(10),
+        || {
+            sb.sh(&format!("ip -n {ns} -6 addr show tentative"))
+                .trim()
+                .is_empty()
+        },
+    );
 }
 
 /// Everything about a namespace an `ip` command could change. The one
@@ -90,27 +87,9 @@ fn forget_tentative(v: &mut Value) {
 
 /// Routes as `dst via dev` strings (main table, IPv4).
 fn routes(sb: &Sandbox, ns: &str) -> Vec<String> {
-    let mut v: Vec<String> = sb
-        .ip_json(Some(ns), "route show")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(route_text)
-        .collect();
+    let mut v: Vec<String> = sb.routes(Some(ns)).iter().map(route_text).collect();
     v.sort();
     v
-}
-
-fn route_text(r: &Value) -> String {
-    let mut s = r["dst"].as_str().unwrap().to_string();
-    if let Some(gw) = r["gateway"].as_str() {
-        s += &format!(" via {gw}");
-    }
-    s += &format!(" dev {}", r["dev"].as_str().unwrap());
-    if let Some(m) = r["metric"].as_u64() {
-        s += &format!(" metric {m}");
-    }
-    s
 }
 
 #[test]
@@ -141,8 +120,11 @@ fn addresses_and_routes_through_every_target_kind() {
     let mut got = sb.addrs(Some("a"), "link1");
     got.sort();
     assert_eq!(got, vec!["10.0.1.1/24", "2001:db8::1/64"]);
-    let pid_addrs = sb.sh(&format!("nsenter -t {pid} -n ip -j addr show dev link2"));
-    assert!(pid_addrs.contains("\"10.0.1.2\""), "{pid_addrs}");
+    let pid_addrs = sb.addrs(Place::Pid(pid), "link2");
+    assert!(
+        pid_addrs.contains(&"10.0.1.2/24".to_string()),
+        "{pid_addrs:?}"
+    );
     assert_eq!(
         sb.addrs(None, "lo")
             .iter()
@@ -213,7 +195,7 @@ fn link_state_mtu_and_sysctl() {
     let sb = pair();
     let run = sb.koko_line("ip ipnetns a link set link1 mtu 1400");
     run.ok();
-    assert!(run.stdout.contains("mtu 1400 (was 1500)"), "{}", run.stdout);
+    run.stdout_has("mtu 1400 (was 1500)");
     assert_eq!(sb.link(Some("a"), "link1").unwrap()["mtu"], 1400);
     sb.koko_line("ip ipnetns a link set link1 down").ok();
     let l = sb.link(Some("a"), "link1").unwrap();
@@ -232,34 +214,18 @@ fn link_state_mtu_and_sysctl() {
 
     sb.koko_line("ip ipnetns b sysctl net.ipv4.ip_forward=1")
         .ok();
-    assert_eq!(
-        sb.sh("ip netns exec b sysctl -n net.ipv4.ip_forward")
-            .trim(),
-        "1"
-    );
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv4.ip_forward"), "1");
     // Only in that namespace.
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward")
-            .trim(),
-        "0"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
     sb.koko_line("ip ipnetns a forwarding on").ok();
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
-        "1\n1\n"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "1");
     sb.koko_line("ip ipnetns a forwarding off").ok();
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"),
-        "0\n0\n"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "0");
     sb.koko_line("ip ipnetns b sysctl net.ipv6.conf.all.forwarding=1")
         .ok();
-    assert_eq!(
-        sb.sh("ip netns exec b sysctl -n net.ipv6.conf.all.forwarding")
-            .trim(),
-        "1"
-    );
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv6.conf.all.forwarding"), "1");
 }
 
 #[test]
@@ -298,11 +264,7 @@ fn one_line_of_output_and_json() {
 #[test]
 fn invoked_as_koro_through_a_symlink() {
     let sb = pair();
-    let dir = std::env::temp_dir().join(format!("koko-koro-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let koro = dir.join("koro");
-    let _ = std::fs::remove_file(&koro);
-    std::os::unix::fs::symlink(koko_bin(), &koro).unwrap();
+    let koro = koro_bin();
     let out = sb
         .command(&koro)
         .args([
@@ -324,7 +286,6 @@ fn invoked_as_koro_through_a_symlink() {
         .output()
         .unwrap();
     let help = sb.command(&koro).arg("--help").output().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -477,26 +438,25 @@ fn bad_input_leaves_the_namespace_as_it_was() {
 fn bad_targets() {
     let sb = pair();
     let before = snapshot(&sb, "a");
-    sb.koko_line("ip frob a route add default dev link1")
-        .fails(2, "unknown target 'frob'");
-    sb.koko_line("ip pid abc route add default dev link1")
-        .fails(2, "'abc' is not a process id");
-    sb.koko_line("ip ipnetns")
-        .fails(2, "target 'ipnetns' needs a value");
-    sb.koko_line("ip ipnetns nosuch route add 10.9.0.0/24 dev link1")
-        .fails(1, "netns 'nosuch'");
-    sb.koko_line("ip netns /run/netns/nosuch route add 10.9.0.0/24 dev link1")
-        .fails(1, "namespace file /run/netns/nosuch");
-    sb.koko_line("ip pid 999999999 route add 10.9.0.0/24 dev link1")
-        .fails(1, "pid 999999999");
-    // A usage error in the command is reported before the target is looked up.
-    sb.koko_line("ip ipnetns nosuch route add 10.9.0.0/24")
-        .fails(2, "give a gateway");
+    #[rustfmt::skip]
+    let cases: &[(&str, i32, &str)] = &[
+        ("ip frob a route add default dev link1", 2, "unknown target 'frob'"),
+        ("ip pid abc route add default dev link1", 2, "'abc' is not a process id"),
+        ("ip ipnetns", 2, "target 'ipnetns' needs a value"),
+        ("ip ipnetns nosuch route add 10.9.0.0/24 dev link1", 1, "netns 'nosuch'"),
+        ("ip netns /run/netns/nosuch route add 10.9.0.0/24 dev link1", 1, "namespace file /run/netns/nosuch"),
+        ("ip pid 999999999 route add 10.9.0.0/24 dev link1", 1, "pid 999999999"),
+        // A usage error in the command is reported before the target is looked up.
+        ("ip ipnetns nosuch route add 10.9.0.0/24", 2, "give a gateway"),
+    ];
+    for (line, code, needle) in cases {
+        sb.koko_line(line).fails(*code, needle);
+    }
     // Docker targets are resolved by the Docker support; without it (or
     // without such a container) the error names the container.
     let run = sb.koko_line("ip docker nosuch-container route add 10.9.0.0/24 dev link1");
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("'nosuch-container'"), "{}", run.stderr);
+    run.stderr_has("'nosuch-container'");
     sb.koko_line("show ipnetns a extra")
         .fails(2, "unexpected word 'extra'");
     sb.koko_line("show").fails(2, "missing TARGET");
@@ -514,7 +474,7 @@ fn the_journal_undoes_what_ip_commands_did() {
 
     let sb = pair();
     let before = snapshot(&sb, "a");
-    let forward_before = sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward");
+    let forward_before = sb.sysctl(Some("a"), "net.ipv4.ip_forward");
     let ns = Namespace::path(&sb.netns_path("a")).unwrap();
     let session = Session::new().unwrap();
     let mut journal = Journal::new();
@@ -538,10 +498,7 @@ fn the_journal_undoes_what_ip_commands_did() {
     let errors = journal.undo_all(&session);
     assert!(errors.is_empty(), "{errors:?}");
     drop(session);
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv4.ip_forward"),
-        forward_before
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), forward_before);
     let after = snapshot(&sb, "a");
     // IPv6 link-local routes and addresses may be re-announced; compare the
     // rest exactly.

@@ -6,11 +6,8 @@
 //! Each test writes its script into a fresh directory and runs it with
 //! `koko run` in its own sandbox (tests/support).
 
-mod scriptkit;
-mod support;
-
-use scriptkit::{assert_clean, line, run, tmp_dir};
-use support::{Run, Sandbox};
+use crate::support::script::{assert_clean, run, tmp_dir};
+use crate::support::{Run, Sandbox};
 
 /// Run `source` as a script in `sb`.
 fn run_source(sb: &Sandbox, tag: &str, source: &str) -> Run {
@@ -37,7 +34,7 @@ fn expect_failures(calls: &[(&str, &str)]) -> String {
 
 #[track_caller]
 fn says(r: &Run, label: &str, message: &str) {
-    let l = line(r, &format!("{label} "));
+    let l = r.line(&format!("{label} "));
     assert_eq!(
         l,
         format!("{label} kind=invalid message={message}"),
@@ -289,8 +286,8 @@ print(`chain subnet=${chain_subnet(c.opts, 1)} nodes=${c.nodes.len()}`);
 "#,
     );
     r.ok();
-    assert_eq!(line(&r, "ping "), "ping sent=2 received=2 ok=true");
-    assert_eq!(line(&r, "chain "), "chain subnet=10.5.5 nodes=3");
+    assert_eq!(r.line("ping "), "ping sent=2 received=2 ok=true");
+    assert_eq!(r.line("chain "), "chain subnet=10.5.5 nodes=3");
     let la = sb.link(Some("a"), "la").unwrap();
     assert_eq!(la["mtu"], 1400);
     assert_eq!(sb.addrs(Some("a"), "la"), vec!["10.0.1.1/24"]);

@@ -5,32 +5,9 @@
 //! kernel (`ip -j`, `tc -j`) and by traffic, and after every failure nothing
 //! is left behind.
 
-mod support;
-
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::time::Duration;
-
 use serde_json::Value;
-use support::{in_netns, koko_bin, tcp_roundtrip, Run, Sandbox};
 
-/// Run koko inside namespace `host` of the sandbox (`ip netns exec` also
-/// makes /run/netns visible, so `-n NAME` works there).
-fn koko_in(sb: &Sandbox, host: &str, line: &str) -> Run {
-    let out = sb
-        .command("ip")
-        .args(["netns", "exec", host])
-        .arg(koko_bin())
-        .args(line.split_whitespace())
-        .output()
-        .expect("run koko");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("ip netns exec {host} koko {line}"),
-    }
-}
+use crate::support::{kernel_lacks, send_udp, Sandbox};
 
 /// hostA and hostB joined by a veth underlay "eth1" (10.9.0.1/24,
 /// 10.9.0.2/24), a container namespace on each (ca, cb).
@@ -54,7 +31,7 @@ fn vxlan_data(link: &Value) -> &Value {
 fn snapshot(sb: &Sandbox, namespaces: &[&str]) -> Vec<(String, Vec<String>)> {
     let mut all = vec![("(sandbox)".to_string(), sb.link_names(None))];
     for ns in namespaces {
-        all.push((ns.to_string(), sb.link_names(Some(ns))));
+        all.push((ns.to_string(), sb.link_names(Some(*ns))));
     }
     all
 }
@@ -62,14 +39,12 @@ fn snapshot(sb: &Sandbox, namespaces: &[&str]) -> Vec<(String, Vec<String>)> {
 #[test]
 fn vxlan_between_two_hosts_carries_traffic_with_every_parameter() {
     let sb = two_hosts();
-    koko_in(
-        &sb,
+    sb.koko_in(
         "hostA",
         "-n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42,local=10.9.0.1,ttl=9",
     )
     .ok();
-    koko_in(
-        &sb,
+    sb.koko_in(
         "hostB",
         "-n cb,vx0,10.200.0.2/24 -X eth1,10.9.0.1,42,mtu=1400,learning=off",
     )
@@ -106,12 +81,7 @@ fn vxlan_between_two_hosts_carries_traffic_with_every_parameter() {
     assert_eq!(sb.link_names(Some("hostB")), vec!["eth1"]);
     assert!(sb.link_names(None).is_empty());
 
-    let reply = tcp_roundtrip(
-        &sb.netns_path("cb"),
-        &sb.netns_path("ca"),
-        "10.200.0.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("cb", "ca", "10.200.0.2:8080");
 
     // Deleting removes it (run anywhere: the link is in ca).
     sb.koko_line("-N ca,vx0").ok();
@@ -121,14 +91,12 @@ fn vxlan_between_two_hosts_carries_traffic_with_every_parameter() {
 #[test]
 fn vxlan_on_another_port_and_ipv6_addresses() {
     let sb = two_hosts();
-    koko_in(
-        &sb,
+    sb.koko_in(
         "hostA",
         "-n ca,vx9,10.201.0.1/24,fd00:201::1/64 -x eth1,10.9.0.2,4242,port=8472",
     )
     .ok();
-    koko_in(
-        &sb,
+    sb.koko_in(
         "hostB",
         "-n cb,vx9,10.201.0.2/24,fd00:201::2/64 -x eth1,10.9.0.1,4242,port=8472",
     )
@@ -138,12 +106,7 @@ fn vxlan_on_another_port_and_ipv6_addresses() {
         assert_eq!(vxlan_data(&l)["port"], 8472);
         assert_eq!(vxlan_data(&l)["id"], 4242);
     }
-    let reply = tcp_roundtrip(
-        &sb.netns_path("ca"),
-        &sb.netns_path("cb"),
-        "[fd00:201::1]:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("ca", "cb", "[fd00:201::1]:8080");
 }
 
 #[test]
@@ -151,7 +114,7 @@ fn vlan_names_the_missing_kernel_feature_or_works() {
     let sb = two_hosts();
     let probe =
         sb.sh("ip -n hostA link add link eth1 name probe type vlan id 3 2>&1 && echo yes || true");
-    let run = koko_in(&sb, "hostA", "-n ca,v5,10.1.0.1/24 -V eth1,5");
+    let run = sb.koko_in("hostA", "-n ca,v5,10.1.0.1/24 -V eth1,5");
     if probe.contains("yes") {
         // A kernel with 8021q: the vlan is made in ca, on eth1 of hostA.
         run.ok();
@@ -160,6 +123,7 @@ fn vlan_names_the_missing_kernel_feature_or_works() {
         assert_eq!(l["linkinfo"]["info_data"]["id"], 5);
         return;
     }
+    kernel_lacks("802.1Q VLANs (CONFIG_VLAN_8021Q)", "creating a vlan");
     run.fails(
         1,
         "creating vlan (id 5) 'v5' on eth1 in netns 'ca': this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)",
@@ -173,8 +137,8 @@ fn macvlans_in_bridge_mode_talk_to_each_other() {
     let sb = Sandbox::new();
     sb.netns_add(&["host", "a", "b"]);
     sb.sh("ip -n host link add p0 type veth peer name p0peer && ip -n host link set p0 up && ip -n host link set p0peer up");
-    koko_in(&sb, "host", "-n a,mv0,10.5.0.1/24 -M p0,bridge").ok();
-    koko_in(&sb, "host", "-n b,mv0,10.5.0.2/24 -M p0,bridge").ok();
+    sb.koko_in("host", "-n a,mv0,10.5.0.1/24 -M p0,bridge").ok();
+    sb.koko_in("host", "-n b,mv0,10.5.0.2/24 -M p0,bridge").ok();
     for ns in ["a", "b"] {
         let l = sb.link(Some(ns), "mv0").unwrap();
         assert_eq!(l["linkinfo"]["info_kind"], "macvlan");
@@ -187,12 +151,7 @@ fn macvlans_in_bridge_mode_talk_to_each_other() {
         vec!["p0", "p0peer"],
         "nothing else appeared next to the parent"
     );
-    let reply = tcp_roundtrip(
-        &sb.netns_path("b"),
-        &sb.netns_path("a"),
-        "10.5.0.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("b", "a", "10.5.0.2:8080");
 }
 
 #[test]
@@ -209,7 +168,8 @@ fn every_macvlan_mode_is_accepted_by_the_kernel() {
         ("passthru", "passthru"),
     ] {
         let name = format!("m{mode}");
-        koko_in(&sb, "host", &format!("-n a,{name} -M p0,{mode}")).ok();
+        sb.koko_in("host", &format!("-n a,{name} -M p0,{mode}"))
+            .ok();
         let l = sb.link(Some("a"), &name).unwrap();
         assert_eq!(l["linkinfo"]["info_data"]["mode"], shown, "{mode}: {l}");
         sb.koko_line(&format!("-N a,{name}")).ok();
@@ -221,31 +181,7 @@ fn every_macvlan_mode_is_accepted_by_the_kernel() {
 
 /// The number of packets the mirror link's peer (`mirpeer` in `m`) received.
 fn mirrored(sb: &Sandbox) -> u64 {
-    let l = sb.ip_json(Some("m"), "-s link show mirpeer");
-    l[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
-}
-
-/// Send `n` UDP datagrams from namespace `from` to `to` (a socket listens
-/// there, so no ICMP comes back).
-fn send_udp(from: &Path, to_ns: &Path, to: SocketAddr, n: usize) {
-    let receiver = in_netns(to_ns, move || UdpSocket::bind(to).unwrap())
-        .join()
-        .unwrap();
-    in_netns(from, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..n {
-            s.send_to(b"koko mirror test", to).unwrap();
-        }
-    })
-    .join()
-    .unwrap();
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    for _ in 0..n {
-        receiver.recv(&mut buf).expect("the datagram arrives");
-    }
+    sb.rx_packets(Some("m"), "mirpeer")
 }
 
 /// a and b joined by src (in a) <-> dst (in b); m is the monitor namespace.
@@ -275,7 +211,14 @@ fn mirror_scene() -> Sandbox {
     sb
 }
 
-/// (packets mirrored while b sends 50 to a, while a sends 50 to b)
+/// (packets mirrored while b sends 50 to a, while a sends 50 to b).
+///
+/// No wait is needed before reading the counter: tc's mirred action runs in
+/// the path of the packet it copies (egress: in the sender's
+/// dev_queue_xmit; ingress: in the receive softirq before the socket gets
+/// the datagram), and a veth counts a packet for its peer's rx when it
+/// transmits it. So once `send_udp` has received every datagram, every copy
+/// has been counted.
 fn count_both_ways(sb: &Sandbox, port: u16) -> (u64, u64) {
     let before = mirrored(sb);
     send_udp(
@@ -284,7 +227,6 @@ fn count_both_ways(sb: &Sandbox, port: u16) -> (u64, u64) {
         format!("10.7.0.1:{port}").parse().unwrap(),
         50,
     );
-    std::thread::sleep(Duration::from_millis(100));
     let after_in = mirrored(sb);
     send_udp(
         &sb.netns_path("a"),
@@ -292,31 +234,8 @@ fn count_both_ways(sb: &Sandbox, port: u16) -> (u64, u64) {
         format!("10.7.0.2:{port}").parse().unwrap(),
         50,
     );
-    std::thread::sleep(Duration::from_millis(100));
     let after_out = mirrored(sb);
     (after_in - before, after_out - after_in)
-}
-
-fn tc_filters(sb: &Sandbox, ns: &str, dev: &str, hook: &str) -> Vec<Value> {
-    let text = sb.sh(&format!("tc -n {ns} -j filter show dev {dev} {hook}"));
-    if text.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn qdisc_kinds(sb: &Sandbox, ns: &str, dev: &str) -> Vec<String> {
-    let text = sb.sh(&format!("tc -n {ns} -j qdisc show dev {dev}"));
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["kind"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -331,7 +250,7 @@ fn mirroring_each_direction_is_counted_on_the_mirror_link_and_removed_with_it() 
         sb.koko_line(&format!("-n a,mir0,{spelling} -n m,mirpeer"))
             .ok();
         assert_eq!(
-            qdisc_kinds(&sb, "a", "src")
+            sb.qdisc_kinds(Some("a"), "src")
                 .iter()
                 .filter(|k| *k == "clsact")
                 .count(),
@@ -361,7 +280,7 @@ fn mirroring_each_direction_is_counted_on_the_mirror_link_and_removed_with_it() 
             _ => &["ingress", "egress"],
         };
         for hook in hooks {
-            let f = tc_filters(&sb, "a", "src", hook);
+            let f = sb.tc_filters(Some("a"), "src", hook);
             let text = serde_json::to_string(&f).unwrap();
             assert!(text.contains("\"protocol\":\"all\""), "{hook}: {text}");
             assert!(text.contains("\"to_dev\":\"mir0\""), "{hook}: {text}");
@@ -375,12 +294,13 @@ fn mirroring_each_direction_is_counted_on_the_mirror_link_and_removed_with_it() 
         assert!(!sb.link_names(Some("a")).contains(&"mir0".to_string()));
         for hook in ["ingress", "egress"] {
             assert!(
-                tc_filters(&sb, "a", "src", hook).is_empty(),
+                sb.tc_filters(Some("a"), "src", hook).is_empty(),
                 "{dir}: {hook} filters left"
             );
         }
         assert!(
-            !qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()),
+            !sb.qdisc_kinds(Some("a"), "src")
+                .contains(&"clsact".to_string()),
             "the clsact koko added is gone"
         );
     }
@@ -394,16 +314,17 @@ fn deleting_a_mirror_leaves_a_users_own_filter() {
     let (got_in, got_out) = count_both_ways(&sb, 9200);
     assert!(got_in >= 50 && got_out >= 50, "{got_in} {got_out}");
     sb.koko_line("-N a,mir0").ok();
-    let left = tc_filters(&sb, "a", "src", "ingress");
+    let left = sb.tc_filters(Some("a"), "src", "ingress");
     let text = serde_json::to_string(&left).unwrap();
     assert!(
         !left.is_empty() && left.iter().all(|f| f["pref"] == 7),
         "only the user's filter is left: {text}"
     );
     assert!(!text.contains("mirred"), "{text}");
-    assert!(tc_filters(&sb, "a", "src", "egress").is_empty());
+    assert!(sb.tc_filters(Some("a"), "src", "egress").is_empty());
     assert!(
-        qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()),
+        sb.qdisc_kinds(Some("a"), "src")
+            .contains(&"clsact".to_string()),
         "the user's clsact stays"
     );
 }
@@ -412,16 +333,12 @@ fn deleting_a_mirror_leaves_a_users_own_filter() {
 fn mirror_on_a_vxlan_endpoint() {
     let sb = two_hosts();
     sb.sh("ip -n ca link add app type veth peer name app2 && ip -n ca link set app up && ip -n ca link set app2 up");
-    koko_in(
-        &sb,
-        "hostA",
-        "-n ca,vx0,mirror:egress:app -x eth1,10.9.0.2,42",
-    )
-    .ok();
-    let f = serde_json::to_string(&tc_filters(&sb, "ca", "app", "egress")).unwrap();
+    sb.koko_in("hostA", "-n ca,vx0,mirror:egress:app -x eth1,10.9.0.2,42")
+        .ok();
+    let f = serde_json::to_string(&sb.tc_filters(Some("ca"), "app", "egress")).unwrap();
     assert!(f.contains("\"to_dev\":\"vx0\""), "{f}");
     sb.koko_line("-N ca,vx0").ok();
-    assert!(tc_filters(&sb, "ca", "app", "egress").is_empty());
+    assert!(sb.tc_filters(Some("ca"), "app", "egress").is_empty());
 }
 
 // ---------------------------------------------------------------- bad input
@@ -431,7 +348,7 @@ fn bad_tunnel_input_is_refused_and_leaves_nothing_behind() {
     let sb = two_hosts();
     sb.netns_add(&["a", "b"]);
     // A vxlan that exists already: VNI 42 on port 4789 in hostA.
-    koko_in(&sb, "hostA", "-n ca,vx0 -x eth1,10.9.0.2,42").ok();
+    sb.koko_in("hostA", "-n ca,vx0 -x eth1,10.9.0.2,42").ok();
     let before = snapshot(&sb, &["hostA", "hostB", "ca", "cb", "a", "b"]);
     let cases: &[(&str, &str, i32, &str)] = &[
         (
@@ -550,7 +467,7 @@ fn bad_tunnel_input_is_refused_and_leaves_nothing_behind() {
         ("hostA", "-n a,l1,mirror:both:l1 -n b,l2", 2, "onto itself"),
     ];
     for (host, line, code, needle) in cases {
-        koko_in(&sb, host, line).fails(*code, needle);
+        sb.koko_in(host, line).fails(*code, needle);
         assert_eq!(
             snapshot(&sb, &["hostA", "hostB", "ca", "cb", "a", "b"]),
             before,
@@ -559,7 +476,7 @@ fn bad_tunnel_input_is_refused_and_leaves_nothing_behind() {
         for dev in ["eth1", "vx0"] {
             let ns = if dev == "eth1" { "hostA" } else { "ca" };
             assert!(
-                qdisc_kinds(&sb, ns, dev).iter().all(|k| k != "clsact"),
+                sb.qdisc_kinds(Some(ns), dev).iter().all(|k| k != "clsact"),
                 "{line}: clsact left on {dev}"
             );
         }
@@ -577,11 +494,13 @@ fn deleting_the_far_end_of_a_veth_removes_the_mirror_on_the_near_end() {
     assert!(!sb.link_names(Some("a")).contains(&"mir0".to_string()));
     for hook in ["ingress", "egress"] {
         assert!(
-            tc_filters(&sb, "a", "src", hook).is_empty(),
+            sb.tc_filters(Some("a"), "src", hook).is_empty(),
             "{hook} filters left"
         );
     }
-    assert!(!qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()));
+    assert!(!sb
+        .qdisc_kinds(Some("a"), "src")
+        .contains(&"clsact".to_string()));
 }
 
 #[test]
@@ -592,19 +511,22 @@ fn two_mirrors_of_one_source_are_removed_one_at_a_time() {
     sb.koko_line("-n a,mir1,mirror:ingress:src -n m2,peer1")
         .ok();
     sb.koko_line("-N a,mir0").ok();
-    let left = serde_json::to_string(&tc_filters(&sb, "a", "src", "ingress")).unwrap();
+    let left = serde_json::to_string(&sb.tc_filters(Some("a"), "src", "ingress")).unwrap();
     assert!(
         left.contains("\"to_dev\":\"mir1\"") && !left.contains("mir0"),
         "{left}"
     );
-    assert!(tc_filters(&sb, "a", "src", "egress").is_empty());
+    assert!(sb.tc_filters(Some("a"), "src", "egress").is_empty());
     assert!(
-        qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()),
+        sb.qdisc_kinds(Some("a"), "src")
+            .contains(&"clsact".to_string()),
         "still in use by mir1"
     );
     sb.koko_line("-N a,mir1").ok();
-    assert!(tc_filters(&sb, "a", "src", "ingress").is_empty());
-    assert!(!qdisc_kinds(&sb, "a", "src").contains(&"clsact".to_string()));
+    assert!(sb.tc_filters(Some("a"), "src", "ingress").is_empty());
+    assert!(!sb
+        .qdisc_kinds(Some("a"), "src")
+        .contains(&"clsact".to_string()));
 }
 
 #[test]
@@ -620,9 +542,10 @@ fn an_existing_ingress_qdisc_serves_ingress_but_not_egress_mirroring() {
     let (got_in, _) = count_both_ways(&sb, 9400);
     assert!(got_in >= 50, "{got_in}");
     sb.koko_line("-N a,mir0").ok();
-    assert!(tc_filters(&sb, "a", "src", "ingress").is_empty());
+    assert!(sb.tc_filters(Some("a"), "src", "ingress").is_empty());
     assert!(
-        qdisc_kinds(&sb, "a", "src").contains(&"ingress".to_string()),
+        sb.qdisc_kinds(Some("a"), "src")
+            .contains(&"ingress".to_string()),
         "the user's ingress qdisc stays"
     );
 }

@@ -1,9 +1,7 @@
 //! Automatic failover: the firewall-down scenario end to end, and the care
 //! with namespace references that makes it possible.
 
-mod support;
-
-use support::{tcp_roundtrip, Sandbox};
+use crate::support::Sandbox;
 
 fn repo_file(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -19,9 +17,9 @@ fn failover_script_repairs_the_chain_and_measures_the_outage() {
         "--keep-chain",
     ]);
     run.ok();
-    assert!(run.stdout.contains("chain up"), "{}", run.stdout);
-    assert!(run.stdout.contains("failure detected"), "{}", run.stdout);
-    assert!(run.stdout.contains("repaired"), "{}", run.stdout);
+    run.stdout_has("chain up");
+    run.stdout_has("failure detected");
+    run.stdout_has("repaired");
 
     // Through the kernel: the firewall is gone, with both of its links'
     // peers; the client now routes through link7 to the router.
@@ -39,12 +37,7 @@ fn failover_script_repairs_the_chain_and_measures_the_outage() {
     assert_eq!(routes[0]["gateway"], "10.0.4.2");
     assert_eq!(routes[0]["dev"], "link7");
     // And traffic flows client -> router -> webserver.
-    let reply = tcp_roundtrip(
-        &sb.netns_path("webserver"),
-        &sb.netns_path("client"),
-        "10.0.3.2:8081".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("webserver", "client", "10.0.3.2:8081");
 }
 
 #[test]
@@ -117,11 +110,7 @@ fn link_down_and_up_hooks_fire_on_state_changes() {
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     run.ok();
-    assert!(
-        run.stdout.contains(r#"["link_down", "link_up"]"#),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stderr.contains("hook trouble"), "{}", run.stderr);
-    assert!(run.stdout.contains("second hook ran"), "{}", run.stdout);
+    run.stdout_has(r#"["link_down", "link_up"]"#);
+    run.stderr_has("hook trouble");
+    run.stdout_has("second hook ran");
 }

@@ -9,13 +9,13 @@
 //! netns` name, firewall by name and by path, router by pid (a process in a
 //! namespace of its own), webserver by path.
 
-mod support;
-
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
+use crate::support::{assert_tcp, route_text, tcp_blocked, wait_until, Place, Sandbox, TEARDOWN};
 use serde_json::Value;
-use support::{tcp_blocked, tcp_roundtrip, Sandbox};
+
+/// Where the webserver listens.
+const WEB: &str = "10.0.3.2:8080";
 
 struct Chain {
     sb: Sandbox,
@@ -37,7 +37,7 @@ impl Chain {
 
     /// `koro TARGET COMMAND` as `koko ip TARGET COMMAND`.
     #[track_caller]
-    fn koro(&self, name: &str, command: &str) -> support::Run {
+    fn koro(&self, name: &str, command: &str) -> crate::support::Run {
         let run = self
             .sb
             .koko_line(&format!("ip {} {command}", self.target(name)));
@@ -46,37 +46,29 @@ impl Chain {
         run
     }
 
-    /// `ip -j ARGS` inside a box.
-    fn ip(&self, name: &str, args: &str) -> Value {
-        let prefix = match name {
-            "router" => format!("nsenter -t {} -n ip -j", self.router_pid),
-            other => format!("ip -j -n {other}"),
-        };
-        let text = self.sb.sh(&format!("{prefix} {args}"));
-        if text.trim().is_empty() {
-            Value::Array(vec![])
-        } else {
-            serde_json::from_str(&text).unwrap()
+    /// Where a box's namespace is, for kernel queries.
+    fn place(&self, name: &str) -> Place {
+        match name {
+            "router" => Place::Pid(self.router_pid),
+            other => Place::Netns(other.to_string()),
         }
     }
 
-    /// IPv4 routes of the main table, `ip route`-style, sorted.
+    /// `ip -j ARGS` inside a box.
+    fn ip(&self, name: &str, args: &str) -> Value {
+        self.sb.ip_json(self.place(name), args)
+    }
+
+    /// IPv4 routes of the main table, `ip route`-style with the preferred
+    /// source, sorted.
     fn routes(&self, name: &str) -> Vec<String> {
         let mut v: Vec<String> = self
-            .ip(name, "route show")
-            .as_array()
-            .unwrap()
+            .sb
+            .routes(self.place(name))
             .iter()
-            .map(|r| {
-                let mut s = r["dst"].as_str().unwrap().to_string();
-                if let Some(gw) = r["gateway"].as_str() {
-                    s += &format!(" via {gw}");
-                }
-                s += &format!(" dev {}", r["dev"].as_str().unwrap());
-                if let Some(src) = r["prefsrc"].as_str() {
-                    s += &format!(" src {src}");
-                }
-                s
+            .map(|r| match r["prefsrc"].as_str() {
+                Some(src) => format!("{} src {src}", route_text(r)),
+                None => route_text(r),
             })
             .collect();
         v.sort();
@@ -100,6 +92,27 @@ impl Chain {
         }
         out.sort();
         out
+    }
+
+    /// The post's repair: a new link client (link7, 10.0.4.1/24) <->
+    /// router (link8, 10.0.4.2/24).
+    fn link_client_to_router(&self) {
+        self.sb
+            .koko(&[
+                "-n",
+                "client,link7",
+                "-p",
+                &format!("{},link8", self.router_pid),
+            ])
+            .ok();
+        self.koro("client", "address add 10.0.4.1/24 dev link7");
+        self.koro("router", "address add 10.0.4.2/24 dev link8");
+    }
+
+    /// TCP from the client reaches the webserver (a listener on WEB).
+    #[track_caller]
+    fn assert_web_reachable(&self) {
+        assert_tcp(self.path("webserver"), self.path("client"), WEB);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -208,22 +221,15 @@ fn service_chain_is_built_checked_broken_and_repaired() {
         ("client", "0"),
         ("webserver", "0"),
     ] {
-        let cmd = match name {
-            "router" => format!(
-                "nsenter -t {} -n sysctl -n net.ipv4.ip_forward",
-                chain.router_pid
-            ),
-            other => format!("ip netns exec {other} sysctl -n net.ipv4.ip_forward"),
-        };
-        assert_eq!(chain.sb.sh(&cmd).trim(), on, "forwarding in {name}");
+        assert_eq!(
+            chain.sb.sysctl(chain.place(name), "net.ipv4.ip_forward"),
+            on,
+            "forwarding in {name}"
+        );
     }
 
     // "Now we have a service chain!": TCP from client to the webserver.
-    let web = "10.0.3.2:8080".parse().unwrap();
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 
     // koko show tells the same story, peers included.
     let show = chain
@@ -244,42 +250,23 @@ fn service_chain_is_built_checked_broken_and_repaired() {
     // "The firewall goes down": its namespace is deleted, its veth ends go
     // with it, and so do the routes through them.
     chain.sb.sh("ip netns del firewall");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while chain
-        .ip("client", "link show")
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["ifname"] == "link1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "link1 did not vanish with the firewall"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "link1 vanishes from client with the firewall",
+        TEARDOWN,
+        || chain.sb.link(Some("client"), "link1").is_none(),
+    );
     assert!(
         chain.routes("client").is_empty(),
         "{:?}",
         chain.routes("client")
     );
     assert!(
-        tcp_blocked(&chain.path("client"), web),
+        tcp_blocked(&chain.path("client"), WEB.parse().unwrap()),
         "traffic must fail without the firewall"
     );
 
     // The repair: a new link client <-> router, new addresses ...
-    chain
-        .sb
-        .koko(&[
-            "-n",
-            "client,link7",
-            "-p",
-            &format!("{},link8", chain.router_pid),
-        ])
-        .ok();
-    chain.koro("client", "address add 10.0.4.1/24 dev link7");
-    chain.koro("router", "address add 10.0.4.2/24 dev link8");
+    chain.link_client_to_router();
     // ... and the post's exact new default route (the old one went with link1).
     chain.koro("client", "route add default via 10.0.4.2 dev link7");
     assert_eq!(
@@ -289,10 +276,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
             "default via 10.0.4.2 dev link7"
         ]
     );
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 
     // `route replace` is what to reach for when the old default is still
     // there: it swaps it in place, once, and can be repeated.
@@ -319,10 +303,7 @@ fn service_chain_is_built_checked_broken_and_repaired() {
             1,
             "route default via 10.0.4.2 dev link7: already exists in netns 'client'",
         );
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 }
 
 #[test]
@@ -330,28 +311,14 @@ fn replace_when_the_old_default_is_still_there() {
     // Same chain; this time the client's link to the firewall stays, and the
     // default route is moved to a new router link with `route replace`.
     let chain = build_chain();
-    chain
-        .sb
-        .koko(&[
-            "-n",
-            "client,link7",
-            "-p",
-            &format!("{},link8", chain.router_pid),
-        ])
-        .ok();
-    chain.koro("client", "address add 10.0.4.1/24 dev link7");
-    chain.koro("router", "address add 10.0.4.2/24 dev link8");
+    chain.link_client_to_router();
     chain
         .sb
         .koko_line("ip ipnetns client route add default via 10.0.4.2 dev link7")
         .fails(1, "already exists in netns 'client'");
     let run = chain.koro("client", "route replace default via 10.0.4.2 dev link7");
-    assert!(
-        run.stdout.contains(
-            "replaced route default via 10.0.1.2 dev link1 with default via 10.0.4.2 dev link7"
-        ),
-        "{}",
-        run.stdout
+    run.stdout_has(
+        "replaced route default via 10.0.1.2 dev link1 with default via 10.0.4.2 dev link7",
     );
     assert_eq!(
         chain.routes("client"),
@@ -366,11 +333,7 @@ fn replace_when_the_old_default_is_still_there() {
     chain
         .sb
         .sh("ip netns exec firewall sysctl -qw net.ipv4.ip_forward=0");
-    let web = "10.0.3.2:8080".parse().unwrap();
-    assert_eq!(
-        tcp_roundtrip(&chain.path("webserver"), &chain.path("client"), web).as_deref(),
-        Ok("hello koko")
-    );
+    chain.assert_web_reachable();
 }
 
 #[test]
@@ -396,10 +359,5 @@ fn warm_up_two_endpoints_and_a_firewall() {
     let gw = |ns: &str| sb.ip_json(Some(ns), "route show default")[0]["gateway"].clone();
     assert_eq!(gw("test1"), "10.0.1.2");
     assert_eq!(gw("test2"), "10.0.2.1");
-    let reply = tcp_roundtrip(
-        &sb.netns_path("test2"),
-        &sb.netns_path("test1"),
-        "10.0.2.2:80".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("test2", "test1", "10.0.2.2:80");
 }

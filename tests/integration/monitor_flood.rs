@@ -2,11 +2,8 @@
 //! lost, even when the kernel drops notifications because koko did not read
 //! them in time (ENOBUFS); the monitor resynchronises with a dump.
 
-mod scriptkit;
-mod support;
-
-use scriptkit::{assert_clean, line, run_env, script};
-use support::Sandbox;
+use crate::support::script::{assert_clean, run_env, script};
+use crate::support::Sandbox;
 
 #[test]
 fn a_link_down_is_not_lost_when_notifications_overflow() {
@@ -26,12 +23,7 @@ fn a_link_down_is_not_lost_when_notifications_overflow() {
         "the flood did not overflow the monitor, so this proves nothing:\n{}",
         r.stderr
     );
-    assert_eq!(
-        line(&r, "fired:"),
-        r#"fired: ["link_gone"]"#,
-        "{}",
-        r.stderr
-    );
+    assert_eq!(r.line("fired:"), r#"fired: ["link_gone"]"#, "{}", r.stderr);
     assert_clean(&sb, "after the flood");
 }
 
@@ -52,6 +44,6 @@ fn with_the_default_buffer_the_same_flood_needs_no_resync() {
     // Every notification arrives: the kernel announces the deleted link as
     // down (NEWLINK without IFF_UP) before its DELLINK, and the hook fires
     // once, on the first.
-    assert_eq!(line(&r, "fired:"), r#"fired: ["link_down"]"#);
+    assert_eq!(r.line("fired:"), r#"fired: ["link_down"]"#);
     assert_clean(&sb, "after the flood");
 }

@@ -1,12 +1,10 @@
 //! Helpers for the script tests: where the test scripts are, how to run
 //! `koko run` on them inside a sandbox, and the "nothing left" check.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::support::{koko_bin, Run, Sandbox};
+use super::{koko_bin, Run, Sandbox};
 
 /// A test script under tests/scripts/ (absolute path: the sandbox shares
 /// this machine's files, only /run/netns is private).
@@ -24,20 +22,29 @@ pub fn run(sb: &Sandbox, args: &[&str]) -> Run {
     run_env(sb, args, &[])
 }
 
-/// `koko run ARGS...` inside the sandbox with extra environment variables.
+/// `koko run ARGS...` inside the sandbox with extra environment variables
+/// (KOKO_PATH is cleared unless given here).
 pub fn run_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd: Command = sb.command(koko_bin());
+    let mut cmd = sb.command(koko_bin());
     cmd.arg("run").args(args).env_remove("KOKO_PATH");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run koko");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("koko run {}", args.join(" ")),
-    }
+    Run::of(&mut cmd, format!("koko run {}", args.join(" ")))
+}
+
+/// `cd REPO && koko run scripts/NAME ARGS...` inside the sandbox, as the
+/// README says.
+pub fn run_example(sb: &Sandbox, name: &str) -> Run {
+    let mut cmd = sb.command("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "cd {} && exec {} run scripts/{name}",
+            env!("CARGO_MANIFEST_DIR"),
+            koko_bin().display()
+        ))
+        .env_remove("KOKO_PATH");
+    Run::of(&mut cmd, format!("koko run scripts/{name}"))
 }
 
 /// Through the kernel: no named namespace and no link (but lo) is left in
@@ -56,7 +63,7 @@ pub fn assert_clean(sb: &Sandbox, what: &str) {
     );
 }
 
-/// A fresh directory for generated scripts.
+/// A fresh directory for generated scripts and files.
 pub fn tmp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -68,10 +75,9 @@ pub fn tmp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The lines of a run's stdout that start with `prefix`.
-pub fn line<'a>(r: &'a Run, prefix: &str) -> &'a str {
-    r.stdout
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("{}: no line {prefix:?} in:\n{}", r.what, r.stdout))
+/// Write `text` to a fresh file `name` the sandbox can read.
+pub fn write_script(tag: &str, name: &str, text: &str) -> PathBuf {
+    let path = tmp_dir(tag).join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }

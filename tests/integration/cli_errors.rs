@@ -2,9 +2,7 @@
 //! the cause, the right exit code (2 = wrong request, 1 = could not be done),
 //! and leaves nothing behind, checked through the kernel.
 
-mod support;
-
-use support::Sandbox;
+use crate::support::Sandbox;
 
 /// Every link (except lo) in every namespace of the sandbox, and the named
 /// namespaces themselves: what "nothing left behind" compares.
@@ -12,7 +10,7 @@ fn inventory(sb: &Sandbox) -> Vec<String> {
     let mut all = Vec::new();
     for ns in sb.netns_list() {
         all.push(format!("netns {ns}"));
-        for l in sb.link_names(Some(&ns)) {
+        for l in sb.link_names(Some(ns.as_str())) {
             all.push(format!("{ns}/{l}"));
         }
     }
@@ -252,7 +250,7 @@ fn not_root_says_so() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(support::koko_bin())
+        .arg(crate::support::koko_bin())
         .args(["-n", "a,l1", "-n", "b,l2"])
         .output()
         .unwrap();

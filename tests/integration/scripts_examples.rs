@@ -1,54 +1,17 @@
 //! Every example under scripts/ runs, prints what it promises, and leaves
 //! nothing behind (checked through the kernel).
 
-mod scriptkit;
-mod support;
-
-use scriptkit::assert_clean;
-use support::{koko_bin, Run, Sandbox};
-
-/// `cd REPO && koko run scripts/NAME` inside the sandbox, as the README says.
-fn run_example(sb: &Sandbox, name: &str) -> Run {
-    let out = sb
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && exec {} run scripts/{name}",
-            env!("CARGO_MANIFEST_DIR"),
-            koko_bin().display()
-        ))
-        .env_remove("KOKO_PATH")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("koko run scripts/{name}"),
-    }
-}
+use crate::support::script::{assert_clean, run_example};
+use crate::support::Sandbox;
 
 #[test]
 fn two_namespaces_runs_and_cleans_up() {
     let sb = Sandbox::new();
     let r = run_example(&sb, "two-namespaces.rhai");
     r.ok();
-    assert!(
-        r.stdout
-            .contains("v1 in netns 'ns1' <-> v2 in netns 'ns2': up"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("ping 10.0.0.2 from ns1: ok=true"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("ns2 asks ns1: hello from ns1"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_has("v1 in netns 'ns1' <-> v2 in netns 'ns2': up");
+    r.stdout_has("ping 10.0.0.2 from ns1: ok=true");
+    r.stdout_has("ns2 asks ns1: hello from ns1");
     assert!(r.stdout.trim_end().ends_with("cleaned up"), "{}", r.stdout);
     assert_clean(&sb, "two-namespaces.rhai");
 }
@@ -76,7 +39,7 @@ fn service_chain_runs_breaks_repairs_and_cleans_up() {
 #[test]
 fn every_example_is_covered_here() {
     // A new example must get a test in this file (failover.rhai has its
-    // own: tests/failover.rs, and failover-docker.rhai: tests/docker.rs).
+    // own: failover.rs, and failover-docker.rhai: docker.rs).
     let mut found: Vec<String> =
         std::fs::read_dir(format!("{}/scripts", env!("CARGO_MANIFEST_DIR")))
             .unwrap()

@@ -2,9 +2,7 @@
 //! endpoints: every such example of the seeds (koko README, the veth blog
 //! post), checked through the kernel and by traffic across the link.
 
-mod support;
-
-use support::{tcp_roundtrip, Sandbox};
+use crate::support::{assert_tcp, Place, Sandbox};
 
 #[test]
 fn readme_netns_example_ipv4() {
@@ -34,12 +32,7 @@ fn readme_netns_example_ipv4() {
     // Nothing appeared in koko's own namespace.
     assert!(sb.link_names(None).is_empty(), "{:?}", sb.link_names(None));
 
-    let reply = tcp_roundtrip(
-        &sb.netns_path("testns2"),
-        &sb.netns_path("testns1"),
-        "192.168.1.2:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("testns2", "testns1", "192.168.1.2:8080");
 }
 
 #[test]
@@ -50,12 +43,7 @@ fn readme_netns_example_ipv6_and_dual_stack() {
         .ok();
     assert_eq!(sb.addrs(Some("testns1"), "link1"), vec!["2001:db8::1/64"]);
     assert_eq!(sb.addrs(Some("testns2"), "link2"), vec!["2001:db8::2/64"]);
-    let reply = tcp_roundtrip(
-        &sb.netns_path("testns2"),
-        &sb.netns_path("testns1"),
-        "[2001:db8::2]:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("testns2", "testns1", "[2001:db8::2]:8080");
 
     sb.koko_line("-n testns1,link3,192.168.1.1/24,2001:DB8:1::1/64 -n testns2,link4,192.168.1.2/24,2001:DB8:1::2/64")
         .ok();
@@ -74,11 +62,7 @@ fn ipv6_is_enabled_on_the_link_when_the_namespace_disabled_it() {
     sb.sh("ip netns exec a sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
     sb.koko_line("-n a,v6,fd00::1/64 -n b,v6b,fd00::2/64").ok();
     assert_eq!(sb.addrs(Some("a"), "v6"), vec!["fd00::1/64"]);
-    assert_eq!(
-        sb.sh("ip netns exec a sysctl -n net.ipv6.conf.v6.disable_ipv6")
-            .trim(),
-        "0"
-    );
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.v6.disable_ipv6"), "0");
 }
 
 #[test]
@@ -108,12 +92,7 @@ fn veth_blog_post_two_namespaces_and_a_cable() {
     sb.koko_line("-n ns1,v1,10.0.0.1/24 -n ns2,v2,10.0.0.2/24")
         .ok();
     assert_eq!(sb.link(Some("ns1"), "v1").unwrap()["operstate"], "UP");
-    let reply = tcp_roundtrip(
-        &sb.netns_path("ns1"),
-        &sb.netns_path("ns2"),
-        "10.0.0.1:8080".parse().unwrap(),
-    );
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    sb.assert_tcp("ns1", "ns2", "10.0.0.1:8080");
     // `ip netns exec` works in koko's namespaces.
     assert!(sb.sh("ip netns exec ns1 ip -br link").contains("v1@"));
     sb.koko_line("netns del ns1 ns2").ok();
@@ -145,14 +124,14 @@ fn pid_and_current_namespace_endpoints() {
         "host-end,10.1.0.2/24",
     ])
     .ok();
-    let in_pid = sb.sh(&format!("nsenter -t {pid} -n ip -j -d link show eth1"));
-    let in_pid: serde_json::Value = serde_json::from_str(&in_pid).unwrap();
-    assert_eq!(in_pid[0]["linkinfo"]["info_kind"], "veth");
-    assert_eq!(in_pid[0]["operstate"], "UP");
+    let in_pid = sb
+        .link(Place::Pid(pid), "eth1")
+        .expect("eth1 in the pid's namespace");
+    assert_eq!(in_pid["linkinfo"]["info_kind"], "veth");
+    assert_eq!(in_pid["operstate"], "UP");
     assert_eq!(sb.addrs(None, "host-end"), vec!["10.1.0.2/24"]);
     let pid_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let reply = tcp_roundtrip(&pid_ns, &sb.own_ns_path(), "10.1.0.1:9000".parse().unwrap());
-    assert_eq!(reply.as_deref(), Ok("hello koko"));
+    assert_tcp(&pid_ns, sb.own_ns_path(), "10.1.0.1:9000");
 
     // -P deletes from the pid's side; the peer in the current namespace goes too.
     sb.koko(&["-P", &format!("{pid},eth1")]).ok();

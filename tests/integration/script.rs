@@ -9,16 +9,13 @@
 //! Not covered here: docker(), on_link_down / on_container_exit / watch /
 //! stop_watch (events: another branch), sysctl of a docker namespace.
 
-mod scriptkit;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use scriptkit::{assert_clean, line, run, run_env, script, tmp_dir};
+use crate::support::script::{assert_clean, run, run_env, script, tmp_dir};
+use crate::support::{kernel_lacks, koko_bin, wait_exit, Place, Sandbox};
 use serde_json::Value;
-use support::{koko_bin, Sandbox};
 
 fn flags(link: &Value) -> Vec<String> {
     link["flags"]
@@ -27,12 +24,6 @@ fn flags(link: &Value) -> Vec<String> {
         .iter()
         .map(|f| f.as_str().unwrap().to_string())
         .collect()
-}
-
-fn sysctl(sb: &Sandbox, ns: &str, key: &str) -> String {
-    sb.sh(&format!("ip netns exec {ns} sysctl -n {key}"))
-        .trim()
-        .to_string()
 }
 
 // ---------------------------------------------------------------- the API
@@ -46,23 +37,18 @@ fn namespaces_host_pid_forwarding_sysctl_destroy() {
         &[&script("api_namespaces.rhai"), "--", &pid.to_string()],
     );
     r.ok();
-    assert_eq!(line(&r, "a.name="), "a.name=a a.kind=netns same=true");
-    assert_eq!(line(&r, "host.kind="), "host.kind=host");
-    assert_eq!(
-        line(&r, "pid.kind="),
-        format!("pid.kind=pid pid.name={pid}")
-    );
-    assert_eq!(line(&r, "fwd4="), "fwd4=1 fwd6=1");
-    assert_eq!(line(&r, "rp_filter="), "rp_filter=2");
+    assert_eq!(r.line("a.name="), "a.name=a a.kind=netns same=true");
+    assert_eq!(r.line("host.kind="), "host.kind=host");
+    assert_eq!(r.line("pid.kind="), format!("pid.kind=pid pid.name={pid}"));
+    assert_eq!(r.line("fwd4="), "fwd4=1 fwd6=1");
+    assert_eq!(r.line("rp_filter="), "rp_filter=2");
     // Through the kernel: "a" exists (visible to ip netns), "doomed" was
     // destroyed, the sysctls are set.
     assert_eq!(sb.netns_list(), vec!["a"]);
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv6.conf.all.forwarding"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "2");
-    let in_pid = sb.sh(&format!(
-        "nsenter -t {pid} -n sysctl -n net.ipv4.ip_forward"
-    ));
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv6.conf.all.forwarding"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "2");
+    let in_pid = sb.sysctl(Place::Pid(pid), "net.ipv4.ip_forward");
     assert_eq!(in_pid.trim(), "1");
 }
 
@@ -82,9 +68,7 @@ fn namespace_changes_are_undone_by_cleanup_flag() {
     r.ok();
     assert_clean(&sb, "api_namespaces --cleanup");
     // The sysctl of the pid namespace (not created by the run) is put back.
-    let in_pid = sb.sh(&format!(
-        "nsenter -t {pid} -n sysctl -n net.ipv4.ip_forward"
-    ));
+    let in_pid = sb.sysctl(Place::Pid(pid), "net.ipv4.ip_forward");
     assert_eq!(in_pid.trim(), "0");
 }
 
@@ -93,9 +77,9 @@ fn destroy_lets_go_of_koko_responders_so_the_namespace_dies() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("destroy_with_server.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "before:"), "before: true");
+    assert_eq!(r.line("before:"), "before: true");
     assert_eq!(
-        line(&r, "after destroy:"),
+        r.line("after destroy:"),
         "after destroy: va is gone, tcp false"
     );
     assert_eq!(sb.netns_list(), vec!["a"]);
@@ -107,18 +91,18 @@ fn links_veth_addresses_state_mtu_delete() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_links.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "name="), "name=va ns=a peer=vb peer.ns=b state=up");
-    assert_eq!(line(&r, "found="), "found=ja peer_unknown=true");
-    assert_eq!(line(&r, "vb.state="), "vb.state=down");
+    assert_eq!(r.line("name="), "name=va ns=a peer=vb peer.ns=b state=up");
+    assert_eq!(r.line("found="), "found=ja peer_unknown=true");
+    assert_eq!(r.line("vb.state="), "vb.state=down");
     assert_eq!(
-        line(&r, "links="),
+        r.line("links="),
         r#"links=["ja:veth:1400", "va:veth:1500"]"#
     );
     assert_eq!(
-        line(&r, "addrs="),
+        r.line("addrs="),
         r#"addrs=["ja=10.0.1.1/24/inet", "ja=fd00::1/64/inet6", "va=10.0.2.1/24/inet"]"#
     );
-    assert_eq!(line(&r, "deleted."), "deleted.state=gone peer.state=gone");
+    assert_eq!(r.line("deleted."), "deleted.state=gone peer.state=gone");
     // Through the kernel.
     let mut a = sb.link_names(Some("a"));
     a.sort();
@@ -147,7 +131,7 @@ fn routes_ip_commands_koro_and_koko() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_routes.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "replace-bare="), "replace-bare=invalid");
+    assert_eq!(r.line("replace-bare="), "replace-bare=invalid");
     let routes: Vec<&str> = r
         .stdout
         .lines()
@@ -163,7 +147,7 @@ fn routes_ip_commands_koro_and_koko() {
             "route: default via 10.0.1.2 dev va metric ",
         ]
     );
-    assert!(line(&r, "koko=").contains(r#""ok": true"#), "{}", r.stdout);
+    assert!(r.line("koko=").contains(r#""ok": true"#), "{}", r.stdout);
     // Through the kernel.
     let kernel = sb.ip_json(Some("a"), "route show");
     let dsts: Vec<String> = kernel
@@ -224,7 +208,7 @@ fn probes_ping_tcp_http_exec_sleep_now() {
         );
     }
     // The responder died with the run: nothing listens any more.
-    assert!(support::tcp_blocked(
+    assert!(crate::support::tcp_blocked(
         &sb.netns_path("a"),
         "10.0.1.2:8080".parse().unwrap()
     ));
@@ -235,7 +219,7 @@ fn cleanup_undoes_everything_and_the_run_goes_on() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("api_cleanup.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "cleaned"), "cleaned");
+    assert_eq!(r.line("cleaned"), "cleaned");
     assert_clean(&sb, "after cleanup()");
     let r = run(&sb, &[&script("api_cleanup.rhai"), "--", "again"]);
     r.ok();
@@ -260,8 +244,8 @@ fn vxlan_between_two_hosts_carries_traffic() {
     let sb = two_hosts();
     let r = run(&sb, &[&script("vxlan.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "vxlan "), "vxlan vx0 in ca: up");
-    assert_eq!(line(&r, "ping over vxlan"), "ping over vxlan ok=true");
+    assert_eq!(r.line("vxlan "), "vxlan vx0 in ca: up");
+    assert_eq!(r.line("ping over vxlan"), "ping over vxlan ok=true");
     let a = sb.link(Some("ca"), "vx0").expect("vx0 in ca");
     let d = &a["linkinfo"]["info_data"];
     assert_eq!(a["linkinfo"]["info_kind"], "vxlan");
@@ -272,13 +256,7 @@ fn vxlan_between_two_hosts_carries_traffic() {
     assert_eq!(sb.addrs(Some("ca"), "vx0"), vec!["10.10.0.1/24"]);
     assert_eq!(sb.addrs(Some("cb"), "vx0"), vec!["10.10.0.2/24"]);
     // The traffic also flows outside koko's own probes.
-    let echo = support::tcp_roundtrip(
-        &sb.netns_path("cb"),
-        &sb.netns_path("ca"),
-        "10.10.0.2:7000".parse().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(echo, "hello koko");
+    sb.assert_tcp("cb", "ca", "10.10.0.2:7000");
 }
 
 #[test]
@@ -295,7 +273,7 @@ fn vxlan_parent_defaults_to_kokos_own_namespace() {
     sb.sh("ip link add eth9 type veth peer name eth9p && ip addr add 10.99.0.1/24 dev eth9 && ip link set eth9 up");
     let r = run(&sb, &[&script("vxlan_default_parent.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "vx9"), "vx9 in c: up");
+    assert_eq!(r.line("vx9"), "vx9 in c: up");
     let l = sb.link(Some("c"), "vx9").unwrap();
     assert_eq!(l["linkinfo"]["info_data"]["id"], 7);
     assert_eq!(l["linkinfo"]["info_data"]["port"], 8472);
@@ -319,32 +297,29 @@ fn macvlan_and_vlan_with_bad_options() {
     sb.sh("ip -n host1 link add eth1 type veth peer name eth1p && ip -n host1 link set eth1 up && ip -n host1 link set eth1p up");
     let r = run(&sb, &[&script("macvlan_vlan.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "macvlan ping"), "macvlan ping ok=true");
+    assert_eq!(r.line("macvlan ping"), "macvlan ping ok=true");
     let vlan_ok = !r.stdout.contains("vlan skipped");
     if vlan_ok {
-        assert_eq!(line(&r, "vlan eth1.10"), "vlan eth1.10: up");
+        assert_eq!(r.line("vlan eth1.10"), "vlan eth1.10: up");
     } else {
-        // As tests/tunnels.rs: a kernel without 802.1Q is named, not a failure.
-        eprintln!("{}", line(&r, "vlan skipped"));
+        // As tunnels.rs: a kernel without 802.1Q is named, not a failure.
+        r.line("vlan skipped");
+        kernel_lacks("802.1Q VLANs", "creating a vlan from a script");
     }
+    assert!(r.line("vlan.bad").contains("kind=invalid"), "{}", r.stdout);
+    assert!(r.line("vlan.bad").contains("5000"), "{}", r.stdout);
     assert!(
-        line(&r, "vlan.bad").contains("kind=invalid"),
-        "{}",
-        r.stdout
-    );
-    assert!(line(&r, "vlan.bad").contains("5000"), "{}", r.stdout);
-    assert!(
-        line(&r, "macvlan.bad").contains("unknown mode 'weird'"),
+        r.line("macvlan.bad").contains("unknown mode 'weird'"),
         "{}",
         r.stdout
     );
     assert!(
-        line(&r, "vxlan.bad").contains("option 'remote' is required"),
+        r.line("vxlan.bad").contains("option 'remote' is required"),
         "{}",
         r.stdout
     );
     assert!(
-        line(&r, "vlan.unknown").contains("unknown option 'colour'"),
+        r.line("vlan.unknown").contains("unknown option 'colour'"),
         "{}",
         r.stdout
     );
@@ -364,30 +339,21 @@ fn macvlan_and_vlan_with_bad_options() {
     }
 }
 
-fn rx_packets(sb: &Sandbox, ns: &str, link: &str) -> u64 {
-    let l = sb.ip_json(Some(ns), &format!("-s link show dev {link}"));
-    l[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
-}
-
 #[test]
 fn mirror_copies_traffic_in_each_direction() {
     for (dir, at_least) in [("ingress", 5), ("egress", 5), ("both", 10)] {
         let sb = Sandbox::new();
         let r = run(&sb, &[&script("mirror.rhai"), "--", dir]);
         r.ok();
-        assert_eq!(line(&r, "ping ok="), "ping ok=true received=5");
+        assert_eq!(r.line("ping ok="), "ping ok=true received=5");
+        assert!(r.line("mirror.bad").contains("'sideways'"), "{}", r.stdout);
         assert!(
-            line(&r, "mirror.bad").contains("'sideways'"),
-            "{}",
-            r.stdout
-        );
-        assert!(
-            line(&r, "mirror.otherns").contains("same namespace"),
+            r.line("mirror.otherns").contains("same namespace"),
             "{}",
             r.stdout
         );
         // The monitor's far end saw the copies.
-        let seen = rx_packets(&sb, "m", "tap");
+        let seen = sb.rx_packets(Some("m"), "tap");
         assert!(
             seen >= at_least,
             "{dir}: tap saw {seen} packets, want >= {at_least}"
@@ -397,7 +363,7 @@ fn mirror_copies_traffic_in_each_direction() {
             d => vec![d],
         };
         for hook in hooks {
-            let text = sb.sh(&format!("tc -n a -j filter show dev src {hook}"));
+            let text = serde_json::to_string(&sb.tc_filters(Some("a"), "src", hook)).unwrap();
             assert!(
                 text.contains("mirred"),
                 "{dir}: no mirred on src {hook}: {text}"
@@ -418,31 +384,28 @@ fn stdlib_chain_of_four_and_six_with_traffic_end_to_end() {
         let sb = Sandbox::new();
         let r = run(&sb, &[&script("chain.rhai"), "--", &n.to_string()]);
         r.ok();
-        assert_eq!(line(&r, "end of"), format!("end of a {n}-node chain"));
-        assert_eq!(line(&r, "far="), format!("far={far} links={}", n - 1));
+        assert_eq!(r.line("end of"), format!("end of a {n}-node chain"));
+        assert_eq!(r.line("far="), format!("far={far} links={}", n - 1));
         let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
         assert_eq!(sb.netns_list(), names);
         // Through the kernel: forwarding in the middle, link{2i+1}/link{2i+2}.
         for i in 1..n - 1 {
-            assert_eq!(sysctl(&sb, &format!("n{i}"), "net.ipv4.ip_forward"), "1");
+            assert_eq!(
+                sb.sysctl(Some(format!("n{i}").as_str()), "net.ipv4.ip_forward"),
+                "1"
+            );
         }
-        assert_eq!(sysctl(&sb, "n0", "net.ipv4.ip_forward"), "0");
+        assert_eq!(sb.sysctl(Some("n0"), "net.ipv4.ip_forward"), "0");
         assert_eq!(sb.addrs(Some("n0"), "link1"), vec!["10.0.1.1/24"]);
         assert_eq!(
             sb.addrs(
-                Some(&format!("n{}", n - 1)),
+                Some(format!("n{}", n - 1).as_str()),
                 &format!("link{}", 2 * (n - 1))
             ),
             vec![format!("{far}/24")]
         );
         // Traffic end to end, with the harness's own TCP client.
-        let echo = support::tcp_roundtrip(
-            &sb.netns_path(&format!("n{}", n - 1)),
-            &sb.netns_path("n0"),
-            format!("{far}:7000").parse().unwrap(),
-        )
-        .unwrap();
-        assert_eq!(echo, "hello koko");
+        sb.assert_tcp(&format!("n{}", n - 1), "n0", &format!("{far}:7000"));
     }
 }
 
@@ -451,9 +414,9 @@ fn stdlib_assert_failure_gives_its_message_exit_1_and_undoes() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("assert_fail.rhai")]);
     r.fails(1, "assert_fail.rhai:12:9: arithmetic: expected 3, got 2");
-    assert!(r.stdout.contains("passed so far"), "{}", r.stdout);
+    r.stdout_has("passed so far");
     assert!(!r.stdout.contains("not reached"));
-    assert!(r.stderr.contains("stdlib/assert.rhai"), "{}", r.stderr);
+    r.stderr_has("stdlib/assert.rhai");
     assert_clean(&sb, "failed assertion");
 }
 
@@ -462,11 +425,11 @@ fn stdlib_topo_builds_a_declared_lab() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("topo.rhai")]);
     r.ok();
-    assert_eq!(line(&r, "topo web"), "topo web");
-    assert_eq!(line(&r, "nodes="), "nodes=3");
+    assert_eq!(r.line("topo web"), "topo web");
+    assert_eq!(r.line("nodes="), "nodes=3");
     assert_eq!(sb.netns_list(), vec!["client", "fw", "web"]);
-    assert_eq!(sysctl(&sb, "fw", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "fw", "net.ipv4.conf.all.rp_filter"), "0");
+    assert_eq!(sb.sysctl(Some("fw"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("fw"), "net.ipv4.conf.all.rp_filter"), "0");
     assert_eq!(sb.link(Some("fw"), "link3").unwrap()["mtu"], 9000);
     assert_eq!(
         sb.addrs(Some("web"), "link4"),
@@ -474,13 +437,7 @@ fn stdlib_topo_builds_a_declared_lab() {
     );
     let d = sb.ip_json(Some("client"), "route show default");
     assert_eq!(d[0]["gateway"], "10.0.1.2");
-    let echo = support::tcp_roundtrip(
-        &sb.netns_path("web"),
-        &sb.netns_path("client"),
-        "10.0.2.2:7000".parse().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(echo, "hello koko");
+    sb.assert_tcp("web", "client", "10.0.2.2:7000");
 }
 
 // ------------------------------------------------------ bad input, faults
@@ -507,11 +464,7 @@ fn syntax_error_in_an_imported_module_shows_its_line() {
     let sb = Sandbox::new();
     let r = run(&sb, &[&script("bad_module_user.rhai")]);
     r.fails(2, "bad_module_user.rhai:2:8: in module 'bad_module': ");
-    assert!(
-        r.stderr.contains("bad_module.rhai:3:16: syntax error"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("bad_module.rhai:3:16: syntax error");
     assert!(
         r.stderr.contains("     3 |   let x = (1 + ;"),
         "{}",
@@ -556,8 +509,8 @@ fn runaway_loop_is_stopped_by_the_limit_and_undone() {
     let started = Instant::now();
     let r = run(&sb, &["--max-ops", "100000", &script("runaway.rhai")]);
     r.fails(1, "runaway.rhai:5:");
-    assert!(r.stderr.contains("operations limit"), "{}", r.stderr);
-    assert!(r.stderr.contains("--max-ops"), "{}", r.stderr);
+    r.stderr_has("operations limit");
+    r.stderr_has("--max-ops");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_clean(&sb, "runaway loop");
 }
@@ -572,7 +525,7 @@ fn failure_in_the_middle_undoes_everything() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("undid"), "{}", r.stderr);
+    r.stderr_has("undid");
     assert_eq!(r.stdout.trim(), "built");
     assert_clean(&sb, "failure in the middle");
 }
@@ -584,7 +537,7 @@ fn keep_keeps_what_a_failed_run_built() {
     r.fails(1, "--keep: leaving what the script created in place");
     assert_eq!(sb.netns_list(), vec!["a", "b", "c"]);
     assert_eq!(sb.addrs(Some("a"), "l1"), vec!["10.0.1.1/24"]);
-    assert_eq!(sysctl(&sb, "b", "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("b"), "net.ipv4.ip_forward"), "1");
     let d = sb.ip_json(Some("a"), "route show default");
     assert_eq!(d[0]["gateway"], "10.0.1.2");
 }
@@ -616,21 +569,11 @@ fn ctrl_c(script_name: &str, at: &str) {
     out.read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "built");
     assert_eq!(sb.netns_list(), vec!["a", "b"]);
-    let sent = Instant::now();
     std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
         .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(3),
-            "koko did not stop within 3 s of Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "koko after Ctrl-C", Duration::from_secs(3));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
@@ -661,17 +604,8 @@ fn missing_module_lists_where_it_looked() {
         &[("KOKO_PATH", "/nonexistent/koko-lib")],
     );
     r.fails(1, "import_missing.rhai:2:8: no module 'no_such_module': looked in the stdlib (chain, assert, topo)");
-    assert!(
-        r.stderr.contains(&script("no_such_module.rhai")),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("/nonexistent/koko-lib/no_such_module.rhai"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has(&script("no_such_module.rhai"));
+    r.stderr_has("/nonexistent/koko-lib/no_such_module.rhai");
     assert_clean(&sb, "missing module");
 }
 
@@ -685,8 +619,8 @@ fn modules_from_the_script_dir_and_koko_path() {
         &[("KOKO_PATH", &format!("/nonexistent:{kp}"))],
     );
     r.ok();
-    assert_eq!(line(&r, "local:"), "local: a hi from mylib");
-    assert_eq!(line(&r, "path:"), "path: 42");
+    assert_eq!(r.line("local:"), "local: a hi from mylib");
+    assert_eq!(r.line("path:"), "path: 42");
     assert_eq!(sb.netns_list(), vec!["a"]);
     // Without KOKO_PATH the second module is not found.
     let sb = Sandbox::new();
@@ -712,10 +646,7 @@ fn try_catch_reads_kind_and_message_and_args_arrive() {
         &[&script("trycatch.rhai"), "--", "x", "two words", "--keep"],
     );
     r.ok();
-    assert_eq!(
-        line(&r, "args="),
-        r#"args=["x", "two words", "--keep"] n=3"#
-    );
+    assert_eq!(r.line("args="), r#"args=["x", "two words", "--keep"] n=3"#);
     for want in [
         "1 kind=not_found message=no link 'nope' in netns 'a'",
         "2 kind=invalid message=both ends are named 'x' in netns 'a'",
@@ -750,47 +681,62 @@ fn statement_lines(text: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Insert `throw "injected";` after statement k, for every k, and check
-/// that every variant fails with the injected error and leaves nothing.
-fn inject_everywhere(source: &str, tag: &str, args: &[&str], check_extra: impl Fn(&Sandbox)) {
+/// `source` with `throw "injected after AT line N";` inserted after
+/// statement line N, for every statement: (the thrown message, the text).
+fn injected_variants(source: &str, at: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = source.lines().collect();
-    let points = statement_lines(source);
-    assert!(points.len() >= 3, "{tag}: too few statements: {points:?}");
+    statement_lines(source)
+        .into_iter()
+        .map(|k| {
+            let message = format!("injected after {at}line {}", k + 1);
+            let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            variant.insert(k + 1, format!("throw \"{message}\";"));
+            (message, variant.join("\n"))
+        })
+        .collect()
+}
+
+/// Run `file` (with `args`) in a fresh sandbox: it must fail with
+/// `message`, undo without errors, and leave nothing behind.
+fn assert_fails_and_undoes(file: &std::path::Path, args: &[&str], message: &str, what: &str) {
+    let sb = Sandbox::new();
+    let mut argv = vec![file.to_str().unwrap()];
+    if !args.is_empty() {
+        argv.push("--");
+        argv.extend(args);
+    }
+    let r = run(&sb, &argv);
+    r.fails(1, message);
+    assert!(
+        !r.stderr.contains("while undoing"),
+        "{what}: undo errors: {}",
+        r.stderr
+    );
+    assert_clean(&sb, &format!("{what}: failure {message}"));
+}
+
+/// Insert a `throw` after every statement of a script, and check that
+/// every variant fails with the injected error and leaves nothing.
+fn inject_everywhere(source: &str, tag: &str, args: &[&str]) {
+    let variants = injected_variants(source, "");
+    assert!(variants.len() >= 3, "{tag}: too few statements");
     let dir = tmp_dir(tag);
-    for &k in &points {
-        let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        variant.insert(k + 1, format!("throw \"injected after line {}\";", k + 1));
+    for (k, (message, text)) in variants.iter().enumerate() {
         let file = dir.join(format!("{tag}-{k}.rhai"));
-        std::fs::write(&file, variant.join("\n")).unwrap();
-        let sb = Sandbox::new();
-        check_extra(&sb);
-        let mut argv = vec![file.to_str().unwrap()];
-        if !args.is_empty() {
-            argv.push("--");
-            argv.extend(args);
-        }
-        let r = run(&sb, &argv);
-        r.fails(1, &format!("injected after line {}", k + 1));
-        assert!(
-            !r.stderr.contains("while undoing"),
-            "{tag} line {}: undo errors: {}",
-            k + 1,
-            r.stderr
-        );
-        assert_clean(
-            &sb,
-            &format!("{tag}: failure injected after line {}", k + 1),
-        );
+        std::fs::write(&file, text).unwrap();
+        assert_fails_and_undoes(&file, args, message, tag);
     }
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn rollback_at_every_step_of_the_examples() {
-    let source = std::fs::read_to_string(scriptkit::example("service-chain.rhai")).unwrap();
-    inject_everywhere(&source, "service-chain", &[], |_| {});
-    let source = std::fs::read_to_string(scriptkit::example("two-namespaces.rhai")).unwrap();
-    inject_everywhere(&source, "two-namespaces", &[], |_| {});
+    let source =
+        std::fs::read_to_string(crate::support::script::example("service-chain.rhai")).unwrap();
+    inject_everywhere(&source, "service-chain", &[]);
+    let source =
+        std::fs::read_to_string(crate::support::script::example("two-namespaces.rhai")).unwrap();
+    inject_everywhere(&source, "two-namespaces", &[]);
 }
 
 /// Inject a failure after every statement of a stdlib module (a copy of it,
@@ -806,39 +752,14 @@ fn inject_in_module(module: &str, driver: &str, args: &[&str]) {
         &format!("import \"{module}\""),
         &format!("import \"injected_{module}\""),
     );
-    let lines: Vec<&str> = source.lines().collect();
-    let points = statement_lines(&source);
-    assert!(
-        points.len() >= 5,
-        "{module}: too few statements: {points:?}"
-    );
-    for &k in &points {
+    let variants = injected_variants(&source, &format!("{module}.rhai "));
+    assert!(variants.len() >= 5, "{module}: too few statements");
+    for (message, text) in &variants {
         let dir = tmp_dir(module);
-        let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        variant.insert(
-            k + 1,
-            format!("throw \"injected after {module}.rhai line {}\";", k + 1),
-        );
-        std::fs::write(
-            dir.join(format!("injected_{module}.rhai")),
-            variant.join("\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("injected_{module}.rhai")), text).unwrap();
         let file = dir.join("driver.rhai");
         std::fs::write(&file, &driver).unwrap();
-        let sb = Sandbox::new();
-        let mut argv = vec![file.to_str().unwrap()];
-        if !args.is_empty() {
-            argv.push("--");
-            argv.extend(args);
-        }
-        let r = run(&sb, &argv);
-        r.fails(1, &format!("injected after {module}.rhai line {}", k + 1));
-        assert!(!r.stderr.contains("while undoing"), "{}", r.stderr);
-        assert_clean(
-            &sb,
-            &format!("{module}: failure injected after line {}", k + 1),
-        );
+        assert_fails_and_undoes(&file, args, message, module);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -846,9 +767,9 @@ fn inject_in_module(module: &str, driver: &str, args: &[&str]) {
 #[test]
 fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
     let source = std::fs::read_to_string(script("chain.rhai")).unwrap();
-    inject_everywhere(&source, "chain", &["4"], |_| {});
+    inject_everywhere(&source, "chain", &["4"]);
     // stdlib chain is a thin wrapper over the native bulk build now; its
-    // mid-build failures are covered by tests/scale.rs.
+    // mid-build failures are covered by scale.rs.
     inject_in_module("topo", "topo.rhai", &[]);
 }
 
@@ -856,7 +777,7 @@ fn rollback_at_every_step_of_the_stdlib_chain_and_topo() {
 fn rollback_at_every_step_of_the_api_scripts() {
     for name in ["api_links.rhai", "api_routes.rhai", "api_probes.rhai"] {
         let source = std::fs::read_to_string(script(name)).unwrap();
-        inject_everywhere(&source, name.trim_end_matches(".rhai"), &[], |_| {});
+        inject_everywhere(&source, name.trim_end_matches(".rhai"), &[]);
     }
 }
 
@@ -873,7 +794,7 @@ fn call_depth_string_and_array_limits_stop_the_script() {
         let started = Instant::now();
         let r = run(&sb, &[&script("limits.rhai"), "--", what]);
         r.fails(1, needle);
-        assert!(r.stderr.contains("limits.rhai:"), "{}", r.stderr);
+        r.stderr_has("limits.rhai:");
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{what}: too slow"
@@ -896,7 +817,7 @@ fn changes_to_existing_things_are_put_back_on_failure() {
     let r = run(&sb, &[&script("existing_link.rhai"), "--", "fail"]);
     r.fails(1, "stop here");
     assert_eq!(
-        line(&r, "changed:"),
+        r.line("changed:"),
         "changed: mtu=1400 state=down fwd=1 rp=1"
     );
     // Through the kernel: everything as the test made it.
@@ -905,8 +826,8 @@ fn changes_to_existing_things_are_put_back_on_failure() {
     assert_eq!(l["mtu"], 1500);
     assert!(flags(&l).contains(&"UP".to_string()), "{l}");
     assert!(sb.addrs(Some("a"), "eth0x").is_empty());
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "0");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "0");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "0");
 }
 
 #[test]
@@ -917,8 +838,8 @@ fn changes_to_existing_things_stay_after_success() {
     assert_eq!(l["mtu"], 1400);
     assert!(!flags(&l).contains(&"UP".to_string()), "{l}");
     assert_eq!(sb.addrs(Some("a"), "eth0x"), vec!["10.3.0.1/24"]);
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.ip_forward"), "1");
-    assert_eq!(sysctl(&sb, "a", "net.ipv4.conf.all.rp_filter"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.ip_forward"), "1");
+    assert_eq!(sb.sysctl(Some("a"), "net.ipv4.conf.all.rp_filter"), "1");
 }
 
 /// Every function the engine has from koko carries a doc comment and named
@@ -942,16 +863,13 @@ fn every_registered_function_is_documented_and_every_script_used() {
         "registered without a doc comment or parameter names: {undocumented:?}"
     );
 
-    let tests: String = [
-        "script.rs",
-        "repl.rs",
-        "scripts_examples.rs",
-        "failover.rs",
-        "monitor_flood.rs",
-    ]
-    .iter()
-    .map(|f| std::fs::read_to_string(format!("{root}/tests/{f}")).unwrap())
-    .collect();
+    // Every module of the integration binary may run a test script.
+    let tests: String = std::fs::read_dir(format!("{root}/tests/integration"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     for entry in std::fs::read_dir(format!("{root}/tests/scripts")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".rhai") && name != "mylib.rhai" && name != "bad_module.rhai" {

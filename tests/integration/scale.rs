@@ -1,20 +1,8 @@
 //! Scale: a chain built in bulk through the script path, batched teardown,
 //! and a pipelined batch with one bad request.
 
-mod support;
-
-use std::path::PathBuf;
-
-use support::{tcp_roundtrip, Sandbox};
-
-/// Write a script to a temporary file the sandbox can read.
-fn script(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("koko-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::support::script::write_script;
+use crate::support::{route_text, Sandbox};
 
 const BUILD: &str = r#"
 import "chain" as chain;
@@ -28,25 +16,13 @@ if chain::addr(c, n - 1) != `10.0.${n - 1}.2` { throw "bad addr"; }
 "#;
 
 fn routes(sb: &Sandbox, ns: &str) -> Vec<String> {
-    sb.ip_json(Some(ns), "route show")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} via {} dev {}",
-                r["dst"].as_str().unwrap(),
-                r["gateway"].as_str().unwrap_or("-"),
-                r["dev"].as_str().unwrap()
-            )
-        })
-        .collect()
+    sb.routes(Some(ns)).iter().map(route_text).collect()
 }
 
 #[test]
 fn a_chain_of_50_built_by_script_has_every_address_route_and_carries_traffic() {
     let sb = Sandbox::new();
-    let path = script("build50.rhai", BUILD);
+    let path = write_script("scale", "build50.rhai", BUILD);
     sb.koko(&["run", path.to_str().unwrap(), "--", "50"]).ok();
     let names = sb.netns_list();
     assert_eq!(names.len(), 50, "{names:?}");
@@ -54,23 +30,22 @@ fn a_chain_of_50_built_by_script_has_every_address_route_and_carries_traffic() {
         let ns = format!("n{i}");
         if i > 0 {
             assert_eq!(
-                sb.addrs(Some(&ns), &format!("link{}", 2 * i)),
+                sb.addrs(Some(ns.as_str()), &format!("link{}", 2 * i)),
                 vec![format!("10.0.{i}.2/24")]
             );
             assert_eq!(
-                sb.link(Some(&ns), &format!("link{}", 2 * i)).unwrap()["operstate"],
+                sb.link(Some(ns.as_str()), &format!("link{}", 2 * i))
+                    .unwrap()["operstate"],
                 "UP"
             );
         }
         if i < 49 {
             assert_eq!(
-                sb.addrs(Some(&ns), &format!("link{}", 2 * i + 1)),
+                sb.addrs(Some(ns.as_str()), &format!("link{}", 2 * i + 1)),
                 vec![format!("10.0.{}.1/24", i + 1)]
             );
         }
-        let fwd = sb.sh(&format!(
-            "ip netns exec {ns} cat /proc/sys/net/ipv4/ip_forward"
-        ));
+        let fwd = sb.sysctl(Some(ns.as_str()), "net.ipv4.ip_forward");
         assert_eq!(
             fwd.trim(),
             if i == 0 || i == 49 { "0" } else { "1" },
@@ -86,19 +61,15 @@ fn a_chain_of_50_built_by_script_has_every_address_route_and_carries_traffic() {
     assert!(r10.contains(&"10.0.9.0/24 via 10.0.10.1 dev link20".to_string()));
     assert!(r10.contains(&"10.0.12.0/24 via 10.0.11.2 dev link21".to_string()));
     assert!(r10.contains(&"10.0.49.0/24 via 10.0.11.2 dev link21".to_string()));
-    let echo = tcp_roundtrip(
-        &sb.netns_path("n49"),
-        &sb.netns_path("n0"),
-        "10.0.49.2:7000".parse().unwrap(),
-    );
-    assert!(echo.is_ok(), "{echo:?}");
+    sb.assert_tcp("n49", "n0", "10.0.49.2:7000");
 }
 
 #[test]
 fn batched_teardown_leaves_nothing_behind() {
     let sb = Sandbox::new();
     sb.netns_add(&["keep"]);
-    let path = script(
+    let path = write_script(
+        "scale",
         "teardown.rhai",
         r#"
         import "chain" as chain;
@@ -116,11 +87,11 @@ fn batched_teardown_leaves_nothing_behind() {
     );
     let run = sb.koko(&["run", "--cleanup", path.to_str().unwrap()]);
     run.ok();
-    assert!(run.stdout.contains("built"), "{}", run.stdout);
+    run.stdout_has("built");
     assert_eq!(sb.netns_list(), vec!["keep".to_string()]);
     assert_eq!(sb.link_names(Some("keep")), Vec::<String>::new());
     assert_eq!(sb.link_names(None), Vec::<String>::new());
-    let fwd = sb.sh("ip netns exec keep cat /proc/sys/net/ipv4/ip_forward");
+    let fwd = sb.sysctl(Some("keep"), "net.ipv4.ip_forward");
     assert_eq!(fwd.trim(), "0");
 }
 
@@ -130,7 +101,8 @@ fn a_pipelined_batch_with_one_bad_request_names_it_and_rolls_back_the_rest() {
     // Pair 3 of the chain is link7 in c3 <-> link8 in c4: make link7 clash.
     sb.netns_add(&["c3"]);
     sb.sh("ip -n c3 link add link7 type veth peer name other7");
-    let path = script(
+    let path = write_script(
+        "scale",
         "clash.rhai",
         r#"
         import "chain" as chain;
@@ -141,14 +113,14 @@ fn a_pipelined_batch_with_one_bad_request_names_it_and_rolls_back_the_rest() {
     );
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     run.fails(1, "link7");
-    assert!(run.stderr.contains("c3"), "{}", run.stderr);
+    run.stderr_has("c3");
     // Only what was there before: c3 with lo and the user's veth.
     assert_eq!(sb.netns_list(), vec!["c3".to_string()]);
     let mut left = sb.link_names(Some("c3"));
     left.sort();
     assert_eq!(left, vec!["link7", "other7"]);
     assert_eq!(sb.link_names(None), Vec::<String>::new());
-    let fwd = sb.sh("ip netns exec c3 cat /proc/sys/net/ipv4/ip_forward");
+    let fwd = sb.sysctl(Some("c3"), "net.ipv4.ip_forward");
     assert_eq!(fwd.trim(), "0", "forwarding restored on the existing node");
 }
 
@@ -157,7 +129,8 @@ fn a_request_refused_late_in_a_bulk_build_is_named_and_nothing_is_left() {
     let sb = Sandbox::new();
     // Multicast link addresses are accepted, but a route via a multicast
     // gateway is refused: the last phase fails, after every link exists.
-    let path = script(
+    let path = write_script(
+        "scale",
         "badaddr.rhai",
         r#"
         import "chain" as chain;
@@ -166,12 +139,7 @@ fn a_request_refused_late_in_a_bulk_build_is_named_and_nothing_is_left() {
     );
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("adding route 0.0.0.0/0 via 224.0.1.2 dev link1 in netns 'm0'"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("adding route 0.0.0.0/0 via 224.0.1.2 dev link1 in netns 'm0'");
     assert!(sb.netns_list().is_empty(), "{:?}", sb.netns_list());
     assert_eq!(sb.link_names(None), Vec::<String>::new());
 }

@@ -1,0 +1,125 @@
+//! Traffic between namespaces the test created: a thread of this test
+//! process enters a namespace (setns on that thread alone) and opens a
+//! socket there. Nothing is sent anywhere else.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use super::poll;
+
+/// Run `f` on a new thread that has entered the namespace at `ns_path`.
+fn in_netns<T: Send + 'static>(
+    ns_path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file =
+        std::fs::File::open(ns_path).unwrap_or_else(|e| panic!("open {}: {e}", ns_path.display()));
+    std::thread::spawn(move || {
+        // SAFETY: plain syscall on a valid fd; this thread is ours alone.
+        let rc = unsafe { libc_setns(file.as_raw_fd(), 0x4000_0000) };
+        assert_eq!(rc, 0, "setns failed");
+        f()
+    })
+}
+
+extern "C" {
+    #[link_name = "setns"]
+    fn libc_setns(fd: i32, nstype: i32) -> i32;
+}
+
+/// Prove TCP traffic flows: a listener in `server_ns` on `addr`, a client in
+/// `client_ns` connects, sends a line and reads the echo.
+pub fn tcp_roundtrip(
+    server_ns: &Path,
+    client_ns: &Path,
+    addr: SocketAddr,
+) -> Result<String, String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(server_ns, move || -> Result<(), String> {
+        // A new IPv6 address is "tentative" until duplicate address
+        // detection finishes (~1-2 s); binding to it fails until then.
+        let listener = poll(Duration::from_secs(5), || {
+            TcpListener::bind(addr).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("bind {addr}: {e}"))?;
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).map_err(|e| e.to_string())?;
+        conn.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        return Err(match server.join() {
+            Ok(Err(e)) => e,
+            _ => "server did not start".to_string(),
+        });
+    }
+    let client = in_netns(client_ns, move || -> Result<String, String> {
+        // IPv6 addresses may still be tentative (DAD) for a moment.
+        let mut s = poll(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"hello koko").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let reply = client.join().unwrap();
+    if reply.is_err() {
+        // Unblock the server's accept so its thread can end.
+        drop(server);
+        return reply;
+    }
+    server.join().unwrap()?;
+    reply
+}
+
+/// Assert that TCP flows from `client_ns` to a listener on `addr` (like
+/// "10.0.0.2:8080" or "[2001:db8::2]:8080") in `server_ns`: the line sent
+/// comes back.
+#[track_caller]
+pub fn assert_tcp(server_ns: impl AsRef<Path>, client_ns: impl AsRef<Path>, addr: &str) {
+    let parsed: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let reply = tcp_roundtrip(server_ns.as_ref(), client_ns.as_ref(), parsed);
+    assert_eq!(reply.as_deref(), Ok("hello koko"), "TCP to {addr}");
+}
+
+/// Prove that no TCP connection to `addr` opens from `client_ns` within 1 s.
+pub fn tcp_blocked(client_ns: &Path, addr: SocketAddr) -> bool {
+    in_netns(client_ns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Send `n` UDP datagrams from namespace `from` to `to` in `to_ns`, and
+/// receive every one there (a socket listens, so no ICMP comes back): when
+/// this returns, the datagrams have crossed the link.
+pub fn send_udp(from: &Path, to_ns: &Path, to: SocketAddr, n: usize) {
+    let receiver = in_netns(to_ns, move || UdpSocket::bind(to).unwrap())
+        .join()
+        .unwrap();
+    in_netns(from, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..n {
+            s.send_to(b"koko mirror test", to).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..n {
+        receiver.recv(&mut buf).expect("the datagram arrives");
+    }
+}
