@@ -11,167 +11,132 @@
 //! macvlan(ns, "mv0", #{parent: "eth1", mode: "bridge"});
 //! monitor.mirror("both", source);   // copy source's traffic out through monitor
 //! ```
+//!
+//! `parent_ns:` holds a namespace, a koko object rather than data: it is
+//! taken out of the map before the rest is deserialised (its field in the
+//! option structs only makes the key allowed).
 
-use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
-use rhai::{Dynamic, Engine, Map};
+use rhai::{Engine, Map};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
-use super::api::{fail, LinkRef, NsRef};
+use super::api::{cidrs, fail, invalid, parse_ip, with_world, LinkRef, NsRef, R};
+use super::options::from_map;
 use super::SharedWorld;
 use crate::connect::{self, EndRequest, MirrorRequest, TunnelRequest};
-use crate::error::Error;
-use crate::net::addr::parse_cidr;
 use crate::net::tc::MirrorDir;
 use crate::net::tunnel::{MacvlanMode, TunnelKind, VxlanOptions, VXLAN_PORT};
 use crate::ns::Namespace;
 
-type R<T> = Result<T, Box<rhai::EvalAltResult>>;
-
-fn invalid(msg: impl Into<String>) -> Box<rhai::EvalAltResult> {
-    fail(Error::Invalid(msg.into()))
+/// The options of `vxlan(...)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VxlanOpts {
+    parent: String,
+    #[serde(default, rename = "parent_ns")]
+    _parent_ns: Option<IgnoredAny>,
+    #[serde(default)]
+    addrs: Vec<String>,
+    remote: String,
+    vni: u32,
+    port: Option<u16>,
+    mtu: Option<u32>,
+    local: Option<String>,
+    ttl: Option<u8>,
+    learning: Option<bool>,
 }
 
-/// The options of one call, checked against the known keys.
-struct Opts<'a> {
-    what: &'a str,
-    map: &'a Map,
+/// The options of `vlan(...)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VlanOpts {
+    parent: String,
+    #[serde(default, rename = "parent_ns")]
+    _parent_ns: Option<IgnoredAny>,
+    #[serde(default)]
+    addrs: Vec<String>,
+    id: u16,
 }
 
-impl Opts<'_> {
-    fn check(&self, known: &[&str]) -> R<()> {
-        for k in self.map.keys() {
-            if !known.contains(&k.as_str()) {
-                return Err(invalid(format!(
-                    "{}: unknown option '{k}' (known: {})",
-                    self.what,
-                    known.join(", ")
-                )));
-            }
-        }
-        Ok(())
-    }
+/// The options of `macvlan(...)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MacvlanOpts {
+    parent: String,
+    #[serde(default, rename = "parent_ns")]
+    _parent_ns: Option<IgnoredAny>,
+    #[serde(default)]
+    addrs: Vec<String>,
+    mode: Option<String>,
+}
 
-    fn get(&self, key: &str) -> Option<&Dynamic> {
-        self.map.get(key)
-    }
-
-    fn string(&self, key: &str) -> R<Option<String>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.clone().into_string().map(Some).map_err(|t| {
+/// Take `parent_ns:` (an Ns) out of the map; default koko's own namespace.
+fn parent_ns(function: &str, map: &mut Map) -> R<Namespace> {
+    match map.get_mut("parent_ns") {
+        None => Namespace::current().map_err(fail),
+        Some(v) => {
+            // What stays in the map is `()`, which reads as "not given".
+            let ns = std::mem::take(v);
+            ns.clone().try_cast::<NsRef>().map(|n| n.0).ok_or_else(|| {
                 invalid(format!(
-                    "{} option {key}: expected a string, found {t}",
-                    self.what
+                    "{function}(): option 'parent_ns' must be a namespace (netns(..), host(), ...), not {}",
+                    super::options::found(&ns)
                 ))
-            }),
-        }
-    }
-
-    fn required_string(&self, key: &str, example: &str) -> R<String> {
-        self.string(key)?.ok_or_else(|| {
-            invalid(format!(
-                "{}: option {key} is required (e.g. {key}: {example})",
-                self.what
-            ))
-        })
-    }
-
-    fn int(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> R<Option<i64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => {
-                let n = v.as_int().map_err(|t| {
-                    invalid(format!(
-                        "{} option {key}: expected an integer, found {t}",
-                        self.what
-                    ))
-                })?;
-                if !range.contains(&n) {
-                    return Err(invalid(format!(
-                        "{} option {key}: {n} is out of range ({} to {})",
-                        self.what,
-                        range.start(),
-                        range.end()
-                    )));
-                }
-                Ok(Some(n))
-            }
-        }
-    }
-
-    fn ip(&self, key: &str) -> R<Option<IpAddr>> {
-        match self.string(key)? {
-            None => Ok(None),
-            Some(s) => s.parse().map(Some).map_err(|_| {
-                invalid(format!(
-                    "{} option {key}: '{s}' is not an IP address",
-                    self.what
-                ))
-            }),
-        }
-    }
-
-    /// `parent_ns:` (an Ns), default koko's own namespace.
-    fn parent_ns(&self) -> R<Namespace> {
-        match self.get("parent_ns") {
-            None => Namespace::current().map_err(fail),
-            Some(v) => v.clone().try_cast::<NsRef>().map(|n| n.0).ok_or_else(|| {
-                invalid(format!(
-                    "{} option parent_ns: expected a namespace (netns(..), host(), ...), found {}",
-                    self.what,
-                    v.type_name()
-                ))
-            }),
-        }
-    }
-
-    /// `addrs: ["10.0.0.1/24", ...]`.
-    fn addrs(&self) -> R<Vec<ipnet::IpNet>> {
-        let Some(v) = self.get("addrs") else {
-            return Ok(Vec::new());
-        };
-        let list = v.clone().into_array().map_err(|t| {
-            invalid(format!(
-                "{} option addrs: expected an array of \"ADDR/PREFIX\", found {t}",
-                self.what
-            ))
-        })?;
-        list.into_iter()
-            .map(|a| {
-                let s = a.into_string().map_err(|t| {
-                    invalid(format!(
-                        "{} option addrs: expected strings, found {t}",
-                        self.what
-                    ))
-                })?;
-                parse_cidr(&s).map_err(fail)
             })
-            .collect()
+        }
     }
 }
 
+/// A number within what the kernel accepts.
+fn in_range(function: &str, key: &str, n: u32, range: RangeInclusive<u32>) -> R<u32> {
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(invalid(format!(
+            "{function}(): option '{key}' is {n}, out of range ({} to {})",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// What a tunnel's options say: its parent link, its addresses, its kind.
+struct Spec {
+    parent: String,
+    addrs: Vec<String>,
+    kind: TunnelKind,
+}
+
+/// Create the link `name` in `ns` from the options map of `function`.
 fn create(
     world: &SharedWorld,
+    function: &str,
     ns: &NsRef,
     name: &str,
-    opts: &Opts,
-    kind: TunnelKind,
+    mut map: Map,
+    spec: fn(&Map) -> R<Spec>,
 ) -> R<LinkRef> {
+    let parent_ns = parent_ns(function, &mut map)?;
+    let Spec {
+        parent,
+        addrs,
+        kind,
+    } = spec(&map)?;
     let req = TunnelRequest {
-        parent_ns: opts.parent_ns()?,
-        parent: opts.required_string("parent", "\"eth1\"")?,
+        parent_ns,
+        parent,
         end: EndRequest {
             ns: ns.0.clone(),
             name: name.to_string(),
-            addrs: opts.addrs()?,
+            addrs: cidrs(&addrs)?,
         },
         kind,
     };
-    let mut w = world.borrow_mut();
-    let super::World {
-        session, journal, ..
-    } = &mut *w;
-    connect::tunnel(session, journal, &req).map_err(fail)?;
+    with_world(world, |session, journal| {
+        connect::tunnel(session, journal, &req)
+    })?;
     Ok(LinkRef {
         ns: ns.0.clone(),
         name: name.to_string(),
@@ -179,107 +144,112 @@ fn create(
     })
 }
 
-const COMMON: &[&str] = &["parent", "parent_ns", "addrs"];
+fn vxlan(map: &Map) -> R<Spec> {
+    let f = "vxlan";
+    let o: VxlanOpts = from_map(f, map)?;
+    let vni = in_range(f, "vni", o.vni, 0..=(1 << 24) - 1)?;
+    let mut v = VxlanOptions::new(parse_ip(&o.remote)?, vni);
+    v.port = o.port.unwrap_or(VXLAN_PORT);
+    if v.port == 0 {
+        return Err(invalid(
+            "vxlan(): option 'port' is 0, out of range (1 to 65535)",
+        ));
+    }
+    v.mtu = o
+        .mtu
+        .map(|m| in_range(f, "mtu", m, 68..=65535))
+        .transpose()?;
+    v.local = o.local.as_deref().map(parse_ip).transpose()?;
+    v.ttl = o.ttl;
+    if v.ttl == Some(0) {
+        return Err(invalid(
+            "vxlan(): option 'ttl' is 0, out of range (1 to 255)",
+        ));
+    }
+    if let Some(l) = o.learning {
+        v.learning = l;
+    }
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Vxlan(v),
+    })
+}
 
-fn known(extra: &[&'static str]) -> Vec<&'static str> {
-    COMMON.iter().chain(extra).copied().collect()
+fn vlan(map: &Map) -> R<Spec> {
+    let o: VlanOpts = from_map("vlan", map)?;
+    let id = in_range("vlan", "id", o.id.into(), 1..=4094)? as u16;
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Vlan { id },
+    })
+}
+
+fn macvlan(map: &Map) -> R<Spec> {
+    let o: MacvlanOpts = from_map("macvlan", map)?;
+    let mode = match o.mode {
+        None => MacvlanMode::Default,
+        Some(m) => MacvlanMode::parse(&m).ok_or_else(|| {
+            invalid(format!(
+                "macvlan(): unknown mode '{m}' (known: {})",
+                MacvlanMode::NAMES
+            ))
+        })?,
+    };
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Macvlan { mode },
+    })
+}
+
+fn mirror(world: &SharedWorld, target: &LinkRef, dir: &str, source: &LinkRef) -> R<()> {
+    let dir = MirrorDir::parse(dir).ok_or_else(|| {
+        invalid(format!(
+            "mirror: direction '{dir}' is not one of ingress, egress, both"
+        ))
+    })?;
+    if source.ns != target.ns {
+        return Err(invalid(format!(
+            "mirror: the source '{}' is in {} but the link '{}' is in {}: both must be in the same namespace",
+            source.name, source.ns, target.name, target.ns
+        )));
+    }
+    let req = MirrorRequest {
+        ns: target.ns.clone(),
+        source: source.name.clone(),
+        dir,
+        target: target.name.clone(),
+    };
+    with_world(world, |session, journal| {
+        connect::mirror(session, journal, &req)
+    })
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {
+    type ReadSpec = fn(&Map) -> R<Spec>;
+    // `#[doc = doc]`: the doc comment of each entry of the loop.
+    for (function, doc, spec) in [
+        ("vxlan", " vxlan on a parent link (in koko's namespace unless parent_ns), put in ns, up; opts #{parent, remote, vni[, port, mtu, parent_ns, local, ttl, learning, addrs]}", vxlan as ReadSpec),
+        ("vlan", " 802.1Q vlan on a parent link, put in ns, up; opts #{parent, id[, parent_ns, addrs]}", vlan),
+        ("macvlan", " macvlan on a parent link, put in ns, up; opts #{parent[, mode (bridge, private, vepa, passthru), parent_ns, addrs]}", macvlan),
+    ] {
+        let w = world.clone();
+        sys!(
+            engine,
+            function,
+            #[doc = doc]
+            move |ns: NsRef, name: &str, opts: Map| -> R<LinkRef> { create(&w, function, &ns, name, opts, spec) }
+        );
+    }
     let w = world.clone();
-    sys!(engine, "vxlan", move |ns: NsRef,
-                                name: &str,
-                                map: Map|
-          -> R<LinkRef> {
-        let opts = Opts {
-            what: "vxlan",
-            map: &map,
-        };
-        opts.check(&known(&[
-            "remote", "vni", "port", "mtu", "local", "ttl", "learning",
-        ]))?;
-        let remote = opts.ip("remote")?.ok_or_else(|| {
-            invalid("vxlan: option remote is required (e.g. remote: \"10.9.0.2\")")
-        })?;
-        let vni = opts
-            .int("vni", 0..=(1 << 24) - 1)?
-            .ok_or_else(|| invalid("vxlan: option vni is required (e.g. vni: 42)"))?;
-        let mut v = VxlanOptions::new(remote, vni as u32);
-        v.port = opts.int("port", 1..=65535)?.unwrap_or(VXLAN_PORT as i64) as u16;
-        v.mtu = opts.int("mtu", 68..=65535)?.map(|m| m as u32);
-        v.local = opts.ip("local")?;
-        v.ttl = opts.int("ttl", 1..=255)?.map(|t| t as u8);
-        if let Some(l) = opts.get("learning") {
-            v.learning = l.as_bool().map_err(|t| {
-                invalid(format!(
-                    "vxlan option learning: expected true or false, found {t}"
-                ))
-            })?;
+    sys!(
+        engine,
+        "mirror",
+        /// copy the source link's traffic ("ingress", "egress" or "both") out through this link (same namespace)
+        move |link: &mut LinkRef, direction: &str, source: LinkRef| -> R<()> {
+            mirror(&w, link, direction, &source)
         }
-        create(&w, &ns, name, &opts, TunnelKind::Vxlan(v))
-    });
-    let w = world.clone();
-    sys!(engine, "vlan", move |ns: NsRef,
-                               name: &str,
-                               map: Map|
-          -> R<LinkRef> {
-        let opts = Opts {
-            what: "vlan",
-            map: &map,
-        };
-        opts.check(&known(&["id"]))?;
-        let id = opts
-            .int("id", 1..=4094)?
-            .ok_or_else(|| invalid("vlan: option id is required (e.g. id: 10)"))?;
-        create(&w, &ns, name, &opts, TunnelKind::Vlan { id: id as u16 })
-    });
-    let w = world.clone();
-    sys!(engine, "macvlan", move |ns: NsRef,
-                                  name: &str,
-                                  map: Map|
-          -> R<LinkRef> {
-        let opts = Opts {
-            what: "macvlan",
-            map: &map,
-        };
-        opts.check(&known(&["mode"]))?;
-        let mode = match opts.string("mode")? {
-            None => MacvlanMode::Default,
-            Some(m) => MacvlanMode::parse(&m).ok_or_else(|| {
-                invalid(format!(
-                    "macvlan: unknown mode '{m}' (known: {})",
-                    MacvlanMode::NAMES
-                ))
-            })?,
-        };
-        create(&w, &ns, name, &opts, TunnelKind::Macvlan { mode })
-    });
-    let w = world.clone();
-    sys!(engine, "mirror", move |target: &mut LinkRef,
-                                 dir: &str,
-                                 source: LinkRef|
-          -> R<()> {
-        let dir = MirrorDir::parse(dir).ok_or_else(|| {
-            invalid(format!(
-                "mirror: direction '{dir}' is not one of ingress, egress, both"
-            ))
-        })?;
-        if source.ns != target.ns {
-            return Err(invalid(format!(
-                "mirror: the source '{}' is in {} but the link '{}' is in {}: both must be in the same namespace",
-                source.name, source.ns, target.name, target.ns
-            )));
-        }
-        let req = MirrorRequest {
-            ns: target.ns.clone(),
-            source: source.name.clone(),
-            dir,
-            target: target.name.clone(),
-        };
-        let mut w = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *w;
-        connect::mirror(session, journal, &req).map_err(fail)
-    });
+    );
 }

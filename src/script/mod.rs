@@ -15,20 +15,81 @@
 //! koko's long-running functions (`sleep`, `watch`) check, so a script stops
 //! cleanly and its journal is undone.
 
-/// Register a function that touches the system: volatile, so the optimizer
-/// never calls it at compile time. (Defined before the modules that use it.)
+/// Register a documented binding. Its doc comment (`///` lines before the
+/// closure, or `#[doc = text]` when a loop registers several) and the
+/// closure's own parameter names and types become the function's Rhai
+/// metadata, from which `:help`, completion, error hints and the README's
+/// API list are generated (see [`docs`]). The closure is always made
+/// `move` (Rhai keeps it for the engine's lifetime). (Defined before the
+/// modules that use it.)
+///
+/// ```ignore
+/// sys!(engine, "veth",
+///     /// veth pair, both ends up; returns the end in a
+///     move |a: NsRef, name_a: &str, b: NsRef, name_b: &str| -> R<LinkRef> { ... });
+/// ```
+macro_rules! register_doc {
+    ($reg:expr, $name:expr, $engine:expr,
+     $(#[doc = $doc:expr])* $(move)? || $(-> $ret:ty)? { $($body:tt)* }) => {
+        $crate::script::docs::describe($reg, $name, &[], &[$(stringify!($ret))?], &[$($doc),*])
+            .register_into_engine($engine, move || $(-> $ret)? { $($body)* })
+    };
+    ($reg:expr, $name:expr, $engine:expr,
+     $(#[doc = $doc:expr])* $(move)? |$($arg:ident : $ty:ty),+ $(,)?| $(-> $ret:ty)? { $($body:tt)* }) => {
+        $crate::script::docs::describe(
+            $reg,
+            $name,
+            &[$((stringify!($arg), stringify!($ty))),+],
+            &[$(stringify!($ret))?],
+            &[$($doc),*],
+        )
+        .register_into_engine($engine, move |$($arg: $ty),+| $(-> $ret)? { $($body)* })
+    };
+}
+
+/// A function that touches the system: volatile, so the optimizer never
+/// calls it at compile time.
 macro_rules! sys {
-    ($engine:expr, $name:expr, $func:expr) => {
-        rhai::FuncRegistration::new($name)
-            .with_volatility(true)
-            .register_into_engine($engine, $func)
+    ($engine:expr, $name:expr, $($rest:tt)+) => {
+        register_doc!(
+            rhai::FuncRegistration::new($name).with_volatility(true),
+            $name,
+            $engine,
+            $($rest)+
+        )
+    };
+}
+
+/// A function without side effects (conversions, operators).
+macro_rules! func {
+    ($engine:expr, $name:expr, $($rest:tt)+) => {
+        register_doc!(rhai::FuncRegistration::new($name), $name, $engine, $($rest)+)
+    };
+}
+
+/// A property getter (`ns.name`).
+macro_rules! getter {
+    ($engine:expr, $name:expr, $($rest:tt)+) => {
+        register_doc!(
+            rhai::FuncRegistration::new_getter($name).with_volatility(true),
+            $name,
+            $engine,
+            $($rest)+
+        )
     };
 }
 
 pub mod api;
 pub mod api_bulk;
+pub mod api_compat;
+pub mod api_ip;
+pub mod api_links;
+pub mod api_namespaces;
+pub mod api_probes;
 pub mod api_tunnels;
+pub mod docs;
 pub mod events;
+pub mod options;
 pub mod repl;
 pub mod resolver;
 
@@ -158,6 +219,7 @@ pub fn build_engine(world: &SharedWorld, limits: Limits, script_dir: Option<Path
     });
     engine.set_module_resolver(resolver::Resolver::new(script_dir));
     api::register(&mut engine, world);
+    docs::remember(&engine);
     engine
 }
 
@@ -278,7 +340,7 @@ pub fn error_message(err: &EvalAltResult) -> String {
                 .replace("i64", "int")
                 .replace("f64", "float")
                 .replace("rhai::", "");
-            match api::signature_of(name) {
+            match docs::expected(name) {
                 Some(expected) => format!("wrong arguments for {sig}: expected {expected}"),
                 None => format!("unknown function {sig}"),
             }

@@ -25,7 +25,6 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
-use super::api::DOCS;
 use super::{build_engine, format_parse_error, format_runtime_error, Limits, SharedWorld, World};
 use crate::net::link;
 use crate::ns::{named, Namespace};
@@ -39,6 +38,7 @@ const EXTRA_METHODS: &[&str] = &["len", "to_string", "contains", "keys", "values
 pub fn complete_word(
     line: &str,
     pos: usize,
+    api: &[String],
     vars: &[String],
     names: &[String],
 ) -> (usize, Vec<String>) {
@@ -56,14 +56,14 @@ pub fn complete_word(
             .cloned()
             .collect()
     } else if before[..start].ends_with('.') {
-        DOCS.iter()
-            .map(|(n, _, _)| n.to_string())
+        api.iter()
+            .cloned()
             .chain(EXTRA_METHODS.iter().map(|s| s.to_string()))
             .filter(|n| n.starts_with(word))
             .collect()
     } else {
-        DOCS.iter()
-            .map(|(n, _, _)| n.to_string())
+        api.iter()
+            .cloned()
             .chain(vars.iter().cloned())
             .filter(|n| n.starts_with(word))
             .collect()
@@ -75,6 +75,8 @@ pub fn complete_word(
 
 struct KokoHelper {
     world: SharedWorld,
+    /// The API's function, method and property names.
+    api: Vec<String>,
     vars: Rc<RefCell<Vec<String>>>,
 }
 
@@ -113,7 +115,7 @@ impl Completer for KokoHelper {
         } else {
             Vec::new()
         };
-        let (start, words) = complete_word(line, pos, &self.vars.borrow(), &names);
+        let (start, words) = complete_word(line, pos, &self.api, &self.vars.borrow(), &names);
         Ok((
             start,
             words
@@ -141,28 +143,12 @@ fn incomplete(err: &rhai::ParseError) -> bool {
     ) || err.err_type().to_string().contains("end of")
 }
 
-fn help(name: Option<&str>) -> String {
+/// `:help` and `:help NAME`, from the engine's own function metadata.
+fn help(engine: &Engine, name: Option<&str>) -> String {
+    let docs = super::docs::api(engine);
     match name {
-        None => {
-            let mut s = String::from("koko script API (:help NAME for one):\n");
-            for (_, sig, doc) in DOCS {
-                if sig.chars().count() < 60 {
-                    s.push_str(&format!("  {sig:<60} {doc}\n"));
-                } else {
-                    s.push_str(&format!("  {sig}\n  {:<60} {doc}\n", ""));
-                }
-            }
-            s.push_str("REPL: :help [name], :quit; Tab completes; an unfinished block continues on the next line.");
-            s
-        }
-        Some(n) => match DOCS.iter().filter(|(d, _, _)| *d == n).collect::<Vec<_>>() {
-            v if v.is_empty() => format!("no API function '{n}' (:help lists them)"),
-            v => v
-                .iter()
-                .map(|(_, sig, doc)| format!("{sig}\n    {doc}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        },
+        None => super::docs::help_all(&docs),
+        Some(n) => super::docs::help_one(&docs, n),
     }
 }
 
@@ -262,6 +248,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     };
     editor.set_helper(Some(KokoHelper {
         world: world.clone(),
+        api: super::docs::names(&super::docs::api(&session.engine)),
         vars: vars.clone(),
     }));
     let history = history
@@ -295,7 +282,10 @@ pub fn run(history: Option<PathBuf>) -> i32 {
             }
             if let Some(rest) = cmd.strip_prefix(":help") {
                 let name = rest.trim();
-                println!("{}", help((!name.is_empty()).then_some(name)));
+                println!(
+                    "{}",
+                    help(&session.engine, (!name.is_empty()).then_some(name))
+                );
                 continue;
             }
             if cmd.is_empty() {
@@ -339,25 +329,34 @@ mod tests {
 
     #[test]
     fn completes_functions_methods_and_names() {
+        let world = World::new().unwrap();
+        let engine = build_engine(&world, Limits::default(), None);
+        let api = super::super::docs::names(&super::super::docs::api(&engine));
         let vars = vec!["client".to_string()];
-        let (start, c) = complete_word("let x = net", 11, &vars, &[]);
+        let (start, c) = complete_word("let x = net", 11, &api, &vars, &[]);
         assert_eq!(start, 8);
         assert!(c.contains(&"netns".to_string()));
-        let (_, c) = complete_word("cli", 3, &vars, &[]);
+        let (_, c) = complete_word("cli", 3, &api, &vars, &[]);
         assert_eq!(c, vec!["client"]);
-        let (start, c) = complete_word("client.forw", 11, &vars, &[]);
+        let (start, c) = complete_word("client.forw", 11, &api, &vars, &[]);
         assert_eq!(start, 7);
         assert_eq!(c, vec!["forwarding"]);
         let names = vec!["firewall".to_string(), "link1".to_string()];
-        let (start, c) = complete_word("netns(\"fi", 9, &vars, &names);
+        let (start, c) = complete_word("netns(\"fi", 9, &api, &vars, &names);
         assert_eq!(start, 7);
         assert_eq!(c, vec!["firewall"]);
     }
 
     #[test]
     fn help_knows_the_api() {
-        assert!(help(Some("veth")).contains("veth(a: Ns"));
-        assert!(help(Some("nope")).contains("no API function"));
-        assert!(help(None).contains("on_link_down") || help(None).contains("netns("));
+        let world = World::new().unwrap();
+        let engine = build_engine(&world, Limits::default(), None);
+        assert!(help(&engine, Some("veth")).contains("veth(a: Ns, name_a: string"));
+        assert!(help(&engine, Some("nope")).contains("no API function"));
+        let all = help(&engine, None);
+        assert!(
+            all.contains("on_link_down(") && all.contains("netns("),
+            "{all}"
+        );
     }
 }

@@ -26,6 +26,7 @@ mod monitor_flood;
 mod repl;
 mod scale;
 mod script;
+mod script_options;
 mod scripts_examples;
 mod service_chain;
 mod tunnels;

@@ -56,7 +56,10 @@ fn piped_session_multiline_variables_imports_errors_help_history() {
     // A value of the API's types shows as the script sees it.
     assert!(out.contains("=> Link(va in netns 'a')"), "{out}");
     // :help NAME.
-    assert!(out.contains("veth(a: Ns, name_a, b: Ns, name_b"), "{out}");
+    assert!(
+        out.contains("veth(a: Ns, name_a: string, b: Ns, name_b: string"),
+        "{out}"
+    );
     // Errors are reported and the session goes on.
     s.stderr_has("error: <repl>:1:1: unknown function nosuch (int)");
     s.stderr_has("one is not two: expected 2, got 1");
