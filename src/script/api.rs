@@ -108,6 +108,17 @@ pub(crate) fn with_world<T>(
     f(session, journal).map_err(fail)
 }
 
+/// Ask the kernel something in `ns`, over the run's socket there.
+pub(crate) fn query<T>(
+    world: &SharedWorld,
+    ns: &Namespace,
+    ask: impl AsyncFnOnce(&crate::net::Target) -> crate::error::Result<T>,
+) -> R<T> {
+    let world = world.borrow();
+    let t = world.session.target(ns).map_err(fail)?;
+    world.session.block_on(ask(&t)).map_err(fail)
+}
+
 /// Stop with "interrupted (Ctrl-C)" if Ctrl-C was pressed. A probe cut short
 /// by the signal (its poll returns EINTR) must not look like a timeout.
 pub(crate) fn stop_if_interrupted() -> R<()> {

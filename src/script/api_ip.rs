@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use rhai::{Array, Engine, Map};
 use serde::{Deserialize, Serialize};
 
-use super::api::{fail, parse_ip, to_value, NsRef, R};
+use super::api::{fail, parse_ip, query, to_value, NsRef, R};
 use super::api_links::apply_ip;
 use super::options::from_map;
 use super::SharedWorld;
@@ -135,9 +135,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "routes",
         /// routes of the namespace, read from the kernel: [#{dest, via, dev, metric, table, family, line, ...}]
         move |ns: &mut NsRef| -> R<Array> {
-            let world = w.borrow();
-            let t = world.session.target(&ns.0).map_err(fail)?;
-            let routes = world.session.block_on(route::list(&t)).map_err(fail)?;
+            let routes = query(&w, &ns.0, async |t| route::list(t).await)?;
             Ok(routes.iter().map(|r| to_value(&RouteEntry::from(r))).collect())
         }
     );
@@ -147,10 +145,9 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "addrs",
         /// addresses of the namespace, read from the kernel: [#{link, addr, family}]
         move |ns: &mut NsRef| -> R<Array> {
-            let world = w.borrow();
-            let t = world.session.target(&ns.0).map_err(fail)?;
-            let links = world.session.block_on(link::list(&t)).map_err(fail)?;
-            let addrs = world.session.block_on(addr::list(&t)).map_err(fail)?;
+            let (links, addrs) = query(&w, &ns.0, async |t| {
+                Ok((link::list(t).await?, addr::list(t).await?))
+            })?;
             Ok(addrs
                 .into_iter()
                 .map(|a| {

@@ -12,7 +12,7 @@
 use rhai::{Array, Dynamic, Engine, Map};
 use serde::{Deserialize, Serialize};
 
-use super::api::{cidrs, fail, invalid, to_value, with_world, LinkRef, NsRef, R};
+use super::api::{cidrs, fail, invalid, query, to_value, with_world, LinkRef, NsRef, R};
 use super::options::from_map;
 use super::SharedWorld;
 use crate::connect::{self, EndRequest, VethRequest};
@@ -120,9 +120,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "link",
         /// an existing link of the namespace (error if there is none by that name)
         move |ns: &mut NsRef, name: &str| -> R<LinkRef> {
-            let world = w.borrow();
-            let t = world.session.target(&ns.0).map_err(fail)?;
-            world.session.block_on(link::require(&t, name)).map_err(fail)?;
+            query(&w, &ns.0, async |t| link::require(t, name).await)?;
             Ok(LinkRef {
                 ns: ns.0.clone(),
                 name: name.to_string(),
@@ -136,9 +134,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "links",
         /// links of the namespace, read from the kernel: [#{name, index, kind, state, mtu, up, ...}]
         move |ns: &mut NsRef| -> R<Array> {
-            let world = w.borrow();
-            let t = world.session.target(&ns.0).map_err(fail)?;
-            let links = world.session.block_on(link::list(&t)).map_err(fail)?;
+            let links = query(&w, &ns.0, async |t| link::list(t).await)?;
             Ok(links
                 .iter()
                 .map(|l| {
@@ -199,35 +195,35 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
             if !l.ns.exists() {
                 return "gone".into();
             }
-            let world = w.borrow();
-            let Ok(t) = world.session.target(&l.ns) else {
-                return "gone".into();
-            };
-            match world.session.block_on(link::get(&t, &l.name)) {
+            match query(&w, &l.ns, async |t| link::get(t, &l.name).await) {
                 Ok(Some(s)) => s.state_word().into(),
                 _ => "gone".into(),
             }
         }
     );
 
-    let w = world.clone();
-    sys!(
-        engine,
-        "up",
-        /// set the link up
-        move |link: &mut LinkRef| -> R<()> {
-            change(&w, link, LinkChange { up: Some(true), mtu: None })
-        }
-    );
-    let w = world.clone();
-    sys!(
-        engine,
-        "down",
-        /// set the link down
-        move |link: &mut LinkRef| -> R<()> {
-            change(&w, link, LinkChange { up: Some(false), mtu: None })
-        }
-    );
+    // `#[doc = doc]`: the doc comment of each entry of the loop.
+    for (name, up, doc) in [
+        ("up", true, " set the link up"),
+        ("down", false, " set the link down"),
+    ] {
+        let w = world.clone();
+        sys!(
+            engine,
+            name,
+            #[doc = doc]
+            move |link: &mut LinkRef| -> R<()> {
+                change(
+                    &w,
+                    link,
+                    LinkChange {
+                        up: Some(up),
+                        mtu: None,
+                    },
+                )
+            }
+        );
+    }
     let w = world.clone();
     sys!(
         engine,

@@ -102,22 +102,35 @@ fn in_range(function: &str, key: &str, n: u32, range: RangeInclusive<u32>) -> R<
     }
 }
 
+/// What a tunnel's options say: its parent link, its addresses, its kind.
+struct Spec {
+    parent: String,
+    addrs: Vec<String>,
+    kind: TunnelKind,
+}
+
+/// Create the link `name` in `ns` from the options map of `function`.
 fn create(
     world: &SharedWorld,
+    function: &str,
     ns: &NsRef,
     name: &str,
-    parent_ns: Namespace,
-    parent: String,
-    addrs: &[String],
-    kind: TunnelKind,
+    mut map: Map,
+    spec: fn(&Map) -> R<Spec>,
 ) -> R<LinkRef> {
+    let parent_ns = parent_ns(function, &mut map)?;
+    let Spec {
+        parent,
+        addrs,
+        kind,
+    } = spec(&map)?;
     let req = TunnelRequest {
         parent_ns,
         parent,
         end: EndRequest {
             ns: ns.0.clone(),
             name: name.to_string(),
-            addrs: cidrs(addrs)?,
+            addrs: cidrs(&addrs)?,
         },
         kind,
     };
@@ -131,10 +144,9 @@ fn create(
     })
 }
 
-fn vxlan(world: &SharedWorld, ns: &NsRef, name: &str, mut map: Map) -> R<LinkRef> {
+fn vxlan(map: &Map) -> R<Spec> {
     let f = "vxlan";
-    let parent_ns = parent_ns(f, &mut map)?;
-    let o: VxlanOpts = from_map(f, &map)?;
+    let o: VxlanOpts = from_map(f, map)?;
     let vni = in_range(f, "vni", o.vni, 0..=(1 << 24) - 1)?;
     let mut v = VxlanOptions::new(parse_ip(&o.remote)?, vni);
     v.port = o.port.unwrap_or(VXLAN_PORT);
@@ -157,35 +169,25 @@ fn vxlan(world: &SharedWorld, ns: &NsRef, name: &str, mut map: Map) -> R<LinkRef
     if let Some(l) = o.learning {
         v.learning = l;
     }
-    create(
-        world,
-        ns,
-        name,
-        parent_ns,
-        o.parent,
-        &o.addrs,
-        TunnelKind::Vxlan(v),
-    )
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Vxlan(v),
+    })
 }
 
-fn vlan(world: &SharedWorld, ns: &NsRef, name: &str, mut map: Map) -> R<LinkRef> {
-    let parent_ns = parent_ns("vlan", &mut map)?;
-    let o: VlanOpts = from_map("vlan", &map)?;
+fn vlan(map: &Map) -> R<Spec> {
+    let o: VlanOpts = from_map("vlan", map)?;
     let id = in_range("vlan", "id", o.id.into(), 1..=4094)? as u16;
-    create(
-        world,
-        ns,
-        name,
-        parent_ns,
-        o.parent,
-        &o.addrs,
-        TunnelKind::Vlan { id },
-    )
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Vlan { id },
+    })
 }
 
-fn macvlan(world: &SharedWorld, ns: &NsRef, name: &str, mut map: Map) -> R<LinkRef> {
-    let parent_ns = parent_ns("macvlan", &mut map)?;
-    let o: MacvlanOpts = from_map("macvlan", &map)?;
+fn macvlan(map: &Map) -> R<Spec> {
+    let o: MacvlanOpts = from_map("macvlan", map)?;
     let mode = match o.mode {
         None => MacvlanMode::Default,
         Some(m) => MacvlanMode::parse(&m).ok_or_else(|| {
@@ -195,15 +197,11 @@ fn macvlan(world: &SharedWorld, ns: &NsRef, name: &str, mut map: Map) -> R<LinkR
             ))
         })?,
     };
-    create(
-        world,
-        ns,
-        name,
-        parent_ns,
-        o.parent,
-        &o.addrs,
-        TunnelKind::Macvlan { mode },
-    )
+    Ok(Spec {
+        parent: o.parent,
+        addrs: o.addrs,
+        kind: TunnelKind::Macvlan { mode },
+    })
 }
 
 fn mirror(world: &SharedWorld, target: &LinkRef, dir: &str, source: &LinkRef) -> R<()> {
@@ -230,27 +228,21 @@ fn mirror(world: &SharedWorld, target: &LinkRef, dir: &str, source: &LinkRef) ->
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {
-    let w = world.clone();
-    sys!(
-        engine,
-        "vxlan",
-        /// vxlan on a parent link (in koko's namespace unless parent_ns), put in ns, up; opts #{parent, remote, vni[, port, mtu, parent_ns, local, ttl, learning, addrs]}
-        move |ns: NsRef, name: &str, opts: Map| -> R<LinkRef> { vxlan(&w, &ns, name, opts) }
-    );
-    let w = world.clone();
-    sys!(
-        engine,
-        "vlan",
-        /// 802.1Q vlan on a parent link, put in ns, up; opts #{parent, id[, parent_ns, addrs]}
-        move |ns: NsRef, name: &str, opts: Map| -> R<LinkRef> { vlan(&w, &ns, name, opts) }
-    );
-    let w = world.clone();
-    sys!(
-        engine,
-        "macvlan",
-        /// macvlan on a parent link, put in ns, up; opts #{parent[, mode (bridge, private, vepa, passthru), parent_ns, addrs]}
-        move |ns: NsRef, name: &str, opts: Map| -> R<LinkRef> { macvlan(&w, &ns, name, opts) }
-    );
+    type ReadSpec = fn(&Map) -> R<Spec>;
+    // `#[doc = doc]`: the doc comment of each entry of the loop.
+    for (function, doc, spec) in [
+        ("vxlan", " vxlan on a parent link (in koko's namespace unless parent_ns), put in ns, up; opts #{parent, remote, vni[, port, mtu, parent_ns, local, ttl, learning, addrs]}", vxlan as ReadSpec),
+        ("vlan", " 802.1Q vlan on a parent link, put in ns, up; opts #{parent, id[, parent_ns, addrs]}", vlan),
+        ("macvlan", " macvlan on a parent link, put in ns, up; opts #{parent[, mode (bridge, private, vepa, passthru), parent_ns, addrs]}", macvlan),
+    ] {
+        let w = world.clone();
+        sys!(
+            engine,
+            function,
+            #[doc = doc]
+            move |ns: NsRef, name: &str, opts: Map| -> R<LinkRef> { create(&w, function, &ns, name, opts, spec) }
+        );
+    }
     let w = world.clone();
     sys!(
         engine,

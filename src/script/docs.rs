@@ -276,7 +276,12 @@ pub fn expected(name: &str) -> Option<String> {
 
 /// The API's names (functions, methods, properties), for completion.
 pub fn names(docs: &[FnDoc]) -> Vec<String> {
-    let mut n: Vec<String> = docs.iter().map(|f| f.name.clone()).collect();
+    // Operators (`==`) are not typed as words.
+    let mut n: Vec<String> = docs
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|n| n.starts_with(|c: char| c.is_alphabetic() || c == '_'))
+        .collect();
     n.sort();
     n.dedup();
     n

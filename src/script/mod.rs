@@ -16,10 +16,18 @@
 //! cleanly and its journal is undone.
 
 /// Register a documented binding. Its doc comment (`///` lines before the
-/// closure) and the closure's own parameter names and types become the
-/// function's Rhai metadata, from which `:help`, completion, error hints
-/// and the README's API list are generated (see [`docs`]). (Defined before
-/// the modules that use it.)
+/// closure, or `#[doc = text]` when a loop registers several) and the
+/// closure's own parameter names and types become the function's Rhai
+/// metadata, from which `:help`, completion, error hints and the README's
+/// API list are generated (see [`docs`]). The closure is always made
+/// `move` (Rhai keeps it for the engine's lifetime). (Defined before the
+/// modules that use it.)
+///
+/// ```ignore
+/// sys!(engine, "veth",
+///     /// veth pair, both ends up; returns the end in a
+///     move |a: NsRef, name_a: &str, b: NsRef, name_b: &str| -> R<LinkRef> { ... });
+/// ```
 macro_rules! register_doc {
     ($reg:expr, $name:expr, $engine:expr,
      $(#[doc = $doc:expr])* $(move)? || $(-> $ret:ty)? { $($body:tt)* }) => {
