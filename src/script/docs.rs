@@ -50,7 +50,6 @@ pub fn script_type(rust: &str) -> String {
 /// the doc comment's lines.
 pub fn describe(
     reg: FuncRegistration,
-    name: &str,
     params: &[(&str, &str)],
     ret: &[&str],
     doc: &[&str],
@@ -71,12 +70,7 @@ pub fn describe(
         // parameters, no result) keeps it from doing so.
         info.push("()".into());
     }
-    let lines: Vec<&str> = if doc.is_empty() {
-        pending_doc(name).into_iter().collect()
-    } else {
-        doc.to_vec()
-    };
-    let comment = lines
+    let comment = doc
         .iter()
         .map(|l| format!("///{l}"))
         .collect::<Vec<_>>()
@@ -87,25 +81,6 @@ pub fn describe(
     } else {
         reg.with_comments([comment])
     }
-}
-
-/// Docs of the bindings in events.rs, which still registers them without
-/// doc comments. Transitional: once events.rs puts `///` comments in its
-/// `sys!` calls, this goes.
-fn pending_doc(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "on_link_down" => " run the hook when the link goes down or disappears (its peer's namespace died); ev = #{kind, namespace, link, time}",
-        "on_link_up" => " run the hook when the link comes up (with carrier)",
-        "on_container_exit" => " run the hook when the container stops",
-        "watch" => " dispatch events for up to ms (or until stop_watch()); returns how many hooks ran; opts: #{stop_on_error}",
-        "stop_watch" => " end the current watch() (call it from a hook)",
-        "probe_start" => " keep opening TCP connections from ns to ip:port in the background, to measure an outage; opts: #{interval_ms, timeout_ms}",
-        "report" => " #{sent, lost, first_failure_ms, first_recovery_ms, outage_ms} so far",
-        "stop" => " stop the probe; the final report",
-        "wait_success_after" => " wait up to ms for the first successful probe started at or after t (ms since the epoch); its time, or () on timeout",
-        "wait_recovery" => " wait up to ms until the probe saw traffic recover after a failure",
-        _ => return None,
-    })
 }
 
 /// One registered function, as the engine's metadata describes it.

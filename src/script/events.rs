@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
-use super::api::{fail, interruptible_sleep, LinkRef, NsRef};
+use super::api::{fail, interruptible_sleep, to_map, LinkRef, NsRef};
 use super::{SharedWorld, World};
 use crate::error::Error;
 use crate::net::link;
 use crate::net::monitor::{LinkEvent, LinkMonitor, NetnsDirWatch, ProcessWatch};
 use crate::ns::{Namespace, NsId, NsSpec};
-use crate::probe::{epoch_ms, OutageProbe, OutageReport};
+use crate::probe::{epoch_ms, OutageProbe};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
@@ -430,223 +430,282 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: b
     }
 }
 
-/// The hook a probe-quality registration asks for: `#{loss_pct,
-/// window_ms[, min_samples]}` or `#{above_ms, window_ms[, min_samples]}`.
-fn probe_hook(function: &str, probe: ProbeRef, opts: &Map, loss: bool) -> crate::Result<HookKind> {
-    let threshold_key = if loss { "loss_pct" } else { "above_ms" };
-    let allowed = [threshold_key, "window_ms", "min_samples"];
-    if let Some(unknown) = opts.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(Error::Invalid(format!(
-            "{function}(): unknown option '{unknown}' (allowed: {})",
-            allowed.join(", ")
-        )));
-    }
-    let number = |key: &str| -> crate::Result<Option<f64>> {
-        match opts.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_float()
-                .or_else(|_| v.as_int().map(|i| i as f64))
-                .map(Some)
-                .map_err(|t| {
-                    Error::Invalid(format!("{function}(): {key} must be a number, not {t}"))
-                }),
+/// A running outage probe, as scripts see it.
+#[derive(Clone)]
+pub struct ProbeRef(Rc<RefCell<OutageProbe>>);
+
+/// `watch(ms, #{...})`'s options.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WatchOpts {
+    stop_on_error: bool,
+}
+
+/// `probe_start(ns, ip, port, #{...})`'s options.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProbeOpts {
+    interval_ms: u64,
+    timeout_ms: u64,
+}
+
+impl Default for ProbeOpts {
+    fn default() -> ProbeOpts {
+        ProbeOpts {
+            interval_ms: 5,
+            timeout_ms: 100,
         }
-    };
-    let threshold = number(threshold_key)?
-        .ok_or_else(|| Error::Invalid(format!("{function}(): {threshold_key} is required")))?;
-    let window_ms = number("window_ms")?.unwrap_or(1000.0);
-    let min_samples = number("min_samples")?.unwrap_or(5.0);
+    }
+}
+
+/// `on_probe_loss(probe, #{...}, f)`'s options.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LossOpts {
+    loss_pct: f64,
+    #[serde(default = "default_window")]
+    window_ms: f64,
+    #[serde(default = "default_min_samples")]
+    min_samples: u64,
+}
+
+/// `on_probe_rtt(probe, #{...}, f)`'s options.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RttOpts {
+    above_ms: f64,
+    #[serde(default = "default_window")]
+    window_ms: f64,
+    #[serde(default = "default_min_samples")]
+    min_samples: u64,
+}
+
+fn default_window() -> f64 {
+    1000.0
+}
+
+fn default_min_samples() -> u64 {
+    5
+}
+
+/// Check a probe hook's window and threshold.
+fn check_window(function: &str, window_ms: f64, min_samples: u64) -> crate::Result<()> {
     if window_ms.is_nan() || window_ms <= 0.0 {
         return Err(Error::Invalid(format!(
             "{function}(): window_ms {window_ms} must be positive"
         )));
     }
-    if min_samples < 1.0 {
+    if min_samples == 0 {
         return Err(Error::Invalid(format!(
-            "{function}(): min_samples {min_samples} must be at least 1"
+            "{function}(): min_samples must be at least 1"
         )));
     }
-    let min_samples = min_samples as u64;
-    if loss {
-        if !(0.0..=100.0).contains(&threshold) || threshold == 0.0 {
-            return Err(Error::Invalid(format!(
-                "{function}(): loss_pct {threshold} is not a percentage above 0"
-            )));
-        }
-        Ok(HookKind::ProbeLoss {
-            probe,
-            loss_pct: threshold,
-            window_ms,
-            min_samples,
-        })
-    } else {
-        if threshold.is_nan() || threshold <= 0.0 {
-            return Err(Error::Invalid(format!(
-                "{function}(): above_ms {threshold} must be positive"
-            )));
-        }
-        Ok(HookKind::ProbeRtt {
-            probe,
-            above_ms: threshold,
-            window_ms,
-            min_samples,
-        })
-    }
+    Ok(())
 }
 
-/// A running outage probe, as scripts see it.
-#[derive(Clone)]
-pub struct ProbeRef(Rc<RefCell<OutageProbe>>);
-
-fn report_map(r: &OutageReport) -> Map {
-    let opt = |v: Option<f64>| v.map(Dynamic::from).unwrap_or(Dynamic::UNIT);
-    let mut m = Map::new();
-    m.insert("sent".into(), (r.sent as i64).into());
-    m.insert("lost".into(), (r.lost as i64).into());
-    m.insert("first_failure_ms".into(), opt(r.first_failure_ms));
-    m.insert("first_recovery_ms".into(), opt(r.first_recovery_ms));
-    m.insert("outage_ms".into(), opt(r.outage_ms));
-    m
+fn add_hook(world: &SharedWorld, on: HookKind, callback: FnPtr) {
+    world.borrow_mut().events.hooks.push(Hook {
+        on,
+        callback,
+        arming: Arming::once(),
+    });
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
-    sys!(engine, "on_link_down", move |ns: NsRef,
-                                       name: &str,
-                                       f: FnPtr|
-          -> R<()> {
-        add_link_hook(&w, &ns.0, name, f, true)
-    });
+    sys!(
+        engine,
+        "on_link_down",
+        /// run the hook when the link goes down or disappears (its peer's namespace died); ev = #{kind, namespace, link, time}
+        move |ns: NsRef, name: &str, f: FnPtr| -> R<()> {
+            add_link_hook(&w, &ns.0, name, f, true)
+        }
+    );
     let w = world.clone();
-    sys!(engine, "on_link_down", move |l: LinkRef,
-                                       f: FnPtr|
-          -> R<()> {
-        add_link_hook(&w, &l.ns, &l.name, f, true)
-    });
+    sys!(
+        engine,
+        "on_link_down",
+        /// the same for a link
+        move |link: LinkRef, f: FnPtr| -> R<()> {
+            add_link_hook(&w, &link.ns, &link.name, f, true)
+        }
+    );
     let w = world.clone();
-    sys!(engine, "on_link_up", move |ns: NsRef,
-                                     name: &str,
-                                     f: FnPtr|
-          -> R<()> {
-        add_link_hook(&w, &ns.0, name, f, false)
-    });
+    sys!(
+        engine,
+        "on_link_up",
+        /// run the hook when the link comes up (with carrier)
+        move |ns: NsRef, name: &str, f: FnPtr| -> R<()> {
+            add_link_hook(&w, &ns.0, name, f, false)
+        }
+    );
     let w = world.clone();
-    sys!(engine, "on_container_exit", move |name: &str,
-                                            f: FnPtr|
-          -> R<()> {
-        let ns = w
-            .borrow()
-            .session
-            .resolve(&NsSpec::Docker(name.to_string()))
-            .map_err(fail)?;
-        let mut world = w.borrow_mut();
-        world.events.watch_lifetime(&ns).map_err(fail)?;
-        world.events.hooks.push(Hook {
-            on: HookKind::ContainerExit {
-                name: name.to_string(),
-                ns,
-            },
-            callback: f,
-            arming: Arming::once(),
-        });
-        Ok(())
-    });
+    sys!(
+        engine,
+        "on_container_exit",
+        /// run the hook when the container stops
+        move |name: &str, f: FnPtr| -> R<()> {
+            let ns = w
+                .borrow()
+                .session
+                .resolve(&NsSpec::Docker(name.to_string()))
+                .map_err(fail)?;
+            w.borrow_mut().events.watch_lifetime(&ns).map_err(fail)?;
+            add_hook(
+                &w,
+                HookKind::ContainerExit {
+                    name: name.to_string(),
+                    ns,
+                },
+                f,
+            );
+            Ok(())
+        }
+    );
     let w = world.clone();
-    sys!(engine, "watch", move |ctx: NativeCallContext,
-                                ms: i64|
-          -> R<i64> {
-        watch(&ctx, &w, ms, false)
-    });
+    sys!(
+        engine,
+        "watch",
+        /// dispatch events for up to ms (or until stop_watch()); returns how many hooks ran
+        move |ctx: NativeCallContext, ms: i64| -> R<i64> { watch(&ctx, &w, ms, false) }
+    );
     let w = world.clone();
-    sys!(engine, "watch", move |ctx: NativeCallContext,
-                                ms: i64,
-                                opts: Map|
-          -> R<i64> {
-        let stop_on_error = opts
-            .get("stop_on_error")
-            .and_then(|v| v.as_bool().ok())
-            .unwrap_or(false);
-        watch(&ctx, &w, ms, stop_on_error)
-    });
+    sys!(
+        engine,
+        "watch",
+        /// the same with options #{stop_on_error}: a failing hook ends the watch with its error
+        move |ctx: NativeCallContext, ms: i64, opts: Map| -> R<i64> {
+            let o: WatchOpts = super::options::from_map("watch", &opts)?;
+            watch(&ctx, &w, ms, o.stop_on_error)
+        }
+    );
     let w = world.clone();
-    sys!(engine, "stop_watch", move || {
-        w.borrow_mut().events.stopped = true
-    });
+    sys!(
+        engine,
+        "stop_watch",
+        /// end the current watch() (call it from a hook)
+        move || { w.borrow_mut().events.stopped = true }
+    );
 
     engine.register_type_with_name::<ProbeRef>("Probe");
-    sys!(engine, "probe_start", |ns: NsRef,
-                                 ip: &str,
-                                 port: i64,
-                                 opts: Map|
-     -> R<ProbeRef> {
-        let ip: std::net::IpAddr = ip
-            .parse()
-            .map_err(|_| fail(Error::Invalid(format!("'{ip}' is not an IP address"))))?;
-        let port = u16::try_from(port)
-            .map_err(|_| fail(Error::Invalid(format!("{port} is not a TCP port"))))?;
-        let get = |k: &str, d: i64| {
-            opts.get(k)
-                .and_then(|v| v.as_int().ok())
-                .unwrap_or(d)
-                .max(1) as u64
-        };
-        let probe = OutageProbe::start(
-            &ns.0,
-            SocketAddr::new(ip, port),
-            Duration::from_millis(get("interval_ms", 5)),
-            Duration::from_millis(get("timeout_ms", 100)),
-        );
-        Ok(ProbeRef(Rc::new(RefCell::new(probe))))
-    });
-    for (name, loss) in [("on_probe_loss", true), ("on_probe_rtt", false)] {
-        let w = world.clone();
-        sys!(engine, name, move |p: ProbeRef,
-                                 opts: Map,
-                                 f: FnPtr|
-              -> R<()> {
-            let on = probe_hook(name, p, &opts, loss).map_err(fail)?;
-            w.borrow_mut().events.hooks.push(Hook {
-                on,
-                callback: f,
-                arming: Arming::once(),
-            });
+    sys!(
+        engine,
+        "probe_start",
+        /// keep opening TCP connections from ns to ip:port in the background; opts: #{interval_ms, timeout_ms}
+        |ns: NsRef, ip: &str, port: i64, opts: Map| -> R<ProbeRef> {
+            let o: ProbeOpts = super::options::from_map("probe_start", &opts)?;
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|_| fail(Error::Invalid(format!("'{ip}' is not an IP address"))))?;
+            let port = u16::try_from(port)
+                .map_err(|_| fail(Error::Invalid(format!("{port} is not a TCP port"))))?;
+            let probe = OutageProbe::start(
+                &ns.0,
+                SocketAddr::new(ip, port),
+                Duration::from_millis(o.interval_ms.max(1)),
+                Duration::from_millis(o.timeout_ms.max(1)),
+            );
+            Ok(ProbeRef(Rc::new(RefCell::new(probe))))
+        }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
+        "on_probe_loss",
+        /// run the hook when the probe's loss over the last window_ms reaches loss_pct: #{loss_pct, window_ms, min_samples}; ev = #{kind, loss_pct, rtt_ms, sent, lost, window_ms, time}
+        move |probe: ProbeRef, opts: Map, f: FnPtr| -> R<()> {
+            let o: LossOpts = super::options::from_map("on_probe_loss", &opts)?;
+            check_window("on_probe_loss", o.window_ms, o.min_samples).map_err(fail)?;
+            if o.loss_pct.is_nan() || o.loss_pct <= 0.0 || o.loss_pct > 100.0 {
+                return Err(fail(Error::Invalid(format!(
+                    "on_probe_loss(): loss_pct {} is not a percentage above 0",
+                    o.loss_pct
+                ))));
+            }
+            let on = HookKind::ProbeLoss {
+                probe,
+                loss_pct: o.loss_pct,
+                window_ms: o.window_ms,
+                min_samples: o.min_samples,
+            };
+            add_hook(&w, on, f);
             Ok(())
-        });
-    }
-    sys!(engine, "report", |p: &mut ProbeRef| -> Map {
-        report_map(&p.0.borrow().report())
-    });
-    sys!(engine, "stop", |p: &mut ProbeRef| -> Map {
-        report_map(&p.0.borrow_mut().stop())
-    });
-    sys!(engine, "wait_success_after", |p: &mut ProbeRef,
-                                        t: f64,
-                                        ms: i64|
-     -> R<Dynamic> {
-        let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
-        loop {
-            if let Some(at) = p.0.borrow().first_success_after(t) {
-                return Ok(at.into());
-            }
-            if Instant::now() >= end {
-                return Ok(Dynamic::UNIT);
-            }
-            interruptible_sleep(Duration::from_millis(2))?;
         }
-    });
-    sys!(engine, "wait_recovery", |p: &mut ProbeRef,
-                                   ms: i64|
-     -> R<bool> {
-        let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
-        while Instant::now() < end {
-            if p.0.borrow().report().first_recovery_ms.is_some() {
-                return Ok(true);
+    );
+    let w = world.clone();
+    sys!(
+        engine,
+        "on_probe_rtt",
+        /// run the hook when the probe's median connection time over the last window_ms goes above above_ms: #{above_ms, window_ms, min_samples}
+        move |probe: ProbeRef, opts: Map, f: FnPtr| -> R<()> {
+            let o: RttOpts = super::options::from_map("on_probe_rtt", &opts)?;
+            check_window("on_probe_rtt", o.window_ms, o.min_samples).map_err(fail)?;
+            if o.above_ms.is_nan() || o.above_ms <= 0.0 {
+                return Err(fail(Error::Invalid(format!(
+                    "on_probe_rtt(): above_ms {} must be positive",
+                    o.above_ms
+                ))));
             }
-            interruptible_sleep(Duration::from_millis(2))?;
+            let on = HookKind::ProbeRtt {
+                probe,
+                above_ms: o.above_ms,
+                window_ms: o.window_ms,
+                min_samples: o.min_samples,
+            };
+            add_hook(&w, on, f);
+            Ok(())
         }
-        Ok(p.0.borrow().report().first_recovery_ms.is_some())
-    });
+    );
+    sys!(
+        engine,
+        "report",
+        /// #{sent, lost, first_failure_ms, first_recovery_ms, outage_ms} so far
+        |probe: &mut ProbeRef| -> Map { to_map(&probe.0.borrow().report()) }
+    );
+    sys!(
+        engine,
+        "window",
+        /// loss and median connection time over the last ms: #{window_ms, sent, lost, loss_pct, rtt_p50_ms}
+        |probe: &mut ProbeRef, ms: f64| -> Map { to_map(&probe.0.borrow().window(ms)) }
+    );
+    sys!(
+        engine,
+        "stop",
+        /// stop the probe; the final report
+        |probe: &mut ProbeRef| -> Map { to_map(&probe.0.borrow_mut().stop()) }
+    );
+    sys!(
+        engine,
+        "wait_success_after",
+        /// wait up to ms for the first successful probe started at or after t (ms since the epoch); its time, or () on timeout
+        |probe: &mut ProbeRef, t: f64, ms: i64| -> R<Dynamic> {
+            let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+            loop {
+                if let Some(at) = probe.0.borrow().first_success_after(t) {
+                    return Ok(at.into());
+                }
+                if Instant::now() >= end {
+                    return Ok(Dynamic::UNIT);
+                }
+                interruptible_sleep(Duration::from_millis(2))?;
+            }
+        }
+    );
+    sys!(
+        engine,
+        "wait_recovery",
+        /// wait up to ms until the probe saw traffic recover after a failure
+        |probe: &mut ProbeRef, ms: i64| -> R<bool> {
+            let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+            while Instant::now() < end {
+                if probe.0.borrow().report().first_recovery_ms.is_some() {
+                    return Ok(true);
+                }
+                interruptible_sleep(Duration::from_millis(2))?;
+            }
+            Ok(probe.0.borrow().report().first_recovery_ms.is_some())
+        }
+    );
 }
 
 #[cfg(test)]

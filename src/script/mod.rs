@@ -31,14 +31,13 @@
 macro_rules! register_doc {
     ($reg:expr, $name:expr, $engine:expr,
      $(#[doc = $doc:expr])* $(move)? || $(-> $ret:ty)? { $($body:tt)* }) => {
-        $crate::script::docs::describe($reg, $name, &[], &[$(stringify!($ret))?], &[$($doc),*])
+        $crate::script::docs::describe($reg, &[], &[$(stringify!($ret))?], &[$($doc),*])
             .register_into_engine($engine, move || $(-> $ret)? { $($body)* })
     };
     ($reg:expr, $name:expr, $engine:expr,
      $(#[doc = $doc:expr])* $(move)? |$($arg:ident : $ty:ty),+ $(,)?| $(-> $ret:ty)? { $($body:tt)* }) => {
         $crate::script::docs::describe(
             $reg,
-            $name,
             &[$((stringify!($arg), stringify!($ty))),+],
             &[$(stringify!($ret))?],
             &[$($doc),*],

@@ -139,8 +139,103 @@ impl<'de> MapAccess<'de> for Entries<'de> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, OptError> {
         let (key, value) = self.value.take().expect("a value follows its key");
-        seed.deserialize(DynamicDeserializer::new(value))
+        seed.deserialize(Lenient(value))
             .map_err(|e| value_error(key, value, *e))
+    }
+}
+
+/// Rhai's deserializer, except that a whole number is also a number: a
+/// script writes `loss_pct: 30`, not `30.0`, and means the same.
+struct Lenient<'a>(&'a Dynamic);
+
+/// Methods of [`Lenient`] that are Rhai's own.
+macro_rules! as_rhai {
+    ($($method:ident),*) => {
+        $(fn $method<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            DynamicDeserializer::new(self.0).$method(visitor)
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for Lenient<'de> {
+    type Error = Box<rhai::EvalAltResult>;
+
+    as_rhai!(
+        deserialize_any, deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32,
+        deserialize_i64, deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64,
+        deserialize_char, deserialize_str, deserialize_string, deserialize_bytes,
+        deserialize_byte_buf, deserialize_unit, deserialize_seq, deserialize_map,
+        deserialize_identifier, deserialize_ignored_any
+    );
+
+    fn deserialize_f32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_f64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0.as_int() {
+            Ok(i) => visitor.visit_f64(i as f64),
+            Err(_) => DynamicDeserializer::new(self.0).deserialize_f64(visitor),
+        }
+    }
+
+    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        if self.0.is_unit() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_unit_struct<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_unit_struct(name, visitor)
+    }
+
+    fn deserialize_newtype_struct<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_tuple<V: de::Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_struct(name, fields, visitor)
+    }
+
+    fn deserialize_enum<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        DynamicDeserializer::new(self.0).deserialize_enum(name, variants, visitor)
     }
 }
 
@@ -222,6 +317,31 @@ mod tests {
 
     fn err<T: DeserializeOwned + fmt::Debug>(f: &str, m: &Map) -> String {
         read::<T>(f, m).unwrap_err().to_string()
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Numbers {
+        pct: f64,
+        maybe: Option<f64>,
+    }
+
+    #[test]
+    fn whole_numbers_are_numbers() {
+        let got: Numbers = read(
+            "impair",
+            &map(&[("pct", Dynamic::from(30_i64)), ("maybe", Dynamic::from(2.5_f64))]),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            Numbers {
+                pct: 30.0,
+                maybe: Some(2.5)
+            }
+        );
+        let e = err::<Numbers>("impair", &map(&[("pct", Dynamic::from("lots"))]));
+        assert!(e.contains("option 'pct' must be"), "{e}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod traffic;
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
 pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
-pub use traffic::{assert_tcp, send_udp, tcp_blocked};
+pub use traffic::{assert_tcp, send_udp, tcp_blocked, tcp_goodput, udp_delivered};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

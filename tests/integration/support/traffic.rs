@@ -123,3 +123,89 @@ pub fn send_udp(from: &Path, to_ns: &Path, to: SocketAddr, n: usize) {
         receiver.recv(&mut buf).expect("the datagram arrives");
     }
 }
+
+/// Send `n` numbered UDP datagrams from namespace `from` to `to` (a socket
+/// listens there, in `to_ns`), `gap` apart, and return how many distinct
+/// ones arrived. For loss measurements: the pacing and a large receive
+/// buffer keep the receiver from dropping anything itself.
+pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Duration) -> u32 {
+    let receiver = in_netns(to_ns, move || {
+        let s = UdpSocket::bind(to).unwrap();
+        let size: libc_int = 4 << 20;
+        // SAFETY: setsockopt(SO_RCVBUF) with a pointer to an int.
+        unsafe {
+            libc_setsockopt(s.as_raw_fd(), 1, 8, &size as *const libc_int as *const u8, 4);
+        }
+        s
+    })
+    .join()
+    .unwrap();
+    in_netns(from, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..n {
+            s.send_to(&i.to_be_bytes(), to).unwrap();
+            std::thread::sleep(gap);
+        }
+    })
+    .join()
+    .unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = [0u8; 16];
+    while let Ok(len) = receiver.recv(&mut buf) {
+        if len == 4 {
+            seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+        }
+    }
+    seen.len() as u32
+}
+
+/// TCP goodput from `client_ns` to a listener on `addr` in `server_ns`:
+/// the client sends as fast as it can for `duration`; the result is the
+/// bytes the server read per second of that time, in bits per second.
+pub fn tcp_goodput(server_ns: &Path, client_ns: &Path, addr: SocketAddr, duration: Duration) -> f64 {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(server_ns, move || -> (u64, Duration) {
+        let listener = TcpListener::bind(addr).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut first: Option<std::time::Instant> = None;
+        let mut last = std::time::Instant::now();
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            // Time from the first byte to the last: the connection's
+            // set-up is not part of the rate.
+            first.get_or_insert_with(std::time::Instant::now);
+            total += n as u64;
+            last = std::time::Instant::now();
+        }
+        (total, last - first.unwrap_or(last))
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    in_netns(client_ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        let chunk = vec![0x6bu8; 1 << 14];
+        let end = std::time::Instant::now() + duration;
+        while std::time::Instant::now() < end {
+            s.write_all(&chunk).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let (bytes, took) = server.join().unwrap();
+    bytes as f64 * 8.0 / took.as_secs_f64().max(1e-6)
+}
+
+#[allow(non_camel_case_types)]
+type libc_int = i32;
+
+extern "C" {
+    #[link_name = "setsockopt"]
+    fn libc_setsockopt(fd: i32, level: i32, name: i32, value: *const u8, len: u32) -> i32;
+}

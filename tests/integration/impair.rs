@@ -1,0 +1,363 @@
+//! Degraded links, proven with real traffic between the test's own
+//! namespaces and checked through the kernel (`tc -j`, `ip -j`): rate,
+//! random loss, blackholes, pulled cables, flaps, the refusals of what this
+//! kernel cannot do, bad input, and undo that puts a user's own qdisc back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::script::{assert_clean, run, write_script};
+use crate::support::{tcp_blocked, tcp_goodput, udp_delivered, Run, Sandbox};
+
+/// Two namespaces joined by a veth, 10.9.0.1 (la in a) <-> 10.9.0.2 (lb
+/// in b), then `body` (which sees `l`, the end in a).
+fn pair_script(tag: &str, body: &str) -> String {
+    let text = format!(
+        "let a = netns(\"a\"); let b = netns(\"b\");\n\
+         let l = veth(a, \"la\", b, \"lb\", #{{a_addrs: [\"10.9.0.1/24\"], b_addrs: [\"10.9.0.2/24\"]}});\n\
+         {body}\n"
+    );
+    write_script(tag, &format!("{tag}.rhai"), &text)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run_pair(sb: &Sandbox, tag: &str, body: &str, args: &[&str]) -> Run {
+    let file = pair_script(tag, body);
+    let mut all = vec![file.as_str()];
+    all.extend_from_slice(args);
+    run(sb, &all)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Does this kernel have netem? Asked of the kernel with iproute2 in a
+/// throwaway sandbox, independently of koko.
+fn kernel_has_netem() -> bool {
+    let sb = Sandbox::new();
+    sb.command("tc")
+        .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The root qdisc of `dev` in `place`, as tc reports it (None: noqueue).
+fn root_qdisc(sb: &Sandbox, ns: &str, dev: &str) -> Option<Value> {
+    sb.tc_json(Some(ns), &format!("qdisc show dev {dev} root"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["kind"] != "noqueue")
+        .cloned()
+}
+
+/// Everything tc shows on a link: its qdiscs and both hooks' filters.
+fn tc_state(sb: &Sandbox, ns: &str, dev: &str) -> String {
+    let qdiscs = sb.qdisc_kinds(Some(ns), dev);
+    let ingress = sb.tc_filters(Some(ns), dev, "ingress");
+    let egress = sb.tc_filters(Some(ns), dev, "egress");
+    format!("qdiscs={qdiscs:?} ingress={ingress:?} egress={egress:?}")
+}
+
+#[test]
+fn rate_limits_tcp_goodput_within_ten_percent_in_the_direction_asked() {
+    let sb = Sandbox::new();
+    let r = run_pair(
+        &sb,
+        "rate",
+        "let r = l.impair(#{rate: \"10mbit\"});\n\
+         print(`backend=${r.backend} rate=${r.egress.rate}`);",
+        &[],
+    );
+    r.ok();
+    assert!(r.line("backend=").ends_with("rate=10mbit"), "{}", r.stdout);
+    // Through the kernel: koko's tbf (handle 6b6f:) at la's root.
+    let q = root_qdisc(&sb, "a", "la").expect("a root qdisc on la");
+    assert_eq!(q["kind"], "tbf", "{q}");
+    assert_eq!(q["handle"], "6b6f:", "{q}");
+    // a -> b is limited: TCP goodput within 10 % of 10 Mbit/s.
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let limited = tcp_goodput(&nb, &na, addr("10.9.0.2:5001"), Duration::from_secs(3));
+    let ratio = limited / 10e6;
+    println!("goodput a->b {:.2} Mbit/s (ratio {ratio:.3})", limited / 1e6);
+    assert!((0.9..=1.1).contains(&ratio), "goodput {limited} bit/s for 10mbit");
+    // b -> a is not.
+    let free = tcp_goodput(&na, &nb, addr("10.9.0.1:5002"), Duration::from_secs(1));
+    assert!(free > 50e6, "the other direction was limited too: {free} bit/s");
+}
+
+#[test]
+fn ingress_rate_shapes_what_the_link_receives() {
+    let sb = Sandbox::new();
+    run_pair(
+        &sb,
+        "rate-in",
+        "l.impair(#{rate: \"5mbit\", dir: \"ingress\"});",
+        &[],
+    )
+    .ok();
+    // Shaped where the traffic is sent: the peer's root.
+    assert_eq!(root_qdisc(&sb, "b", "lb").unwrap()["kind"], "tbf");
+    assert_eq!(root_qdisc(&sb, "a", "la"), None);
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let got = tcp_goodput(&na, &nb, addr("10.9.0.1:5003"), Duration::from_secs(3));
+    let ratio = got / 5e6;
+    assert!((0.9..=1.1).contains(&ratio), "goodput {got} bit/s for 5mbit");
+}
+
+#[test]
+fn random_loss_stays_inside_the_binomial_bound_and_clears() {
+    let sb = Sandbox::new();
+    let r = run_pair(
+        &sb,
+        "loss",
+        "let r = l.impair(#{loss_pct: 30});\nprint(`loss=${r.egress.loss_pct}`);",
+        &[],
+    );
+    r.ok();
+    assert_eq!(r.line("loss="), "loss=30.0");
+    // Through the kernel: koko's bpf filter on the receiver's ingress.
+    let filters = serde_json::to_string(&sb.tc_filters(Some("b"), "lb", "ingress")).unwrap();
+    assert!(filters.contains("koko-loss"), "{filters}");
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let n = 2000u32;
+    let got = udp_delivered(&na, &nb, addr("10.9.0.2:6001"), n, Duration::from_micros(100));
+    let lost = n - got;
+    // 99.9 % two-sided binomial bound for p = 0.3, n = 2000: 600 +- 67.
+    println!("lost {lost} of {n}");
+    assert!((533..=667).contains(&lost), "lost {lost} of {n} at 30 %");
+    // The other direction is not impaired.
+    assert_eq!(
+        udp_delivered(&nb, &na, addr("10.9.0.1:6002"), 500, Duration::from_micros(100)),
+        500
+    );
+    // Cleared: everything arrives and nothing of koko's is left on the link.
+    run(
+        &sb,
+        &[&write_script(
+            "loss-clear",
+            "c.rhai",
+            "netns(\"a\").link(\"la\").clear_impairments();",
+        )
+        .to_string_lossy()],
+    )
+    .ok();
+    assert_eq!(
+        udp_delivered(&na, &nb, addr("10.9.0.2:6003"), 500, Duration::from_micros(100)),
+        500
+    );
+}
+
+#[test]
+fn blackhole_drops_everything_while_both_ends_stay_up() {
+    let sb = Sandbox::new();
+    run_pair(&sb, "bh", "l.blackhole();", &[]).ok();
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    for (ns, dev) in [("a", "la"), ("b", "lb")] {
+        let link = sb.link(Some(ns), dev).unwrap();
+        assert_eq!(link["operstate"], "UP", "{dev}: {link}");
+    }
+    assert_eq!(
+        udp_delivered(&na, &nb, addr("10.9.0.2:6101"), 200, Duration::from_micros(100)),
+        0
+    );
+    assert_eq!(
+        udp_delivered(&nb, &na, addr("10.9.0.1:6102"), 200, Duration::from_micros(100)),
+        0
+    );
+    assert!(tcp_blocked(&na, addr("10.9.0.2:6103")));
+    // A script that blackholes and restores leaves the link as it was.
+    let sb2 = Sandbox::new();
+    let r = run_pair(
+        &sb2,
+        "bh-restore",
+        "l.impair(#{loss_pct: 5});\n\
+         l.blackhole();\n\
+         print(`during=${l.impairments().blackhole}`);\n\
+         print(`lifted=${l.restore()}`);\n\
+         let after = l.impairments();\n\
+         print(`after=${after.blackhole} loss=${after.egress.loss_pct}`);",
+        &[],
+    );
+    r.ok();
+    assert_eq!(r.line("during="), "during=true");
+    assert_eq!(r.line("lifted="), "lifted=2");
+    assert_eq!(r.line("after="), "after=false loss=5.0");
+}
+
+#[test]
+fn unplug_shows_no_carrier_on_the_peer_and_plug_brings_routes_back() {
+    let sb = Sandbox::new();
+    let r = run_pair(
+        &sb,
+        "unplug",
+        "a.ip(\"route add 10.99.0.0/24 via 10.9.0.2 dev la\");\n\
+         l.unplug();\n\
+         let peer = b.links().filter(|x| x.name == \"lb\")[0];\n\
+         print(`unplugged la=${l.state} routes=${a.routes().filter(|r| r.dest == \"10.99.0.0/24\").len()}`);\n\
+         if ARGS.len() > 0 { exit(); }\n\
+         print(`plugged=${l.plug()} again=${l.plug()}`);\n\
+         print(`back routes=${a.routes().filter(|r| r.dest == \"10.99.0.0/24\").len()}`);",
+        &["--", "stay-unplugged"],
+    );
+    r.ok();
+    assert_eq!(r.line("unplugged"), "unplugged la=down routes=0");
+    let lb = sb.link(Some("b"), "lb").unwrap();
+    // The peer is still administratively up, but has no carrier: the
+    // cable is out.
+    let flags = lb["flags"].to_string();
+    assert!(flags.contains("NO-CARRIER") && flags.contains("\"UP\""), "lb flags: {flags}");
+    assert_eq!(lb["operstate"], "DOWN", "{lb}");
+
+    let sb2 = Sandbox::new();
+    let r = run_pair(
+        &sb2,
+        "plug",
+        "a.ip(\"route add 10.99.0.0/24 via 10.9.0.2 dev la\");\n\
+         l.unplug();\n\
+         print(`plugged=${l.plug()} again=${l.plug()}`);\n\
+         print(`back routes=${a.routes().filter(|r| r.dest == \"10.99.0.0/24\").len()}`);",
+        &[],
+    );
+    r.ok();
+    assert_eq!(r.line("plugged="), "plugged=true again=false");
+    assert_eq!(r.line("back"), "back routes=1");
+    assert!(sb2.route(Some("a"), "10.99.0.0/24").is_some());
+    sb2.assert_tcp("b", "a", "10.9.0.2:6201");
+}
+
+#[test]
+fn flap_fires_the_hook_on_every_down_and_ends_up() {
+    let sb = Sandbox::new();
+    let r = run_pair(
+        &sb,
+        "flap",
+        "let downs = [];\n\
+         on_link_down(b, \"lb\", |ev| { downs.push(ev.kind); });\n\
+         let f = l.flap(#{down_ms: 100, up_ms: 150, count: 3});\n\
+         watch(1500);\n\
+         print(`flap downs=${f.wait()} hooks=${downs.len()} state=${l.state}`);",
+        &[],
+    );
+    r.ok();
+    assert_eq!(r.line("flap"), "flap downs=3 hooks=3 state=up");
+    let la = sb.link(Some("a"), "la").unwrap();
+    assert_eq!(la["operstate"], "UP", "{la}");
+    sb.assert_tcp("b", "a", "10.9.0.2:6301");
+}
+
+#[test]
+fn delay_works_with_netem_and_is_refused_by_name_without() {
+    let sb = Sandbox::new();
+    if kernel_has_netem() {
+        let r = run_pair(
+            &sb,
+            "delay",
+            "l.impair(#{delay_ms: 20});\n\
+             let p = a.ping(\"10.9.0.2\", #{count: 20, timeout_ms: 1000});\n\
+             print(`rtt=${p.rtt_ms}`);",
+            &[],
+        );
+        r.ok();
+        let rtt: f64 = r.line("rtt=")["rtt=".len()..].parse().unwrap();
+        assert!((rtt - 20.0).abs() <= 1.0 + 2.0, "median RTT {rtt} ms for 20 ms");
+        assert_eq!(root_qdisc(&sb, "a", "la").unwrap()["kind"], "netem");
+    } else {
+        crate::support::kernel_lacks("netem", "the delay measurement");
+        let r = run_pair(
+            &sb,
+            "delay",
+            "try { l.impair(#{delay_ms: 20, loss_pct: 1}); print(\"no error\"); }\n\
+             catch (e) { print(`refused kind=${e.kind} message=${e.message}`); }",
+            &[],
+        );
+        r.ok();
+        let line = r.line("refused");
+        assert!(line.contains("kind=kernel_feature"), "{line}");
+        assert!(line.contains("CONFIG_NET_SCH_NETEM"), "{line}");
+        assert!(line.contains("delay_ms"), "{line}");
+        // Refused before anything changed: no loss filter either.
+        assert_eq!(root_qdisc(&sb, "a", "la"), None);
+        assert!(sb.tc_filters(Some("b"), "lb", "ingress").is_empty());
+    }
+}
+
+#[test]
+fn bad_input_is_refused_by_name_and_changes_nothing() {
+    let sb = Sandbox::new();
+    let cases = [
+        ("loss150", "l.impair(#{loss_pct: 150})", "loss_pct 150"),
+        ("delay-1", "l.impair(#{delay_ms: -1})", "delay_ms -1"),
+        ("bananas", "l.impair(#{rate: \"10 bananas\"})", "rate '10 bananas'"),
+        ("jitter", "l.impair(#{jitter_ms: 5})", "jitter_ms needs a delay_ms"),
+        ("typo", "l.impair(#{los_pct: 5})", "unknown option 'los_pct'"),
+        ("dir", "l.impair(#{loss_pct: 5, dir: \"sideways\"})", "dir 'sideways'"),
+        ("type", "l.impair(#{loss_pct: \"lots\"})", "loss_pct"),
+        ("flap0", "l.flap(#{down_ms: 10, up_ms: 10, count: 0})", "count must be at least 1"),
+        ("gone", "a.link(\"nope\")", "no link 'nope'"),
+    ];
+    let mut body = String::new();
+    for (label, call, _) in &cases {
+        body.push_str(&format!(
+            "try {{ {call}; print(\"{label} accepted\"); }} catch (e) {{ print(`{label} kind=${{e.kind}} ${{e.message}}`); }}\n"
+        ));
+    }
+    let r = run_pair(&sb, "bad", &body, &[]);
+    r.ok();
+    for (label, _, needle) in &cases {
+        let line = r.line(&format!("{label} "));
+        assert!(line.contains(needle), "{label}: {line}");
+        if *label != "gone" {
+            assert!(line.contains("kind=invalid"), "{label}: {line}");
+        }
+    }
+    // Nothing changed on either end.
+    assert_eq!(root_qdisc(&sb, "a", "la"), None);
+    assert_eq!(root_qdisc(&sb, "b", "lb"), None);
+    assert!(sb.qdisc_kinds(Some("b"), "lb").iter().all(|k| k != "clsact"));
+    assert!(sb.qdisc_kinds(Some("a"), "la").iter().all(|k| k != "clsact"));
+    assert!(sb.tc_filters(Some("b"), "lb", "ingress").is_empty());
+}
+
+#[test]
+fn undo_puts_a_users_own_qdisc_back_and_removes_everything_else() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    sb.sh(
+        "ip link add la netns a type veth peer name lb netns b && \
+         ip -n a link set la up && ip -n b link set lb up && \
+         tc -n a qdisc add dev la root handle 1: tbf rate 50mbit burst 32kb latency 100ms",
+    );
+    let before_a = tc_state(&sb, "a", "la");
+    let before_b = tc_state(&sb, "b", "lb");
+    let text = "let a = netns(\"a\"); let b = netns(\"b\");\n\
+                let l = a.link(\"la\");\n\
+                on_link_down(a, \"la\", |ev| {});\n\
+                let r = l.impair(#{rate: \"1mbit\"});\n\
+                print(`rate=${r.egress.rate}`);\n\
+                b.link(\"lb\").impair(#{loss_pct: 10, dir: \"ingress\"});\n\
+                b.link(\"lb\").blackhole();\n\
+                l.unplug();\n\
+                if ARGS[0] == \"fail\" { throw \"the drill failed\"; }";
+    let file = write_script("undo", "undo.rhai", text);
+    let file = file.to_string_lossy();
+    // A failed run is undone; so is a run with --cleanup.
+    for args in [vec![file.as_ref(), "--", "fail"], vec!["--cleanup", file.as_ref(), "--", "ok"]] {
+        let r = run(&sb, &args);
+        assert_eq!(r.code, if args[0] == "--cleanup" { 0 } else { 1 }, "{}", r.stderr);
+        assert_eq!(r.line("rate="), "rate=1mbit");
+        assert_eq!(tc_state(&sb, "a", "la"), before_a);
+        assert_eq!(tc_state(&sb, "b", "lb"), before_b);
+        let q = root_qdisc(&sb, "a", "la").unwrap();
+        assert_eq!((q["kind"].as_str(), q["handle"].as_str()), (Some("tbf"), Some("1:")));
+        assert_eq!(sb.link(Some("a"), "la").unwrap()["operstate"], "UP");
+    }
+    sb.sh("ip netns del a; ip netns del b");
+    assert_clean(&sb, "after the undo test");
+}
