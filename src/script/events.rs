@@ -430,6 +430,20 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: b
     }
 }
 
+/// Wait up to `ms` for the first successful probe started at or after `t`.
+fn wait_success_after(probe: &ProbeRef, t: f64, ms: i64) -> R<Dynamic> {
+    let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+    loop {
+        if let Some(at) = probe.0.borrow().first_success_after(t) {
+            return Ok(at.into());
+        }
+        if Instant::now() >= end {
+            return Ok(Dynamic::UNIT);
+        }
+        interruptible_sleep(Duration::from_millis(2))?;
+    }
+}
+
 /// A running outage probe, as scripts see it.
 #[derive(Clone)]
 pub struct ProbeRef(Rc<RefCell<OutageProbe>>);
@@ -666,7 +680,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         engine,
         "window",
         /// loss and median connection time over the last ms: #{window_ms, sent, lost, loss_pct, rtt_p50_ms}
-        |probe: &mut ProbeRef, ms: f64| -> Map { to_map(&probe.0.borrow().window(ms)) }
+        |probe: &mut ProbeRef, ms: i64| -> Map { to_map(&probe.0.borrow().window(ms.max(1) as f64)) }
     );
     sys!(
         engine,
@@ -678,17 +692,14 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         engine,
         "wait_success_after",
         /// wait up to ms for the first successful probe started at or after t (ms since the epoch); its time, or () on timeout
-        |probe: &mut ProbeRef, t: f64, ms: i64| -> R<Dynamic> {
-            let end = Instant::now() + Duration::from_millis(ms.max(0) as u64);
-            loop {
-                if let Some(at) = probe.0.borrow().first_success_after(t) {
-                    return Ok(at.into());
-                }
-                if Instant::now() >= end {
-                    return Ok(Dynamic::UNIT);
-                }
-                interruptible_sleep(Duration::from_millis(2))?;
-            }
+        |probe: &mut ProbeRef, t: f64, ms: i64| -> R<Dynamic> { wait_success_after(probe, t, ms) }
+    );
+    sys!(
+        engine,
+        "wait_success_after",
+        /// the same with t as now_ms() gives it
+        |probe: &mut ProbeRef, t: i64, ms: i64| -> R<Dynamic> {
+            wait_success_after(probe, t as f64, ms)
         }
     );
     sys!(
@@ -757,6 +768,15 @@ mod tests {
         assert_eq!(a.up_event(&ev(true, false)), None);
         let mut b = Arming::link_up(false);
         assert_eq!(b.up_event(&ev(true, false)), Some("link_up"));
+    }
+
+    #[test]
+    fn a_quality_hook_fires_when_the_condition_starts_and_rearms_when_it_ends() {
+        let mut a = Arming::once();
+        assert!(a.condition(true), "degraded: fire");
+        assert!(!a.condition(true), "still degraded: once");
+        assert!(!a.condition(false), "healthy again: re-armed, no firing");
+        assert!(a.condition(true), "degraded again: fire again");
     }
 
     #[test]

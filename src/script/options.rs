@@ -161,11 +161,26 @@ impl<'de> de::Deserializer<'de> for Lenient<'de> {
     type Error = Box<rhai::EvalAltResult>;
 
     as_rhai!(
-        deserialize_any, deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32,
-        deserialize_i64, deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64,
-        deserialize_char, deserialize_str, deserialize_string, deserialize_bytes,
-        deserialize_byte_buf, deserialize_unit, deserialize_seq, deserialize_map,
-        deserialize_identifier, deserialize_ignored_any
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any
     );
 
     fn deserialize_f32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -330,7 +345,10 @@ mod tests {
     fn whole_numbers_are_numbers() {
         let got: Numbers = read(
             "impair",
-            &map(&[("pct", Dynamic::from(30_i64)), ("maybe", Dynamic::from(2.5_f64))]),
+            &map(&[
+                ("pct", Dynamic::from(30_i64)),
+                ("maybe", Dynamic::from(2.5_f64)),
+            ]),
         )
         .unwrap();
         assert_eq!(

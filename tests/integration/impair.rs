@@ -85,11 +85,20 @@ fn rate_limits_tcp_goodput_within_ten_percent_in_the_direction_asked() {
     let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
     let limited = tcp_goodput(&nb, &na, addr("10.9.0.2:5001"), Duration::from_secs(3));
     let ratio = limited / 10e6;
-    println!("goodput a->b {:.2} Mbit/s (ratio {ratio:.3})", limited / 1e6);
-    assert!((0.9..=1.1).contains(&ratio), "goodput {limited} bit/s for 10mbit");
+    println!(
+        "goodput a->b {:.2} Mbit/s (ratio {ratio:.3})",
+        limited / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "goodput {limited} bit/s for 10mbit"
+    );
     // b -> a is not.
     let free = tcp_goodput(&na, &nb, addr("10.9.0.1:5002"), Duration::from_secs(1));
-    assert!(free > 50e6, "the other direction was limited too: {free} bit/s");
+    assert!(
+        free > 50e6,
+        "the other direction was limited too: {free} bit/s"
+    );
 }
 
 #[test]
@@ -108,7 +117,10 @@ fn ingress_rate_shapes_what_the_link_receives() {
     let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
     let got = tcp_goodput(&na, &nb, addr("10.9.0.1:5003"), Duration::from_secs(3));
     let ratio = got / 5e6;
-    assert!((0.9..=1.1).contains(&ratio), "goodput {got} bit/s for 5mbit");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "goodput {got} bit/s for 5mbit"
+    );
 }
 
 #[test]
@@ -127,14 +139,26 @@ fn random_loss_stays_inside_the_binomial_bound_and_clears() {
     assert!(filters.contains("koko-loss"), "{filters}");
     let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
     let n = 2000u32;
-    let got = udp_delivered(&na, &nb, addr("10.9.0.2:6001"), n, Duration::from_micros(100));
+    let got = udp_delivered(
+        &na,
+        &nb,
+        addr("10.9.0.2:6001"),
+        n,
+        Duration::from_micros(100),
+    );
     let lost = n - got;
     // 99.9 % two-sided binomial bound for p = 0.3, n = 2000: 600 +- 67.
     println!("lost {lost} of {n}");
     assert!((533..=667).contains(&lost), "lost {lost} of {n} at 30 %");
     // The other direction is not impaired.
     assert_eq!(
-        udp_delivered(&nb, &na, addr("10.9.0.1:6002"), 500, Duration::from_micros(100)),
+        udp_delivered(
+            &nb,
+            &na,
+            addr("10.9.0.1:6002"),
+            500,
+            Duration::from_micros(100)
+        ),
         500
     );
     // Cleared: everything arrives and nothing of koko's is left on the link.
@@ -149,7 +173,13 @@ fn random_loss_stays_inside_the_binomial_bound_and_clears() {
     )
     .ok();
     assert_eq!(
-        udp_delivered(&na, &nb, addr("10.9.0.2:6003"), 500, Duration::from_micros(100)),
+        udp_delivered(
+            &na,
+            &nb,
+            addr("10.9.0.2:6003"),
+            500,
+            Duration::from_micros(100)
+        ),
         500
     );
 }
@@ -164,11 +194,23 @@ fn blackhole_drops_everything_while_both_ends_stay_up() {
         assert_eq!(link["operstate"], "UP", "{dev}: {link}");
     }
     assert_eq!(
-        udp_delivered(&na, &nb, addr("10.9.0.2:6101"), 200, Duration::from_micros(100)),
+        udp_delivered(
+            &na,
+            &nb,
+            addr("10.9.0.2:6101"),
+            200,
+            Duration::from_micros(100)
+        ),
         0
     );
     assert_eq!(
-        udp_delivered(&nb, &na, addr("10.9.0.1:6102"), 200, Duration::from_micros(100)),
+        udp_delivered(
+            &nb,
+            &na,
+            addr("10.9.0.1:6102"),
+            200,
+            Duration::from_micros(100)
+        ),
         0
     );
     assert!(tcp_blocked(&na, addr("10.9.0.2:6103")));
@@ -212,7 +254,10 @@ fn unplug_shows_no_carrier_on_the_peer_and_plug_brings_routes_back() {
     // The peer is still administratively up, but has no carrier: the
     // cable is out.
     let flags = lb["flags"].to_string();
-    assert!(flags.contains("NO-CARRIER") && flags.contains("\"UP\""), "lb flags: {flags}");
+    assert!(
+        flags.contains("NO-CARRIER") && flags.contains("\"UP\""),
+        "lb flags: {flags}"
+    );
     assert_eq!(lb["operstate"], "DOWN", "{lb}");
 
     let sb2 = Sandbox::new();
@@ -266,7 +311,10 @@ fn delay_works_with_netem_and_is_refused_by_name_without() {
         );
         r.ok();
         let rtt: f64 = r.line("rtt=")["rtt=".len()..].parse().unwrap();
-        assert!((rtt - 20.0).abs() <= 1.0 + 2.0, "median RTT {rtt} ms for 20 ms");
+        assert!(
+            (rtt - 20.0).abs() <= 1.0 + 2.0,
+            "median RTT {rtt} ms for 20 ms"
+        );
         assert_eq!(root_qdisc(&sb, "a", "la").unwrap()["kind"], "netem");
     } else {
         crate::support::kernel_lacks("netem", "the delay measurement");
@@ -294,12 +342,32 @@ fn bad_input_is_refused_by_name_and_changes_nothing() {
     let cases = [
         ("loss150", "l.impair(#{loss_pct: 150})", "loss_pct 150"),
         ("delay-1", "l.impair(#{delay_ms: -1})", "delay_ms -1"),
-        ("bananas", "l.impair(#{rate: \"10 bananas\"})", "rate '10 bananas'"),
-        ("jitter", "l.impair(#{jitter_ms: 5})", "jitter_ms needs a delay_ms"),
-        ("typo", "l.impair(#{los_pct: 5})", "unknown option 'los_pct'"),
-        ("dir", "l.impair(#{loss_pct: 5, dir: \"sideways\"})", "dir 'sideways'"),
+        (
+            "bananas",
+            "l.impair(#{rate: \"10 bananas\"})",
+            "rate '10 bananas'",
+        ),
+        (
+            "jitter",
+            "l.impair(#{jitter_ms: 5})",
+            "jitter_ms needs a delay_ms",
+        ),
+        (
+            "typo",
+            "l.impair(#{los_pct: 5})",
+            "unknown option 'los_pct'",
+        ),
+        (
+            "dir",
+            "l.impair(#{loss_pct: 5, dir: \"sideways\"})",
+            "dir 'sideways'",
+        ),
         ("type", "l.impair(#{loss_pct: \"lots\"})", "loss_pct"),
-        ("flap0", "l.flap(#{down_ms: 10, up_ms: 10, count: 0})", "count must be at least 1"),
+        (
+            "flap0",
+            "l.flap(#{down_ms: 10, up_ms: 10, count: 0})",
+            "count must be at least 1",
+        ),
         ("gone", "a.link(\"nope\")", "no link 'nope'"),
     ];
     let mut body = String::new();
@@ -320,8 +388,14 @@ fn bad_input_is_refused_by_name_and_changes_nothing() {
     // Nothing changed on either end.
     assert_eq!(root_qdisc(&sb, "a", "la"), None);
     assert_eq!(root_qdisc(&sb, "b", "lb"), None);
-    assert!(sb.qdisc_kinds(Some("b"), "lb").iter().all(|k| k != "clsact"));
-    assert!(sb.qdisc_kinds(Some("a"), "la").iter().all(|k| k != "clsact"));
+    assert!(sb
+        .qdisc_kinds(Some("b"), "lb")
+        .iter()
+        .all(|k| k != "clsact"));
+    assert!(sb
+        .qdisc_kinds(Some("a"), "la")
+        .iter()
+        .all(|k| k != "clsact"));
     assert!(sb.tc_filters(Some("b"), "lb", "ingress").is_empty());
 }
 
@@ -329,11 +403,9 @@ fn bad_input_is_refused_by_name_and_changes_nothing() {
 fn undo_puts_a_users_own_qdisc_back_and_removes_everything_else() {
     let sb = Sandbox::new();
     sb.netns_add(&["a", "b"]);
-    sb.sh(
-        "ip link add la netns a type veth peer name lb netns b && \
+    sb.sh("ip link add la netns a type veth peer name lb netns b && \
          ip -n a link set la up && ip -n b link set lb up && \
-         tc -n a qdisc add dev la root handle 1: tbf rate 50mbit burst 32kb latency 100ms",
-    );
+         tc -n a qdisc add dev la root handle 1: tbf rate 50mbit burst 32kb latency 100ms");
     let before_a = tc_state(&sb, "a", "la");
     let before_b = tc_state(&sb, "b", "lb");
     let text = "let a = netns(\"a\"); let b = netns(\"b\");\n\
@@ -348,14 +420,25 @@ fn undo_puts_a_users_own_qdisc_back_and_removes_everything_else() {
     let file = write_script("undo", "undo.rhai", text);
     let file = file.to_string_lossy();
     // A failed run is undone; so is a run with --cleanup.
-    for args in [vec![file.as_ref(), "--", "fail"], vec!["--cleanup", file.as_ref(), "--", "ok"]] {
+    for args in [
+        vec![file.as_ref(), "--", "fail"],
+        vec!["--cleanup", file.as_ref(), "--", "ok"],
+    ] {
         let r = run(&sb, &args);
-        assert_eq!(r.code, if args[0] == "--cleanup" { 0 } else { 1 }, "{}", r.stderr);
+        assert_eq!(
+            r.code,
+            if args[0] == "--cleanup" { 0 } else { 1 },
+            "{}",
+            r.stderr
+        );
         assert_eq!(r.line("rate="), "rate=1mbit");
         assert_eq!(tc_state(&sb, "a", "la"), before_a);
         assert_eq!(tc_state(&sb, "b", "lb"), before_b);
         let q = root_qdisc(&sb, "a", "la").unwrap();
-        assert_eq!((q["kind"].as_str(), q["handle"].as_str()), (Some("tbf"), Some("1:")));
+        assert_eq!(
+            (q["kind"].as_str(), q["handle"].as_str()),
+            (Some("tbf"), Some("1:"))
+        );
         assert_eq!(sb.link(Some("a"), "la").unwrap()["operstate"], "UP");
     }
     sb.sh("ip netns del a; ip netns del b");

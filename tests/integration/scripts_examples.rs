@@ -36,6 +36,31 @@ fn service_chain_runs_breaks_repairs_and_cleans_up() {
     assert_clean(&sb, "service-chain.rhai");
 }
 
+/// The grey-failure drill: both degradations (30 % loss, then a blackhole
+/// with both ends up) are detected by the probe hook, the service moves to
+/// the backup, and traffic flows again; the primary carries it at the end.
+#[test]
+fn grey_failure_detects_loss_and_a_blackhole_and_reroutes() {
+    let sb = Sandbox::new();
+    let r = run_example(&sb, "grey-failure.rhai");
+    r.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(lines[0], "service over the primary: the service");
+    for (line, drill) in lines[1..3]
+        .iter()
+        .zip(["30 % loss: loss", "blackhole: loss"])
+    {
+        assert!(line.starts_with(drill), "{line}");
+        assert!(
+            line.contains("detected") && line.contains("traffic back on the backup"),
+            "{line}"
+        );
+    }
+    assert_eq!(lines[3], "service over the primary again: the service");
+    assert_clean(&sb, "grey-failure.rhai");
+}
+
 #[test]
 fn every_example_is_covered_here() {
     // A new example must get a test in this file (failover.rhai has its
@@ -48,5 +73,12 @@ fn every_example_is_covered_here() {
             .collect();
     found.sort();
     found.retain(|n| !n.starts_with("failover"));
-    assert_eq!(found, vec!["service-chain.rhai", "two-namespaces.rhai"]);
+    assert_eq!(
+        found,
+        vec![
+            "grey-failure.rhai",
+            "service-chain.rhai",
+            "two-namespaces.rhai"
+        ]
+    );
 }

@@ -134,7 +134,13 @@ pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Dur
         let size: libc_int = 4 << 20;
         // SAFETY: setsockopt(SO_RCVBUF) with a pointer to an int.
         unsafe {
-            libc_setsockopt(s.as_raw_fd(), 1, 8, &size as *const libc_int as *const u8, 4);
+            libc_setsockopt(
+                s.as_raw_fd(),
+                1,
+                8,
+                &size as *const libc_int as *const u8,
+                4,
+            );
         }
         s
     })
@@ -165,7 +171,12 @@ pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Dur
 /// TCP goodput from `client_ns` to a listener on `addr` in `server_ns`:
 /// the client sends as fast as it can for `duration`; the result is the
 /// bytes the server read per second of that time, in bits per second.
-pub fn tcp_goodput(server_ns: &Path, client_ns: &Path, addr: SocketAddr, duration: Duration) -> f64 {
+pub fn tcp_goodput(
+    server_ns: &Path,
+    client_ns: &Path,
+    addr: SocketAddr,
+    duration: Duration,
+) -> f64 {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = in_netns(server_ns, move || -> (u64, Duration) {
         let listener = TcpListener::bind(addr).unwrap();
