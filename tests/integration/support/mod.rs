@@ -27,14 +27,16 @@ mod process;
 mod sandbox;
 pub mod script;
 mod traffic;
+mod wait;
 
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
 pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
 pub use traffic::{assert_tcp, send_udp, tcp_blocked, tcp_goodput, udp_delivered};
+pub use wait::poll;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The koko binary under test.
 pub fn koko_bin() -> PathBuf {
@@ -95,22 +97,6 @@ pub fn kernel_lacks(feature: &str, not_run: &str) {
 /// tearing down sandboxes on 2 cores that has taken more than 5 s. A wait
 /// returns as soon as the links are gone, so a generous limit costs nothing.
 pub const TEARDOWN: Duration = Duration::from_secs(30);
-
-/// Poll `attempt` every 20 ms until it returns `Ok` (its value) or
-/// `timeout` has passed (the last attempt's error).
-pub fn poll<T>(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
-    let start = Instant::now();
-    loop {
-        match attempt() {
-            Ok(v) => return Ok(v),
-            Err(last) if start.elapsed() >= timeout => return Err(last),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
 
 /// [`poll`], failing the test after `timeout` with a message that names
 /// `what` was awaited and the last attempt's error. For conditions the
