@@ -80,7 +80,11 @@ chmod +x "$cache/bin/qemu-system-x86_64"
 "$cache/bin/qemu-system-x86_64" -version >/dev/null
 
 # virtme-ng in a virtualenv of its own (the host's Python is untouched).
-python3 -m venv "$cache/venv"
+if ! python3 -m venv "$cache/venv"; then
+  # Debian's own python3 makes virtualenvs only with python3-venv.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+  python3 -m venv "$cache/venv"
+fi
 "$cache/venv/bin/pip" install -q "virtme-ng==$virtme_version"
 
 echo "$kver" >"$cache/kernel-version"
