@@ -21,6 +21,7 @@ mod cli_errors;
 mod cli_veth;
 mod docker;
 mod failover;
+mod kernel_features;
 mod koro;
 mod monitor_flood;
 mod repl;
