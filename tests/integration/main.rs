@@ -22,6 +22,7 @@ mod cli_veth;
 mod docker;
 mod failover;
 mod impair;
+mod kernel_features;
 mod koro;
 mod monitor_flood;
 mod repl;

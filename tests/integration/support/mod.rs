@@ -26,7 +26,7 @@ mod engine;
 mod process;
 mod sandbox;
 pub mod script;
-mod traffic;
+pub mod traffic;
 mod wait;
 
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
