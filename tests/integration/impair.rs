@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::script::{assert_clean, run, write_script};
-use crate::support::{tcp_blocked, tcp_goodput, udp_delivered, Run, Sandbox};
+use crate::support::{
+    kernel_has, setup_lacks, tcp_blocked, tcp_goodput, udp_delivered, udp_rtts, udp_stream, Run,
+    Sandbox,
+};
 
 /// Two namespaces joined by a veth, 10.9.0.1 (la in a) <-> 10.9.0.2 (lb
 /// in b), then `body` (which sees `l`, the end in a).
@@ -35,16 +38,35 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// Does this kernel have netem? Asked of the kernel with iproute2 in a
-/// throwaway sandbox, independently of koko.
-fn kernel_has_netem() -> bool {
-    let sb = Sandbox::new();
-    sb.command("tc")
-        .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
-        .output()
-        .unwrap()
-        .status
-        .success()
+/// Asks the kernel (iproute2, not koko) whether it has netem.
+const NETEM_PROBE: &str = "tc qdisc add dev lo root netem delay 1ms && tc qdisc del dev lo root";
+
+/// Does this kernel have netem? If not, the netem tests say so loudly (and
+/// fail in the stock-kernel lane, whose kernel has it).
+fn netem_or_skip(sb: &Sandbox) -> bool {
+    let has = kernel_has(sb, NETEM_PROBE);
+    if !has {
+        setup_lacks("netem (CONFIG_NET_SCH_NETEM)");
+    }
+    has
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "no samples");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A count inside the 99.9 % two-sided normal bound of Binomial(n, p).
+#[track_caller]
+fn within_binomial(what: &str, count: u32, n: u32, p: f64) {
+    let mean = n as f64 * p;
+    let bound = 3.29 * (n as f64 * p * (1.0 - p)).sqrt();
+    println!("{what}: {count} of {n} (expected {mean:.0} +- {bound:.0})");
+    assert!(
+        (count as f64 - mean).abs() <= bound,
+        "{what}: {count} of {n}, outside {mean:.0} +- {bound:.0}"
+    );
 }
 
 /// The root qdisc of `dev` in `place`, as tc reports it (None: noqueue).
@@ -300,7 +322,7 @@ fn flap_fires_the_hook_on_every_down_and_ends_up() {
 #[test]
 fn delay_works_with_netem_and_is_refused_by_name_without() {
     let sb = Sandbox::new();
-    if kernel_has_netem() {
+    if kernel_has(&sb, NETEM_PROBE) {
         let r = run_pair(
             &sb,
             "delay",
@@ -317,7 +339,7 @@ fn delay_works_with_netem_and_is_refused_by_name_without() {
         );
         assert_eq!(root_qdisc(&sb, "a", "la").unwrap()["kind"], "netem");
     } else {
-        crate::support::kernel_lacks("netem", "the delay measurement");
+        setup_lacks("netem (CONFIG_NET_SCH_NETEM)");
         let r = run_pair(
             &sb,
             "delay",
@@ -443,4 +465,163 @@ fn undo_puts_a_users_own_qdisc_back_and_removes_everything_else() {
     }
     sb.sh("ip netns del a; ip netns del b");
     assert_clean(&sb, "after the undo test");
+}
+
+// ------------------------------------------------- the netem backend
+//
+// These run where the kernel has netem: in the stock-kernel lane (its
+// filter picks tests named "netem"); here they say SKIP.
+
+#[test]
+fn netem_delay_and_jitter_show_in_round_trip_times() {
+    let sb = Sandbox::new();
+    if !netem_or_skip(&sb) {
+        return;
+    }
+    run_pair(&sb, "netem-delay", "", &[]).ok();
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let base = median(udp_rtts(&na, &nb, addr("10.9.0.2:6401"), 20));
+    let set = |body: &str| {
+        let file = write_script("netem-set", "set.rhai", body);
+        run(&sb, &[&file.to_string_lossy()]).ok();
+    };
+    set("netns(\"a\").link(\"la\").impair(#{delay_ms: 20});");
+    let rtt = median(udp_rtts(&na, &nb, addr("10.9.0.2:6402"), 40)) - base;
+    println!("delay 20 ms: median RTT {rtt:.2} ms above a {base:.2} ms baseline");
+    assert!(
+        (rtt - 20.0).abs() <= 1.0 + 2.0,
+        "median added RTT {rtt} ms for 20 ms"
+    );
+    set("netns(\"a\").link(\"la\").impair(#{delay_ms: 20, jitter_ms: 5});");
+    let mut rtts = udp_rtts(&na, &nb, addr("10.9.0.2:6403"), 60);
+    rtts.sort_by(f64::total_cmp);
+    let spread = rtts[rtts.len() * 9 / 10] - rtts[rtts.len() / 10];
+    println!("jitter 5 ms: 10-90 % spread {spread:.2} ms");
+    assert!(spread >= 3.0, "jitter 5 ms left a spread of {spread} ms");
+    let q = root_qdisc(&sb, "a", "la").unwrap();
+    assert_eq!(
+        (q["kind"].as_str(), q["handle"].as_str()),
+        (Some("netem"), Some("6b6f:"))
+    );
+}
+
+#[test]
+fn netem_loss_duplication_and_corruption_stay_inside_binomial_bounds() {
+    let sb = Sandbox::new();
+    if !netem_or_skip(&sb) {
+        return;
+    }
+    let r = run_pair(
+        &sb,
+        "netem-loss",
+        "let r = l.impair(#{loss_pct: 10, duplicate_pct: 10});\n\
+         print(`backend=${r.backend} loss=${r.egress.loss_pct} dup=${r.egress.duplicate_pct}`);",
+        &[],
+    );
+    r.ok();
+    assert_eq!(r.line("backend="), "backend=netem loss=10.0 dup=10.0");
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let n = 2000;
+    let d = udp_stream(
+        &na,
+        &nb,
+        addr("10.9.0.2:6501"),
+        n,
+        Duration::from_micros(200),
+        4,
+    );
+    within_binomial("lost", n - d.distinct, n, 0.10);
+    // netem duplicates what it did not drop.
+    within_binomial("duplicated", d.total - d.distinct, d.distinct, 0.10);
+    // Corruption flips a bit; the receiver's checksums drop the datagram
+    // (1000-byte payloads, so a flip where nothing checks is rare).
+    let file = write_script(
+        "netem-corrupt",
+        "c.rhai",
+        "netns(\"a\").link(\"la\").impair(#{corrupt_pct: 10});",
+    );
+    run(&sb, &[&file.to_string_lossy()]).ok();
+    let d = udp_stream(
+        &na,
+        &nb,
+        addr("10.9.0.2:6502"),
+        n,
+        Duration::from_micros(200),
+        1000,
+    );
+    within_binomial("corrupted (dropped)", n - d.distinct, n, 0.10);
+}
+
+#[test]
+fn netem_reorders_only_with_a_delay_and_rates_like_tbf() {
+    let sb = Sandbox::new();
+    if !netem_or_skip(&sb) {
+        return;
+    }
+    run_pair(
+        &sb,
+        "netem-reorder",
+        "l.impair(#{delay_ms: 10, reorder_pct: 25});",
+        &[],
+    )
+    .ok();
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let d = udp_stream(
+        &na,
+        &nb,
+        addr("10.9.0.2:6601"),
+        500,
+        Duration::from_millis(1),
+        4,
+    );
+    println!(
+        "reorder 25 %: {} of {} arrived out of order",
+        d.out_of_order, d.total
+    );
+    assert_eq!(d.distinct, 500, "reordering lost datagrams");
+    assert!(d.out_of_order >= 25, "only {} reordered", d.out_of_order);
+    // netem's own rate, measured like tbf's.
+    let file = write_script(
+        "netem-rate",
+        "r.rhai",
+        "netns(\"a\").link(\"la\").impair(#{rate: \"10mbit\"});",
+    );
+    run(&sb, &[&file.to_string_lossy()]).ok();
+    let got = tcp_goodput(&nb, &na, addr("10.9.0.2:6602"), Duration::from_secs(3));
+    assert!(
+        (0.9..=1.1).contains(&(got / 10e6)),
+        "netem rate 10mbit: {got} bit/s"
+    );
+}
+
+#[test]
+fn netem_delay_changes_in_place_without_losing_a_packet() {
+    let sb = Sandbox::new();
+    if !netem_or_skip(&sb) {
+        return;
+    }
+    run_pair(&sb, "netem-inplace", "l.impair(#{delay_ms: 10});", &[]).ok();
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    // Steady traffic for ~1.5 s; the change lands in the middle of it.
+    let stream = std::thread::spawn(move || {
+        udp_stream(
+            &na,
+            &nb,
+            addr("10.9.0.2:6701"),
+            1000,
+            Duration::from_micros(1500),
+            64,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let file = write_script(
+        "netem-change",
+        "c.rhai",
+        "let r = netns(\"a\").link(\"la\").impair(#{delay_ms: 50});\nprint(`delay=${r.egress.delay_ms}`);",
+    );
+    let r = run(&sb, &[&file.to_string_lossy()]);
+    r.ok();
+    assert_eq!(r.line("delay="), "delay=50.0");
+    let d = stream.join().unwrap();
+    assert_eq!((d.distinct, d.total), (1000, 1000), "{d:?}");
 }

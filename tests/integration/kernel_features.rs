@@ -22,54 +22,7 @@ use std::time::Duration;
 
 use crate::support::script::{run, tmp_dir};
 use crate::support::traffic::tcp_roundtrip;
-use crate::support::{koko_bin, poll, send_udp, Run, Sandbox};
-
-/// Run koko inside namespace `host` of the sandbox (as the original is
-/// used: `ip netns exec HOST koko ...`).
-fn koko_in(sb: &Sandbox, host: &str, line: &str) -> Run {
-    let out = sb
-        .command("ip")
-        .args(["netns", "exec", host])
-        .arg(koko_bin())
-        .args(line.split_whitespace())
-        .output()
-        .expect("run koko");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("ip netns exec {host} koko {line}"),
-    }
-}
-
-/// Does this kernel have the feature? `probe` is a shell command run in
-/// the sandbox that succeeds only if it does (and cleans up after itself).
-fn kernel_has(sb: &Sandbox, probe: &str) -> bool {
-    sb.command("sh")
-        .args(["-c", probe])
-        .output()
-        .expect("run the probe")
-        .status
-        .success()
-}
-
-/// The stock-kernel lane's guest sets this: there, every feature these
-/// tests probe for exists, and a missing one is a failure.
-fn in_stock_kernel_lane() -> bool {
-    std::env::var("KOKO_LANE_KERNEL").as_deref() == Ok("stock")
-}
-
-/// A feature the test's setup needs is missing: a loud SKIP here, a
-/// failure in the stock-kernel lane.
-fn setup_lacks(feature: &str) {
-    assert!(
-        !in_stock_kernel_lane(),
-        "Debian's stock kernel has {feature}, but this one does not"
-    );
-    eprintln!(
-        "\n*** SKIP: this kernel has no {feature}; tests/stock-kernel/run proves this on Debian 12's kernel ***\n"
-    );
-}
+use crate::support::{in_stock_kernel_lane, kernel_has, poll, send_udp, setup_lacks, Sandbox};
 
 /// Does this kernel have 802.1Q vlans? (In the stock-kernel lane it must.)
 fn kernel_has_vlan(sb: &Sandbox) -> bool {
@@ -117,7 +70,7 @@ fn assert_vlan(sb: &Sandbox, ns: &str, name: &str, id: u64) {
 fn vlan_one_shot_carries_traffic_between_two_hosts() {
     let sb = two_hosts();
     let has_vlan = kernel_has_vlan(&sb);
-    let a = koko_in(&sb, "hostA", "-n ca,v5,10.1.5.1/24 -V eth1,5");
+    let a = sb.koko_in("hostA", "-n ca,v5,10.1.5.1/24 -V eth1,5");
     if !has_vlan {
         a.fails(
             1,
@@ -128,7 +81,7 @@ fn vlan_one_shot_carries_traffic_between_two_hosts() {
         return;
     }
     a.ok();
-    koko_in(&sb, "hostB", "-n cb,v5,10.1.5.2/24 -V eth1,5").ok();
+    sb.koko_in("hostB", "-n cb,v5,10.1.5.2/24 -V eth1,5").ok();
     assert_vlan(&sb, "ca", "v5", 5);
     assert_vlan(&sb, "cb", "v5", 5);
     assert_eq!(sb.addrs(Some("ca"), "v5"), vec!["10.1.5.1/24"]);
@@ -213,8 +166,10 @@ fn dummy_links_are_parents_of_vlan_macvlan_and_vxlan() {
     sb.sh("ip -n host link add eth1 type dummy && ip -n host addr add 10.9.0.1/24 dev eth1 && ip -n host link set eth1 up");
 
     // Two macvlans in bridge mode on one dummy talk to each other.
-    koko_in(&sb, "host", "-n a,mv0,10.5.0.1/24 -M eth1,bridge").ok();
-    koko_in(&sb, "host", "-n b,mv0,10.5.0.2/24 -M eth1,bridge").ok();
+    sb.koko_in("host", "-n a,mv0,10.5.0.1/24 -M eth1,bridge")
+        .ok();
+    sb.koko_in("host", "-n b,mv0,10.5.0.2/24 -M eth1,bridge")
+        .ok();
     for ns in ["a", "b"] {
         let l = sb.link(Some(ns), "mv0").unwrap();
         assert_eq!(l["linkinfo"]["info_kind"], "macvlan", "{l}");
@@ -227,12 +182,13 @@ fn dummy_links_are_parents_of_vlan_macvlan_and_vxlan() {
     );
     assert_eq!(reply.as_deref(), Ok("hello koko"));
 
-    koko_in(&sb, "host", "-n c,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42").ok();
+    sb.koko_in("host", "-n c,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42")
+        .ok();
     let l = sb.link(Some("c"), "vx0").unwrap();
     assert_eq!(l["linkinfo"]["info_kind"], "vxlan", "{l}");
     assert_eq!(l["linkinfo"]["info_data"]["id"], 42, "{l}");
 
-    let v = koko_in(&sb, "host", "-n d,v9,10.3.0.1/24 -V eth1,9");
+    let v = sb.koko_in("host", "-n d,v9,10.3.0.1/24 -V eth1,9");
     if has_vlan {
         v.ok();
         assert_vlan(&sb, "d", "v9", 9);

@@ -32,7 +32,9 @@ mod wait;
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
 pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
-pub use traffic::{assert_tcp, send_udp, tcp_blocked, tcp_goodput, udp_delivered};
+pub use traffic::{
+    assert_tcp, send_udp, tcp_blocked, tcp_goodput, udp_delivered, udp_rtts, udp_stream,
+};
 pub use wait::poll;
 
 use std::path::PathBuf;
@@ -88,6 +90,36 @@ pub fn kernel_lacks(feature: &str, not_run: &str) {
         .to_string();
     say(&format!(
         "SKIP: {test} ({at}): {not_run} not run: this kernel lacks {feature}"
+    ));
+}
+
+/// Does this kernel have a feature? `probe` is a shell command run in the
+/// sandbox that succeeds only if it does (and cleans up after itself):
+/// tests ask the kernel itself, never koko, which branch to assert.
+pub fn kernel_has(sb: &Sandbox, probe: &str) -> bool {
+    sb.command("sh")
+        .args(["-c", probe])
+        .output()
+        .expect("run the probe")
+        .status
+        .success()
+}
+
+/// The stock-kernel lane's guest sets this: there, every feature the
+/// kernel-dependent tests probe for exists, and a missing one is a failure.
+pub fn in_stock_kernel_lane() -> bool {
+    std::env::var("KOKO_LANE_KERNEL").as_deref() == Ok("stock")
+}
+
+/// A feature a test needs is missing from this kernel: a loud SKIP here, a
+/// failure in the stock-kernel lane (Debian's kernel has it).
+pub fn setup_lacks(feature: &str) {
+    assert!(
+        !in_stock_kernel_lane(),
+        "Debian's stock kernel has {feature}, but this one does not"
+    );
+    say(&format!(
+        "SKIP: this kernel has no {feature}; tests/stock-kernel/run proves this on Debian 12's kernel"
     ));
 }
 

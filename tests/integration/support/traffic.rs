@@ -126,11 +126,31 @@ pub fn send_udp(from: &Path, to_ns: &Path, to: SocketAddr, n: usize) {
     }
 }
 
-/// Send `n` numbered UDP datagrams from namespace `from` to `to` (a socket
-/// listens there, in `to_ns`), `gap` apart, and return how many distinct
-/// ones arrived. For loss measurements: the pacing and a large receive
-/// buffer keep the receiver from dropping anything itself.
-pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Duration) -> u32 {
+/// What a numbered UDP stream delivered (see [`udp_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub sent: u32,
+    /// Datagrams that arrived at least once.
+    pub distinct: u32,
+    /// Every arrival, duplicates included.
+    pub total: u32,
+    /// Arrivals numbered below one that arrived before them.
+    pub out_of_order: u32,
+}
+
+/// Send `n` numbered UDP datagrams of `len` bytes (at least 4) from
+/// namespace `from` to `to` (a socket listens there, in `to_ns`), `gap`
+/// apart, and count what arrived. For loss, duplication and reordering
+/// measurements: the pacing and a large receive buffer keep the receiver
+/// from dropping anything itself.
+pub fn udp_stream(
+    from: &Path,
+    to_ns: &Path,
+    to: SocketAddr,
+    n: u32,
+    gap: Duration,
+    len: usize,
+) -> Delivery {
     let receiver = in_netns(to_ns, move || {
         let s = UdpSocket::bind(to).unwrap();
         let size: libc_int = 4 << 20;
@@ -148,10 +168,13 @@ pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Dur
     })
     .join()
     .unwrap();
+    let len = len.max(4);
     in_netns(from, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut packet = vec![0x6bu8; len];
         for i in 0..n {
-            s.send_to(&i.to_be_bytes(), to).unwrap();
+            packet[..4].copy_from_slice(&i.to_be_bytes());
+            s.send_to(&packet, to).unwrap();
             std::thread::sleep(gap);
         }
     })
@@ -161,13 +184,75 @@ pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Dur
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut seen = std::collections::HashSet::new();
-    let mut buf = [0u8; 16];
-    while let Ok(len) = receiver.recv(&mut buf) {
-        if len == 4 {
-            seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+    let (mut total, mut out_of_order, mut highest) = (0, 0, None::<u32>);
+    let mut buf = vec![0u8; len.max(16)];
+    while let Ok(got) = receiver.recv(&mut buf) {
+        if got < 4 {
+            continue;
         }
+        let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        total += 1;
+        seen.insert(i);
+        if highest.is_some_and(|h| i < h) {
+            out_of_order += 1;
+        }
+        highest = highest.max(Some(i));
     }
-    seen.len() as u32
+    Delivery {
+        sent: n,
+        distinct: seen.len() as u32,
+        total,
+        out_of_order,
+    }
+}
+
+/// [`udp_stream`] of small datagrams: how many distinct ones arrived.
+pub fn udp_delivered(from: &Path, to_ns: &Path, to: SocketAddr, n: u32, gap: Duration) -> u32 {
+    udp_stream(from, to_ns, to, n, gap, 4).distinct
+}
+
+/// Round-trip times (ms) of `n` UDP echoes from `client_ns` to an echo
+/// socket on `to` in `server_ns`, one at a time; a lost one counts as
+/// nothing (1 s timeout).
+pub fn udp_rtts(client_ns: &Path, server_ns: &Path, to: SocketAddr, n: u32) -> Vec<f64> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let echo = in_netns(server_ns, move || {
+        let s = UdpSocket::bind(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok((len, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..len], peer);
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let rtts = in_netns(client_ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut rtts = Vec::new();
+        let mut buf = [0u8; 64];
+        for i in 0..n {
+            let t = std::time::Instant::now();
+            s.send_to(&i.to_be_bytes(), to).unwrap();
+            // Take the echo of this probe (skip a late one of an earlier).
+            while let Ok(len) = s.recv(&mut buf) {
+                if len == 4 && buf[..4] == i.to_be_bytes() {
+                    rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+        }
+        rtts
+    })
+    .join()
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    echo.join().unwrap();
+    rtts
 }
 
 /// TCP goodput from `client_ns` to a listener on `addr` in `server_ns`:
