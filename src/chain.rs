@@ -5,7 +5,8 @@
 //! the chain and inner nodes a route to every subnet not adjacent to them.
 //!
 //! Built for hundreds of nodes: the missing namespaces are created by one
-//! helper thread (forwarding set while it is inside each), the links go
+//! helper thread, inner nodes get forwarding through
+//! [`connect::set_forwarding`], the links go
 //! through [`connect::veth_many`] and the routes through pipelined requests,
 //! a window of links at a time so that only a window's sockets are open at
 //! once (memory and fds stay flat whatever the length).
@@ -20,7 +21,7 @@ use crate::journal::{Journal, Undo};
 use crate::net::batch::{self, Request};
 use crate::net::link::VethOptions;
 use crate::net::route::{self, RouteOp, RouteRequest};
-use crate::net::{sysctl, Session};
+use crate::net::Session;
 use crate::ns::{named, Namespace};
 
 /// How many links are built before the sockets of finished nodes are closed.
@@ -131,16 +132,7 @@ pub fn build(
         }
     }
     let missing_names: Vec<String> = missing.iter().map(|&i| names[i].clone()).collect();
-    let created = named::create_many(&missing_names, |k| {
-        let i = missing[k];
-        if i == 0 || i == last {
-            return Ok(());
-        }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-        // No IPv6 in this kernel: nothing to forward.
-        let _ = std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1");
-        Ok(())
-    })?;
+    let created = named::create_many(&missing_names, |_| Ok(()))?;
     for (k, ns) in created.into_iter().enumerate() {
         journal.record(
             format!("netns '{}'", missing_names[k]),
@@ -151,28 +143,10 @@ pub fn build(
         nodes[missing[k]] = Some(ns);
     }
     let nodes: Vec<Namespace> = nodes.into_iter().map(|n| n.expect("every node")).collect();
-    // Forwarding on inner nodes that existed already (recorded, restored on undo).
-    for (i, ns) in nodes.iter().enumerate() {
-        if i == 0 || i == last || missing.binary_search(&i).is_ok() {
-            continue;
-        }
-        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-            let old = match sysctl::write(ns, key, "1") {
-                Ok(old) => old,
-                Err(Error::NotFound { .. }) if key.contains("ipv6") => continue,
-                Err(e) => return Err(e),
-            };
-            if old != "1" {
-                journal.record(
-                    format!("sysctl {key}=1 in {ns}"),
-                    Undo::RestoreSysctl {
-                        ns: ns.clone(),
-                        key: key.into(),
-                        value: old,
-                    },
-                );
-            }
-        }
+    // Forwarding on every inner node (what changes is journaled; in a
+    // namespace this run created, undo deletes the namespace anyway).
+    for ns in &nodes[1..last] {
+        connect::set_forwarding(session, journal, ns, true)?;
     }
 
     // Links and routes, a window at a time. ifindex of each node's left

@@ -9,7 +9,7 @@ use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
 use crate::net::tc::{self, MirrorDir};
 use crate::net::tunnel::{self, TunnelKind};
-use crate::net::{addr, Session};
+use crate::net::{addr, sysctl, Session};
 use crate::ns::Namespace;
 
 /// One end of a veth pair to create.
@@ -516,6 +516,52 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
         &req.target,
         dst.index,
     ))
+}
+
+/// What [`set_forwarding`] did: the families it set ("IPv4", "IPv6"; a
+/// kernel without IPv6 has only the first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forwarding {
+    pub on: bool,
+    pub families: Vec<&'static str>,
+}
+
+/// Turn IPv4 and IPv6 forwarding on or off in `ns`: the one implementation
+/// behind koro's `forwarding on|off`, scripts' `ns.forwarding(bool)` and the
+/// inner nodes of a chain. A kernel without IPv6 is not an error (there is
+/// nothing to forward). Only a value that actually changed is journaled, so
+/// an undo never "restores" what this run did not touch. The session is
+/// taken like every operation's here; sysctls need no socket.
+pub fn set_forwarding(
+    _session: &Session,
+    journal: &mut Journal,
+    ns: &Namespace,
+    on: bool,
+) -> Result<Forwarding> {
+    let value = if on { "1" } else { "0" };
+    let mut families = Vec::with_capacity(2);
+    for (key, old) in sysctl::set_forwarding(ns, on)? {
+        if old != value {
+            journal.record(
+                format!("sysctl {key} in {ns}"),
+                Undo::RestoreSysctl {
+                    ns: ns.clone(),
+                    key: key.into(),
+                    value: old,
+                },
+            );
+        }
+        families.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
+    }
+    Ok(Forwarding { on, families })
+}
+
+impl Forwarding {
+    /// "IPv4 and IPv6 forwarding on in netns 'r'" (koro's summary line).
+    pub fn line(&self, ns: &Namespace) -> String {
+        let word = if self.on { "on" } else { "off" };
+        format!("{} forwarding {word} in {ns}", self.families.join(" and "))
+    }
 }
 
 /// Delete link `name` in `ns` (a veth's peer goes with it). First removes

@@ -20,6 +20,7 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+use crate::connect;
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, LinkChange};
@@ -578,28 +579,7 @@ pub fn apply(
             Ok(format!("set {key}={value} in {ns} (was {old})"))
         }
         IpCommand::Forwarding(on) => {
-            let value = if *on { "1" } else { "0" };
-            let mut set = Vec::new();
-            for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-                match sysctl::write(ns, key, value) {
-                    Ok(old) => {
-                        journal.record(
-                            format!("sysctl {key} in {ns}"),
-                            Undo::RestoreSysctl {
-                                ns: ns.clone(),
-                                key: key.into(),
-                                value: old,
-                            },
-                        );
-                        set.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
-                    }
-                    // A kernel without IPv6 has no IPv6 forwarding to set.
-                    Err(Error::NotFound { .. }) if key.contains("ipv6") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let word = if *on { "on" } else { "off" };
-            Ok(format!("{} forwarding {word} in {ns}", set.join(" and ")))
+            Ok(connect::set_forwarding(session, journal, ns, *on)?.line(ns))
         }
     }
 }

@@ -83,19 +83,30 @@ pub fn enable_ipv6_on(ns: &Namespace, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         // No ipv6 tree at all: the kernel was booted without IPv6; the
         // address request will report that.
-        Err(Error::Invalid(_)) => Ok(()),
+        Err(Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-/// IPv4 and IPv6 forwarding on or off for the whole namespace.
-pub fn set_forwarding(ns: &Namespace, on: bool) -> Result<()> {
-    let v = if on { "1" } else { "0" };
-    write(ns, "net.ipv4.ip_forward", v)?;
-    match write(ns, "net.ipv6.conf.all.forwarding", v) {
-        Ok(_) | Err(Error::Invalid(_)) => Ok(()),
-        Err(e) => Err(e),
+/// The sysctls that make up "forwarding" in a namespace, IPv4 first.
+pub const FORWARDING_KEYS: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
+
+/// Turn IPv4 and IPv6 forwarding on or off for the whole namespace. Returns
+/// each key that exists with its previous value (for undo). A kernel
+/// without IPv6 has no IPv6 key: that family is skipped, not an error.
+/// This is the one implementation; callers that journal use
+/// `connect::set_forwarding`.
+pub fn set_forwarding(ns: &Namespace, on: bool) -> Result<Vec<(&'static str, String)>> {
+    let value = if on { "1" } else { "0" };
+    let mut set = Vec::with_capacity(2);
+    for key in FORWARDING_KEYS {
+        match write(ns, key, value) {
+            Ok(old) => set.push((key, old)),
+            Err(Error::NotFound { .. }) if key.contains("ipv6") => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(set)
 }
 
 #[cfg(test)]
