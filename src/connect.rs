@@ -36,6 +36,24 @@ pub struct EndReport {
     pub link: String,
     pub ifindex: u32,
     pub addresses: Vec<String>,
+    /// The namespace in words ("netns 'a'"), for text output only.
+    #[serde(skip)]
+    pub place: String,
+}
+
+impl EndReport {
+    /// The report of end `end`, created with ifindex `ifindex`: the one
+    /// place an endpoint's report is built (veth, veth_many, tunnel).
+    pub fn new(end: &EndRequest, ifindex: u32) -> EndReport {
+        EndReport {
+            namespace: end.ns.name().to_string(),
+            kind: end.ns.kind().as_str(),
+            link: end.name.clone(),
+            ifindex,
+            addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
+            place: end.ns.to_string(),
+        }
+    }
 }
 
 /// Create a veth pair with both ends up and their addresses. On error,
@@ -93,13 +111,7 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         for cidr in &end.addrs {
             session.block_on(addr::add(t, &end.name, *cidr))?;
         }
-        reports.push(EndReport {
-            namespace: end.ns.name().to_string(),
-            kind: end.ns.kind().as_str(),
-            link: end.name.clone(),
-            ifindex: state.index,
-            addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-        });
+        reports.push(EndReport::new(end, state.index));
     }
     // "Both ends up" means usable: wait for linkwatch to have activated
     // both (normally a few ms; never fails the request).
@@ -334,15 +346,8 @@ pub fn veth_many(
 
     let mut reports = Vec::with_capacity(reqs.len());
     for req in reqs {
-        let report = |end: &EndRequest| -> Result<EndReport> {
-            Ok(EndReport {
-                namespace: end.ns.name().to_string(),
-                kind: end.ns.kind().as_str(),
-                link: end.name.clone(),
-                ifindex: lookup(end)?.0,
-                addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-            })
-        };
+        let report =
+            |end: &EndRequest| -> Result<EndReport> { Ok(EndReport::new(end, lookup(end)?.0)) };
         reports.push([report(&req.a)?, report(&req.b)?]);
     }
     Ok(reports)
@@ -453,13 +458,7 @@ pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> 
     for cidr in &end.addrs {
         session.block_on(addr::add(&t, &end.name, *cidr))?;
     }
-    Ok(EndReport {
-        namespace: end.ns.name().to_string(),
-        kind: end.ns.kind().as_str(),
-        link: end.name.clone(),
-        ifindex: state.index,
-        addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-    })
+    Ok(EndReport::new(end, state.index))
 }
 
 /// Copy the traffic of link `source` (direction `dir`) out through link
@@ -470,6 +469,41 @@ pub struct MirrorRequest {
     pub source: String,
     pub dir: MirrorDir,
     pub target: String,
+}
+
+/// A mirror as installed, for reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirrorReport {
+    pub namespace: String,
+    pub source: String,
+    pub direction: &'static str,
+    pub target: String,
+    /// The namespace in words, for text output only.
+    #[serde(skip)]
+    pub place: String,
+}
+
+impl MirrorReport {
+    /// "Mirror both of eth0 to link1 in netns 'a'...done"
+    pub fn line(&self) -> String {
+        format!(
+            "Mirror {} of {} to {} in {}...done",
+            self.direction, self.source, self.target, self.place
+        )
+    }
+}
+
+impl MirrorRequest {
+    /// What a report says about this mirror once installed.
+    pub fn report(&self) -> MirrorReport {
+        MirrorReport {
+            namespace: self.ns.name().to_string(),
+            source: self.source.clone(),
+            direction: self.dir.as_str(),
+            target: self.target.clone(),
+            place: self.ns.to_string(),
+        }
+    }
 }
 
 /// Install a mirror; recorded in `journal` (the clsact qdisc too, if koko

@@ -23,6 +23,7 @@ pub mod ipcmd;
 pub mod journal;
 pub mod net;
 pub mod ns;
+pub mod plan;
 pub mod probe;
 pub mod script;
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::Outcome;
+use super::Output;
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::net::Session;
@@ -15,9 +15,9 @@ pub fn main(args: &[String]) -> i32 {
     super::finish(run(&words), json)
 }
 
-fn run(words: &[String]) -> Result<Outcome> {
-    let (spec, rest) =
-        super::koro::parse_target(words).map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
+fn run(words: &[String]) -> Result<Output> {
+    let (spec, rest) = crate::plan::koro::parse_target(words)
+        .map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
     if let Some(extra) = rest.first() {
         return Err(Error::Invalid(format!(
             "koko show: unexpected word '{extra}' after the target"
@@ -29,7 +29,7 @@ fn run(words: &[String]) -> Result<Outcome> {
     let report = inspect::inspect(&session, &ns)?;
     let mut value = serde_json::to_value(&report).expect("report serializes");
     value["ok"] = json!(true);
-    Ok(Outcome {
+    Ok(Output {
         lines: report.lines(&ns.to_string()),
         json: value,
     })

@@ -87,6 +87,19 @@ impl MirrorDir {
     }
 }
 
+impl std::str::FromStr for MirrorDir {
+    type Err = Error;
+
+    /// `ingress`, `egress` or `both`; the error names the word and the choices.
+    fn from_str(word: &str) -> Result<MirrorDir> {
+        MirrorDir::parse(word).ok_or_else(|| {
+            Error::Invalid(format!(
+                "mirror direction '{word}' is not one of ingress, egress, both"
+            ))
+        })
+    }
+}
+
 /// One of clsact's two hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {

@@ -84,8 +84,9 @@ pub enum MacvlanMode {
 impl MacvlanMode {
     pub const NAMES: &'static str = "default, private, vepa, bridge, passthru";
 
+    /// A mode by name, in any case (`bridge`, `Bridge`).
     pub fn parse(word: &str) -> Option<MacvlanMode> {
-        Some(match word {
+        Some(match word.to_ascii_lowercase().as_str() {
             "default" => MacvlanMode::Default,
             "private" => MacvlanMode::Private,
             "vepa" => MacvlanMode::Vepa,
@@ -113,6 +114,19 @@ impl MacvlanMode {
             MacvlanMode::Bridge => Some(KernelMacvlanMode::Bridge),
             MacvlanMode::Passthru => Some(KernelMacvlanMode::Passthrough),
         }
+    }
+}
+
+impl std::str::FromStr for MacvlanMode {
+    type Err = Error;
+
+    fn from_str(word: &str) -> Result<MacvlanMode> {
+        MacvlanMode::parse(word).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown macvlan mode '{word}' (modes: {})",
+                MacvlanMode::NAMES
+            ))
+        })
     }
 }
 

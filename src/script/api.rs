@@ -487,10 +487,12 @@ fn register_routes(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
     sys!(engine, "koro", move |line: &str| -> R<String> {
         let words: Vec<String> = line.split_whitespace().map(String::from).collect();
-        let (spec, rest) = crate::cli::koro::parse_target(&words).map_err(fail)?;
-        let cmd = ipcmd::parse_words(rest).map_err(fail)?;
-        let ns = Namespace::resolve(&spec).map_err(fail)?;
-        apply_ip(&w, &ns, &cmd)
+        let mut world = w.borrow_mut();
+        let super::World {
+            session, journal, ..
+        } = &mut *world;
+        let report = crate::plan::run_koro(session, journal, &words).map_err(fail)?;
+        Ok(report.lines().join("\n"))
     });
 }
 
@@ -1000,13 +1002,12 @@ fn register_misc(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
     sys!(engine, "koko", move |line: &str| -> R<Dynamic> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
-        let plan = crate::cli::legacy::parse(&args).map_err(fail)?;
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        let outcome = crate::cli::execute_action(session, journal, plan.action).map_err(fail)?;
-        Ok(json_to_dynamic(&outcome.json))
+        let report = crate::plan::run_oneshot(session, journal, &args).map_err(fail)?;
+        Ok(json_to_dynamic(&report.to_json()))
     });
     let w = world.clone();
     sys!(engine, "cleanup", move || -> R<()> {
