@@ -18,7 +18,7 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::connect::{self, EndRequest, VethRequest};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
-use crate::net::batch::{self, Request};
+use crate::net::batch::{self, Op, Request};
 use crate::net::link::VethOptions;
 use crate::net::route::{self, RouteOp, RouteRequest};
 use crate::net::Session;
@@ -242,29 +242,19 @@ fn add_routes(
         }
         for (r, oif) in routes {
             requests.push(Request {
-                socket: t.socket.clone(),
-                message: netlink_packet_route::RouteNetlinkMessage::NewRoute(route::route_message(
-                    &r,
-                    Some(oif),
-                    RouteOp::Add,
-                )),
-                flags: RouteOp::Add.flags() | netlink_packet_core::NLM_F_ACK,
+                target: t.clone(),
+                op: Op::AddRoute {
+                    route: r.clone(),
+                    oif,
+                },
             });
-            what.push((r, nodes[i].clone()));
+            what.push((r, t.clone()));
         }
     }
     let answers = session.block_on(batch::run(requests));
-    for ((r, ns), answer) in what.into_iter().zip(answers) {
+    for ((r, t), answer) in what.into_iter().zip(answers) {
         if let Err(errno) = answer {
-            return Err(Error::kernel(
-                format!(
-                    "adding route {} via {} dev {} in {ns}",
-                    r.dest,
-                    r.via.map(|v| v.to_string()).unwrap_or_default(),
-                    r.dev.unwrap_or_default()
-                ),
-                errno,
-            ));
+            return Err(route::explain(&t, &r, RouteOp::Add, errno));
         }
     }
     Ok(())

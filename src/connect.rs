@@ -9,7 +9,7 @@ use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
 use crate::net::tc::{self, MirrorDir};
 use crate::net::tunnel::{self, TunnelKind};
-use crate::net::{addr, sysctl, Session};
+use crate::net::{addr, nsid, sysctl, Session};
 use crate::ns::Namespace;
 
 /// One end of a veth pair to create.
@@ -184,10 +184,10 @@ pub fn veth_many(
     journal: &mut Journal,
     reqs: &[VethRequest],
 ) -> Result<Vec<[EndReport; 2]>> {
-    use crate::net::batch::{self, Request};
-    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-    use netlink_packet_route::link::LinkMessage;
-    use netlink_packet_route::RouteNetlinkMessage;
+    use crate::net::batch::{self, Answer, Op, Request};
+    use crate::net::Target;
+    use crate::ns::NsId;
+    use std::collections::hash_map::Entry;
     use std::collections::{HashMap, HashSet};
     use std::os::fd::AsRawFd;
 
@@ -204,10 +204,10 @@ pub fn veth_many(
             }
         }
     }
-    let mut targets: HashMap<crate::ns::NsId, crate::net::Target> = HashMap::new();
+    let mut targets: HashMap<NsId, Target> = HashMap::new();
     for req in reqs {
         for end in [&req.a, &req.b] {
-            if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(end.ns.id()) {
+            if let Entry::Vacant(slot) = targets.entry(end.ns.id()) {
                 slot.insert(session.target(&end.ns)?);
             }
         }
@@ -218,21 +218,20 @@ pub fn veth_many(
     for chunk in reqs.chunks(batch::CHUNK) {
         let mut fds = HashMap::new();
         for req in chunk {
-            if let std::collections::hash_map::Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
+            if let Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
                 slot.insert(req.b.ns.open()?);
             }
         }
         let requests = chunk
             .iter()
             .map(|req| Request {
-                socket: targets[&req.a.ns.id()].socket.clone(),
-                message: RouteNetlinkMessage::NewLink(link::veth_request(
-                    &req.a.name,
-                    &req.b.name,
-                    fds[&req.b.ns.id()].as_raw_fd(),
-                    &req.options,
-                )),
-                flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                target: targets[&req.a.ns.id()].clone(),
+                op: Op::CreateVeth {
+                    name: req.a.name.clone(),
+                    peer: req.b.name.clone(),
+                    peer_ns_fd: fds[&req.b.ns.id()].as_raw_fd(),
+                    options: req.options.clone(),
+                },
             })
             .collect();
         let answers = session.block_on(batch::run(requests));
@@ -252,33 +251,24 @@ pub fn veth_many(
     }
 
     // 2. One dump per namespace: name -> (ifindex, up).
-    let order: Vec<crate::ns::NsId> = targets.keys().copied().collect();
+    let order: Vec<NsId> = targets.keys().copied().collect();
     let dumps = session.block_on(batch::run(
         order
             .iter()
             .map(|id| Request {
-                socket: targets[id].socket.clone(),
-                message: RouteNetlinkMessage::GetLink(LinkMessage::default()),
-                flags: NLM_F_DUMP,
+                target: targets[id].clone(),
+                op: Op::ListLinks,
             })
             .collect(),
     ));
-    let mut index: HashMap<(crate::ns::NsId, String), (u32, bool)> = HashMap::new();
+    let mut index: HashMap<(NsId, String), (u32, bool)> = HashMap::new();
     for (id, dump) in order.iter().zip(dumps) {
-        let answers = dump.map_err(|errno| {
+        let answer = dump.map_err(|errno| {
             Error::kernel(format!("listing links of {}", targets[id].ns), errno)
         })?;
-        for m in answers {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                let up = l
-                    .header
-                    .flags
-                    .contains(netlink_packet_route::link::LinkFlags::Up);
-                for attr in &l.attributes {
-                    if let netlink_packet_route::link::LinkAttribute::IfName(n) = attr {
-                        index.insert((*id, n.clone()), (l.header.index, up));
-                    }
-                }
+        if let Answer::Links(links) = answer {
+            for l in links {
+                index.insert((*id, l.name), (l.index, l.up));
             }
         }
     }
@@ -296,32 +286,31 @@ pub fn veth_many(
     for req in reqs {
         for end in [&req.a, &req.b] {
             let (ifindex, up) = lookup(end)?;
-            let socket = targets[&end.ns.id()].socket.clone();
+            let target = &targets[&end.ns.id()];
             if !up {
+                let change = link::LinkChange {
+                    up: Some(true),
+                    mtu: None,
+                };
                 requests.push(Request {
-                    socket: socket.clone(),
-                    message: RouteNetlinkMessage::SetLink(link::set_request(
-                        ifindex,
-                        link::LinkChange {
-                            up: Some(true),
-                            mtu: None,
-                        },
-                    )),
-                    flags: NLM_F_ACK,
+                    target: target.clone(),
+                    op: Op::SetLink {
+                        index: ifindex,
+                        change,
+                    },
                 });
-                purposes.push((
-                    format!("setting link '{}' in {} up", end.name, end.ns),
-                    None,
-                ));
+                purposes.push((link::describe_change(&end.name, &end.ns, change), None));
             }
             for cidr in &end.addrs {
                 if cidr.addr().is_ipv6() {
-                    crate::net::sysctl::enable_ipv6_on(&end.ns, &end.name)?;
+                    sysctl::enable_ipv6_on(&end.ns, &end.name)?;
                 }
                 requests.push(Request {
-                    socket: socket.clone(),
-                    message: RouteNetlinkMessage::NewAddress(addr::address_message(ifindex, *cidr)),
-                    flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                    target: target.clone(),
+                    op: Op::AddAddress {
+                        index: ifindex,
+                        addr: *cidr,
+                    },
                 });
                 purposes.push((
                     format!("adding address {cidr} to '{}' in {}", end.name, end.ns),
@@ -346,9 +335,10 @@ pub fn veth_many(
 
     let mut reports = Vec::with_capacity(reqs.len());
     for req in reqs {
-        let report =
-            |end: &EndRequest| -> Result<EndReport> { Ok(EndReport::new(end, lookup(end)?.0)) };
-        reports.push([report(&req.a)?, report(&req.b)?]);
+        reports.push([
+            EndReport::new(&req.a, lookup(&req.a)?.0),
+            EndReport::new(&req.b, lookup(&req.b)?.0),
+        ]);
     }
     Ok(reports)
 }
@@ -612,7 +602,7 @@ pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> 
             if let Some(peer_index) = l.link_index {
                 let peer_ns = match l.link_netnsid {
                     None => Some(ns.clone()),
-                    Some(nsid) => namespace_of_nsid(session, &t, nsid),
+                    Some(id) => nsid::find(session, &t, &nsid::candidates(), id),
                 };
                 if let Some(peer_ns) = peer_ns {
                     let pt = session.target(&peer_ns)?;
@@ -622,45 +612,4 @@ pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> 
         }
     }
     session.block_on(link::delete(&t, name))
-}
-
-/// Find the namespace that `t`'s namespace calls `nsid`, among the named
-/// namespaces and those of running processes (a veth's peer is only known by
-/// that number). `None` if it is none of them: best effort, it only serves
-/// the mirror cleanup.
-fn namespace_of_nsid(session: &Session, t: &crate::net::Target, nsid: i32) -> Option<Namespace> {
-    use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-    use netlink_packet_route::RouteNetlinkMessage;
-    use std::os::fd::AsRawFd;
-
-    let named = crate::ns::named::list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| Namespace::netns(&n).ok());
-    let pids = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter_map(|pid| Namespace::pid(pid).ok());
-    let mut seen = std::collections::HashSet::new();
-    for candidate in named.chain(pids) {
-        if !seen.insert(candidate.id()) || candidate.id() == t.ns.id() {
-            continue;
-        }
-        let Ok(fd) = candidate.open() else { continue };
-        let mut msg = NsidMessage::default();
-        msg.attributes
-            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
-        let answers = session.block_on(t.socket.request(RouteNetlinkMessage::GetNsId(msg), 0));
-        drop(fd);
-        let found = answers.ok().into_iter().flatten().any(|m| match m {
-            RouteNetlinkMessage::NewNsId(m) => m.attributes.contains(&NsidAttribute::Id(nsid)),
-            _ => false,
-        });
-        if found {
-            return Some(candidate);
-        }
-    }
-    None
 }

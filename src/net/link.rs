@@ -71,7 +71,7 @@ pub struct LinkState {
 }
 
 impl LinkState {
-    fn from_message(msg: &LinkMessage) -> LinkState {
+    pub(in crate::net) fn from_message(msg: &LinkMessage) -> LinkState {
         let mut state = LinkState {
             index: msg.header.index,
             name: String::new(),
@@ -214,16 +214,29 @@ pub enum VethError {
 pub async fn get(t: &Target, name: &str) -> Result<Option<LinkState>> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    get_one(t, msg, || format!("looking up link '{name}' in {}", t.ns)).await
+}
+
+/// Look a link up by ifindex; `Ok(None)` if there is none.
+pub async fn get_by_index(t: &Target, index: u32) -> Result<Option<LinkState>> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    get_one(t, msg, || format!("looking up ifindex {index} in {}", t.ns)).await
+}
+
+/// Send one RTM_GETLINK; ENODEV (no such link) is `Ok(None)`.
+async fn get_one(
+    t: &Target,
+    msg: LinkMessage,
+    what: impl FnOnce() -> String,
+) -> Result<Option<LinkState>> {
     match t.socket.request(RouteNetlinkMessage::GetLink(msg), 0).await {
         Ok(answers) => Ok(answers.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(LinkState::from_message(l)),
             _ => None,
         })),
         Err(Errno::ENODEV) => Ok(None),
-        Err(errno) => Err(Error::kernel(
-            format!("looking up link '{name}' in {}", t.ns),
-            errno,
-        )),
+        Err(errno) => Err(Error::kernel(what(), errno)),
     }
 }
 
@@ -313,7 +326,9 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
         })
 }
 
-fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
+/// "setting link 'l1' in netns 'a' up mtu 1400": what a link change is
+/// doing, for errors (the one wording of it).
+pub fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
     let mut parts = Vec::new();
     if let Some(up) = change.up {
         parts.push(if up {

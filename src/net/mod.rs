@@ -16,6 +16,7 @@ pub mod addr;
 pub mod batch;
 pub mod link;
 pub mod monitor;
+pub mod nsid;
 pub mod route;
 pub mod sysctl;
 pub mod tc;
@@ -50,12 +51,16 @@ impl Socket {
     }
 
     /// Send one request and wait for its acknowledgement.
-    pub async fn ack(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), Errno> {
+    pub(in crate::net) async fn ack(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), Errno> {
         self.request(message, flags | NLM_F_ACK).await.map(drop)
     }
 
     /// Send a dump request and collect every answer.
-    pub async fn dump(
+    pub(in crate::net) async fn dump(
         &self,
         message: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, Errno> {
@@ -64,7 +69,7 @@ impl Socket {
 
     /// Send one request with `flags` (NLM_F_REQUEST is added) and collect the
     /// messages it returns until the kernel's ACK, DONE or error.
-    pub async fn request(
+    pub(in crate::net) async fn request(
         &self,
         message: RouteNetlinkMessage,
         flags: u16,
@@ -93,7 +98,8 @@ impl Socket {
 /// so errors can name the namespace they happened in.
 #[derive(Clone)]
 pub struct Target {
-    pub socket: Socket,
+    /// Only `net` sends on it: the rest of koko asks for typed operations.
+    pub(in crate::net) socket: Socket,
     pub ns: Namespace,
 }
 

@@ -288,8 +288,9 @@ pub async fn replace(t: &Target, route: &RouteRequest) -> Result<()> {
     apply(t, route, RouteOp::Replace).await
 }
 
-/// The kernel's refusal in words that name the route and the namespace.
-fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
+/// The kernel's refusal in words that name the route and the namespace
+/// (the one translation of a route errno, for single and batched requests).
+pub fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
     let what = format!("route {route}");
     let cause = match (op, errno) {
         (_, Errno::ENETUNREACH) | (_, Errno::EHOSTUNREACH) if route.via.is_some() => {
