@@ -139,12 +139,7 @@ fn validate_veth(req: &VethRequest) -> Result<()> {
             a.name, a.ns
         )));
     }
-    if req.options.mtu < 68 || req.options.mtu > 65535 {
-        return Err(Error::Invalid(format!(
-            "MTU {} is out of range for a veth (68 to 65535)",
-            req.options.mtu
-        )));
-    }
+    link::check_mtu(req.options.mtu)?;
     Ok(())
 }
 

@@ -106,14 +106,7 @@ impl fmt::Display for IpCommand {
                 Ok(())
             }
             IpCommand::LinkSet { dev, change } => {
-                write!(f, "link set {dev}")?;
-                if let Some(up) = change.up {
-                    write!(f, " {}", if up { "up" } else { "down" })?;
-                }
-                if let Some(mtu) = change.mtu {
-                    write!(f, " mtu {mtu}")?;
-                }
-                Ok(())
+                write!(f, "link set {dev} {}", change.words().join(" "))
             }
             IpCommand::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
             IpCommand::Forwarding(on) => write!(f, "forwarding {}", if *on { "on" } else { "off" }),
@@ -392,9 +385,11 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
             "mtu" => {
                 w.once(&change.mtu, "mtu")?;
                 let m = parse_number("mtu", w.value("mtu", "a number")?)?;
-                if !(68..=65535).contains(&m) {
+                if !link::MTU_RANGE.contains(&m) {
                     return Err(Error::Invalid(format!(
-                        "'mtu {m}': an MTU is from 68 to 65535"
+                        "'mtu {m}': an MTU is from {} to {}",
+                        link::MTU_RANGE.start(),
+                        link::MTU_RANGE.end()
                     )));
                 }
                 change.mtu = Some(m);
@@ -553,16 +548,10 @@ pub fn apply(
                     change: restore,
                 },
             );
-            let mut done = Vec::new();
-            if let Some(up) = change.up {
-                done.push(if up {
-                    "up".to_string()
-                } else {
-                    "down".to_string()
-                });
-            }
-            if let Some(mtu) = change.mtu {
-                done.push(format!("mtu {mtu} (was {})", before.mtu));
+            let mut done = change.words();
+            if let (Some(_), Some(last)) = (change.mtu, done.last_mut()) {
+                // The MTU is always the last word.
+                *last += &format!(" (was {})", before.mtu);
             }
             Ok(format!("set link {dev} in {ns} {}", done.join(", ")))
         }

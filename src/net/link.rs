@@ -289,6 +289,39 @@ pub struct LinkChange {
     pub mtu: Option<u32>,
 }
 
+impl LinkChange {
+    /// The change in `ip link set` words: `["up"]`, `["down", "mtu 1400"]`.
+    /// The one wording of a link change (errors, koro's canonical command,
+    /// its summary).
+    pub fn words(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(up) = self.up {
+            words.push(if up { "up" } else { "down" }.to_string());
+        }
+        if let Some(mtu) = self.mtu {
+            words.push(format!("mtu {mtu}"));
+        }
+        words
+    }
+}
+
+/// The range of MTUs koko accepts for any link: 68 is the least IPv4
+/// allows (RFC 791), 65535 the most an IFLA_MTU of any link kind here takes.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// Check an MTU against [`MTU_RANGE`] (a usage error naming it otherwise).
+pub fn check_mtu(mtu: u32) -> Result<u32> {
+    if MTU_RANGE.contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(Error::Invalid(format!(
+            "MTU {mtu} is out of range ({} to {})",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        )))
+    }
+}
+
 /// The RTM_SETLINK message applying `change` to link `index`.
 pub fn set_request(index: u32, change: LinkChange) -> LinkMessage {
     let mut msg = LinkMessage::default();
@@ -327,20 +360,9 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
 }
 
 /// "setting link 'l1' in netns 'a' up mtu 1400": what a link change is
-/// doing, for errors (the one wording of it).
+/// doing, for errors.
 pub fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
-    let mut parts = Vec::new();
-    if let Some(up) = change.up {
-        parts.push(if up {
-            "up".to_string()
-        } else {
-            "down".to_string()
-        });
-    }
-    if let Some(mtu) = change.mtu {
-        parts.push(format!("mtu {mtu}"));
-    }
-    format!("setting link '{name}' in {ns} {}", parts.join(" "))
+    format!("setting link '{name}' in {ns} {}", change.words().join(" "))
 }
 
 /// Delete link `name` (a veth's peer goes with it, wherever it lives).

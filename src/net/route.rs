@@ -156,18 +156,7 @@ pub fn parse_destination(text: &str, v6: bool) -> Result<IpNet> {
             }
         },
         Some((addr, len)) => {
-            let ip: IpAddr = addr.parse().map_err(|_| {
-                Error::Invalid(format!(
-                    "route destination '{text}': '{addr}' is not an IPv4 or IPv6 address"
-                ))
-            })?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "route destination '{text}': prefix length '{len}' is not a number from 0 to {max}"
-                ))
-            })?;
-            IpNet::new(ip, len).expect("length checked")
+            super::addr::parse_prefix(addr, len, &format!("route destination '{text}'"))?
         }
     };
     if net.addr() != net.network() {

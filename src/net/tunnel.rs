@@ -185,11 +185,7 @@ impl TunnelKind {
                     ));
                 }
                 if let Some(m) = v.mtu {
-                    if !(68..=65535).contains(&m) {
-                        return Err(Error::Invalid(format!(
-                            "MTU {m} is out of range (68 to 65535)"
-                        )));
-                    }
+                    link::check_mtu(m)?;
                 }
                 if let Some(local) = v.local {
                     if local.is_ipv4() != v.remote.is_ipv4() {

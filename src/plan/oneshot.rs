@@ -29,7 +29,7 @@ use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::net::addr::parse_cidr;
-use crate::net::link::validate_name;
+use crate::net::link::{validate_name, MTU_RANGE};
 use crate::ns::{named, NsSpec};
 
 /// A create endpoint: where, which name, and what to put on the link.
@@ -336,8 +336,14 @@ fn parse_mtu(value: &str, what: &str) -> Result<u32> {
     value
         .parse::<u32>()
         .ok()
-        .filter(|m| (68..=65535).contains(m))
-        .ok_or_else(|| usage(format!("{what}: '{value}' is not an MTU (68 to 65535)")))
+        .filter(|m| MTU_RANGE.contains(m))
+        .ok_or_else(|| {
+            usage(format!(
+                "{what}: '{value}' is not an MTU ({} to {})",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ))
+        })
 }
 
 fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
