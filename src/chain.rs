@@ -254,7 +254,7 @@ fn add_routes(
     let answers = session.block_on(batch::run(requests));
     for ((r, t), answer) in what.into_iter().zip(answers) {
         if let Err(errno) = answer {
-            return Err(route::explain(&t, &r, RouteOp::Add, errno));
+            return Err(route::explain(&t.ns, &r, RouteOp::Add, errno));
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ use nix::errno::Errno;
 
 use super::{link, Target};
 use crate::error::{Error, Result};
+use crate::ns::Namespace;
 
 /// The main routing table (what `ip route` shows and changes by default).
 pub const TABLE_MAIN: u32 = 254;
@@ -258,7 +259,7 @@ pub async fn apply(t: &Target, route: &RouteRequest, op: RouteOp) -> Result<()> 
     t.socket
         .ack(request, op.flags())
         .await
-        .map_err(|errno| explain(t, route, op, errno))
+        .map_err(|errno| explain(&t.ns, route, op, errno))
 }
 
 /// Add a route (fails if the same route exists).
@@ -279,32 +280,32 @@ pub async fn replace(t: &Target, route: &RouteRequest) -> Result<()> {
 
 /// The kernel's refusal in words that name the route and the namespace
 /// (the one translation of a route errno, for single and batched requests).
-pub fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
+pub fn explain(ns: &Namespace, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
     let what = format!("route {route}");
     let cause = match (op, errno) {
         (_, Errno::ENETUNREACH) | (_, Errno::EHOSTUNREACH) if route.via.is_some() => {
-            format!("gateway is not reachable from any address on {}", t.ns)
+            format!("gateway is not reachable from any address on {}", ns)
         }
-        (RouteOp::Add, Errno::EEXIST) => format!("already exists in {}", t.ns),
+        (RouteOp::Add, Errno::EEXIST) => format!("already exists in {}", ns),
         (RouteOp::Del, Errno::ESRCH) | (RouteOp::Del, Errno::ENOENT) => {
-            format!("no such route in {}", t.ns)
+            format!("no such route in {}", ns)
         }
         (_, Errno::ENODEV) => match &route.dev {
-            Some(dev) => return Error::link_not_found(dev.clone(), &t.ns),
-            None => format!("no device for it in {}", t.ns),
+            Some(dev) => return Error::link_not_found(dev.clone(), &ns),
+            None => format!("no device for it in {}", ns),
         },
-        (_, Errno::ENETDOWN) => format!("its device is down in {}", t.ns),
+        (_, Errno::ENETDOWN) => format!("its device is down in {}", ns),
         (_, Errno::EAFNOSUPPORT) | (_, Errno::EOPNOTSUPP) | (_, Errno::EACCES)
             if route.is_ipv6() =>
         {
-            format!("IPv6 is disabled in {}", t.ns)
+            format!("IPv6 is disabled in {}", ns)
         }
         (_, Errno::EINVAL) if route.via.is_some() => format!(
             "the kernel refused the gateway in {} (is it one of the namespace's own addresses?)",
-            t.ns
+            ns
         ),
         _ => {
-            return Error::kernel(format!("{} route {route} in {}", op_verb(op), t.ns), errno);
+            return Error::kernel(format!("{} route {route} in {}", op_verb(op), ns), errno);
         }
     };
     Error::Kernel {
@@ -639,5 +640,32 @@ mod tests {
             r.to_string(),
             "10.9.0.0/24 via 10.0.5.1 dev link1 metric 5 table 100"
         );
+    }
+
+    #[test]
+    fn errnos_become_sentences_about_the_users_objects() {
+        let ns = Namespace::current().unwrap();
+        let mut r = RouteRequest::to("10.0.3.0/24".parse().unwrap());
+        r.via = Some("10.0.1.2".parse().unwrap());
+        r.dev = Some("link1".into());
+        let e = explain(&ns, &r, RouteOp::Add, Errno::ENETUNREACH);
+        assert!(
+            e.to_string()
+                .contains("route 10.0.3.0/24 via 10.0.1.2 dev link1")
+                && e.to_string().contains("gateway is not reachable"),
+            "{e}"
+        );
+        assert_eq!(e.errno(), Some(Errno::ENETUNREACH));
+        let e = explain(&ns, &r, RouteOp::Add, Errno::EEXIST);
+        assert!(e.to_string().contains("already exists"), "{e}");
+        // A missing device is the link's own not-found error (exit 1).
+        let e = explain(&ns, &r, RouteOp::Add, Errno::ENODEV);
+        assert!(e.is_link_not_found(), "{e:?}");
+        assert_eq!(e.exit_code(), 1);
+        let e = explain(&ns, &r, RouteOp::Del, Errno::ESRCH);
+        assert!(e.to_string().contains("no such route"), "{e}");
+        // Anything else still names the operation and the route.
+        let e = explain(&ns, &r, RouteOp::Replace, Errno::EPERM);
+        assert!(e.to_string().contains("replacing route 10.0.3.0/24"), "{e}");
     }
 }
