@@ -291,7 +291,7 @@ pub fn explain(ns: &Namespace, route: &RouteRequest, op: RouteOp, errno: Errno) 
             format!("no such route in {}", ns)
         }
         (_, Errno::ENODEV) => match &route.dev {
-            Some(dev) => return Error::link_not_found(dev.clone(), &ns),
+            Some(dev) => return Error::link_not_found(dev.clone(), ns),
             None => format!("no device for it in {}", ns),
         },
         (_, Errno::ENETDOWN) => format!("its device is down in {}", ns),
