@@ -601,5 +601,9 @@ mod tests {
             vec![Hook::Ingress, Hook::Egress]
         );
         assert_eq!(MirrorDir::parse("sideways"), None);
+        assert_eq!("egress".parse::<MirrorDir>().unwrap(), MirrorDir::Egress);
+        let e = "sideways".parse::<MirrorDir>().unwrap_err();
+        assert!(e.to_string().contains("'sideways'"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 }

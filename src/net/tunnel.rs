@@ -464,6 +464,15 @@ mod tests {
             assert_eq!(MacvlanMode::parse(mode.as_str()), Some(mode));
         }
         assert_eq!(MacvlanMode::parse("fancy"), None);
+        assert_eq!(
+            "Bridge".parse::<MacvlanMode>().unwrap(),
+            MacvlanMode::Bridge
+        );
+        let e = "fancy".parse::<MacvlanMode>().unwrap_err();
+        assert!(
+            e.to_string().contains("'fancy'") && e.to_string().contains(MacvlanMode::NAMES),
+            "{e}"
+        );
     }
 
     #[test]

@@ -91,4 +91,24 @@ mod tests {
             assert!(e.to_string().contains(needle), "{bad}: {e}");
         }
     }
+
+    #[test]
+    fn a_whole_koro_line_parses_into_a_request() {
+        let r = parse(&words("ipnetns router forwarding on")).unwrap();
+        assert_eq!(r.target, NsSpec::Netns("router".into()));
+        assert_eq!(r.command, IpCommand::Forwarding(true));
+        let r = parse(&words(
+            "docker client route add default via 10.0.1.2 dev link1",
+        ))
+        .unwrap();
+        assert_eq!(r.target, NsSpec::Docker("client".into()));
+        assert_eq!(
+            r.command.to_string(),
+            "route add default via 10.0.1.2 dev link1"
+        );
+        // The command is checked too, before anything is looked up.
+        let e = parse(&words("host link set link1")).unwrap_err();
+        assert!(e.to_string().contains("nothing to change"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
 }
