@@ -597,7 +597,7 @@ pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> 
             if let Some(peer_index) = l.link_index {
                 let peer_ns = match l.link_netnsid {
                     None => Some(ns.clone()),
-                    Some(id) => nsid::find(session, &t, &nsid::candidates(), id),
+                    Some(id) => nsid::find(session, &t, nsid::candidates(), id),
                 };
                 if let Some(peer_ns) = peer_ns {
                     let pt = session.target(&peer_ns)?;

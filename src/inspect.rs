@@ -106,7 +106,7 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
                 name: name_of(i),
             }),
             (Some(i), Some(id)) => {
-                let known = candidates.get_or_insert_with(nsid::candidates);
+                let known = candidates.get_or_insert_with(|| nsid::candidates().collect());
                 Some(resolve_peer(session, &t, known, i, id))
             }
         };
@@ -156,7 +156,7 @@ fn resolve_peer(
         namespace_name: None,
         name: None,
     };
-    if let Some(ns) = nsid::find(session, t, known, id) {
+    if let Some(ns) = nsid::find(session, t, known.iter().cloned(), id) {
         report.namespace = Some(ns.to_string());
         report.namespace_name = Some(ns.name().to_string());
         if let Ok(peer_t) = session.target(&ns) {

@@ -58,8 +58,9 @@ pub async fn nsid_of(t: &Target, other: &Namespace) -> Result<Option<i32>> {
 
 /// Every namespace koko can name, each once: the `ip netns` namespaces
 /// first (their names read best), then koko's own, then those of running
-/// processes in pid order. Unreadable entries are skipped: this is a search.
-pub fn candidates() -> Vec<Namespace> {
+/// processes in pid order. Lazy, so a search stops at its match; unreadable
+/// entries are skipped (this is a search, not an inventory).
+pub fn candidates() -> impl Iterator<Item = Namespace> {
     let named = named::list()
         .unwrap_or_default()
         .into_iter()
@@ -77,23 +78,21 @@ pub fn candidates() -> Vec<Namespace> {
     named
         .chain(own)
         .chain(processes)
-        .filter(|ns| seen.insert(ns.id()))
-        .collect()
+        .filter(move |ns| seen.insert(ns.id()))
 }
 
 /// The namespace that `t`'s namespace calls `nsid`, among `candidates`
-/// (see [`candidates`]); None if it is none of them.
+/// (normally [`candidates`]); None if it is none of them.
 pub fn find(
     session: &Session,
     t: &Target,
-    candidates: &[Namespace],
+    candidates: impl IntoIterator<Item = Namespace>,
     nsid: i32,
 ) -> Option<Namespace> {
     candidates
-        .iter()
+        .into_iter()
         .filter(|c| c.id() != t.ns.id())
         .find(|c| session.block_on(nsid_of(t, c)).ok().flatten() == Some(nsid))
-        .cloned()
 }
 
 #[cfg(test)]
