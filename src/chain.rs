@@ -6,10 +6,10 @@
 //!
 //! Built for hundreds of nodes: the missing namespaces are created by one
 //! helper thread, inner nodes get forwarding through
-//! [`connect::set_forwarding`], the links go
-//! through [`connect::veth_many`] and the routes through pipelined requests,
-//! a window of links at a time so that only a window's sockets are open at
-//! once (memory and fds stay flat whatever the length).
+//! [`connect::set_forwarding`], the links go through
+//! [`connect::veth_many`] and the routes through pipelined
+//! [`batch`] operations, a window of links at a time so that only a window's
+//! sockets are open at once (memory and fds stay flat whatever the length).
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -1,6 +1,11 @@
-//! Connecting namespaces: the operations the CLI, the koro grammar and
-//! scripts share. Each one records what it creates in a [`Journal`] so the
-//! caller can roll back (the CLI always does on failure; scripts decide).
+//! Connecting namespaces: the operations the CLI (through
+//! [`crate::plan`]), the koro grammar and scripts share — a veth pair (one
+//! at a time, or many pipelined for chains), a vxlan/vlan/macvlan, a mirror,
+//! deleting a link, forwarding. Each one records what it changes in a
+//! [`Journal`] so the caller can roll back (the CLI always does on failure;
+//! scripts decide), and reports what it made as [`EndReport`] /
+//! [`MirrorReport`], built in one place each. Messages are net's business:
+//! this module asks [`crate::net`] for typed operations.
 
 use ipnet::IpNet;
 
@@ -378,7 +383,7 @@ pub struct TunnelRequest {
 }
 
 /// Create a vxlan/vlan/macvlan: born in the target namespace under its final
-/// name in one request (see [`tunnel`](crate::net::tunnel)), then up, then
+/// name in one request (see [`crate::net::tunnel`]), then up, then
 /// its addresses. On error, whatever was created is in `journal`.
 pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> Result<EndReport> {
     let end = &req.end;
@@ -447,7 +452,7 @@ pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> 
 }
 
 /// Copy the traffic of link `source` (direction `dir`) out through link
-/// `target`, both in `ns` (see [`tc`](crate::net::tc)).
+/// `target`, both in `ns` (see [`crate::net::tc`]).
 #[derive(Debug, Clone)]
 pub struct MirrorRequest {
     pub ns: Namespace,

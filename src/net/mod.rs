@@ -8,9 +8,14 @@
 //! namespace for a whole run; requests to the same namespace are pipelined on
 //! its socket.
 //!
-//! The submodules build typed requests ([`link`], [`addr`], [`route`],
-//! [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring) and translate the
-//! kernel's errno into errors that name the object.
+//! This module is the only place in koko that builds or parses netlink
+//! messages: the submodules turn typed requests ([`link`], [`addr`],
+//! [`route`], [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring,
+//! [`nsid`] for naming a peer's namespace) into messages with pure builders,
+//! send them, parse the answers into plain structs, and translate the
+//! kernel's errno into errors that name the object. [`batch`] pipelines many
+//! typed operations at once. The socket's raw request API is private to
+//! `net`; everything above asks for operations, never for messages.
 
 pub mod addr;
 pub mod batch;
