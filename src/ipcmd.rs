@@ -91,19 +91,7 @@ impl fmt::Display for IpCommand {
                 } else {
                     write!(f, "route {} {}", op.word(), route.dest)?;
                 }
-                if let Some(via) = route.via {
-                    write!(f, " via {via}")?;
-                }
-                if let Some(dev) = &route.dev {
-                    write!(f, " dev {dev}")?;
-                }
-                if let Some(m) = route.metric {
-                    write!(f, " metric {m}")?;
-                }
-                if let Some(t) = route.table {
-                    write!(f, " table {t}")?;
-                }
-                Ok(())
+                write!(f, "{}", route.options_text())
             }
             IpCommand::LinkSet { dev, change } => {
                 write!(f, "link set {dev} {}", change.words().join(" "))

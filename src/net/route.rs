@@ -119,19 +119,29 @@ impl fmt::Display for RouteRequest {
         } else {
             write!(f, "{}", self.dest)?;
         }
+        write!(f, "{}", self.options_text())
+    }
+}
+
+impl RouteRequest {
+    /// Everything after the destination, as `ip route` takes it:
+    /// " via GW dev IF metric N table T" (empty if nothing is set). The one
+    /// wording of a route's options, for messages and koro's canonical form.
+    pub fn options_text(&self) -> String {
+        let mut s = String::new();
         if let Some(via) = self.via {
-            write!(f, " via {via}")?;
+            s += &format!(" via {via}");
         }
         if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
+            s += &format!(" dev {dev}");
         }
         if let Some(m) = self.metric {
-            write!(f, " metric {m}")?;
+            s += &format!(" metric {m}");
         }
         if let Some(t) = self.table {
-            write!(f, " table {t}")?;
+            s += &format!(" table {t}");
         }
-        Ok(())
+        s
     }
 }
 
