@@ -43,7 +43,7 @@ pub fn parse_prefix(addr: &str, len: &str, what: &str) -> Result<IpNet> {
 }
 
 /// The RTM_NEWADDR / RTM_DELADDR body for `addr` on link `index`.
-pub fn address_message(index: u32, addr: IpNet) -> AddressMessage {
+pub(in crate::net) fn address_message(index: u32, addr: IpNet) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.index = index;
     msg.header.prefix_len = addr.prefix_len();

@@ -11,8 +11,8 @@
 //!
 //! Callers outside `net` say *what* to do with a typed [`Op`]; the netlink
 //! message is built here, by the same pure builders the one-at-a-time
-//! functions use ([`link::veth_request`], [`link::set_request`],
-//! [`addr::address_message`], [`route::route_message`]), and link dumps
+//! functions use (`link::veth_request`, `link::set_request`,
+//! `addr::address_message`, `route::route_message`), and link dumps
 //! are parsed by [`LinkState`]'s own parser.
 //!
 //! Requests may go to many sockets (namespaces) at once; each socket keeps
@@ -40,7 +40,7 @@ pub const CHUNK: usize = 256;
 pub enum Op {
     /// Create a veth pair: `name` in the target's namespace, `peer` in the
     /// namespace behind `peer_ns_fd` (which must stay open until the batch
-    /// is answered). See [`link::veth_request`].
+    /// is answered). See `link::veth_request`.
     CreateVeth {
         name: String,
         peer: String,
@@ -75,7 +75,7 @@ pub enum Answer {
 pub type Answers = Vec<Result<Answer, Errno>>;
 
 /// The message and netlink flags of `op`.
-pub fn message(op: &Op) -> (RouteNetlinkMessage, u16) {
+pub(in crate::net) fn message(op: &Op) -> (RouteNetlinkMessage, u16) {
     match op {
         Op::CreateVeth {
             name,

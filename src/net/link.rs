@@ -143,7 +143,7 @@ impl Default for VethOptions {
 /// The RTM_NEWLINK message for a veth pair: end `name` in the namespace of
 /// the socket it is sent on, end `peer` in the namespace behind `peer_ns_fd`.
 /// The first end is created up; both get the same MTU and group.
-pub fn veth_request(
+pub(in crate::net) fn veth_request(
     name: &str,
     peer: &str,
     peer_ns_fd: RawFd,
@@ -323,7 +323,7 @@ pub fn check_mtu(mtu: u32) -> Result<u32> {
 }
 
 /// The RTM_SETLINK message applying `change` to link `index`.
-pub fn set_request(index: u32, change: LinkChange) -> LinkMessage {
+pub(in crate::net) fn set_request(index: u32, change: LinkChange) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     if let Some(up) = change.up {

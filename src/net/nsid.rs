@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::ns::{named, Namespace};
 
 /// The RTM_GETNSID message asking for the nsid of the namespace behind `fd`.
-pub fn get_request(fd: RawFd) -> NsidMessage {
+pub(in crate::net) fn get_request(fd: RawFd) -> NsidMessage {
     let mut msg = NsidMessage::default();
     msg.attributes.push(NsidAttribute::Fd(fd as u32));
     msg

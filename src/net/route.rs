@@ -4,7 +4,7 @@
 //! [metric N] [table N]`. It is validated before anything is sent (host bits
 //! in the destination, a gateway of the other family, a route with neither
 //! gateway nor device are usage errors), turned into one `RTM_NEWROUTE` /
-//! `RTM_DELROUTE` by the pure [`route_message`], and the kernel's errno is
+//! `RTM_DELROUTE` by the pure `route_message`, and the kernel's errno is
 //! translated into words that name the route and the namespace: the kernel
 //! says `ENETUNREACH`, koko says "gateway is not reachable from any address
 //! on netns 'client'".
@@ -212,7 +212,11 @@ impl RouteOp {
 /// scope link for a route without gateway, table in the header when it fits
 /// in a byte and always in RTA_TABLE. A delete uses scope "nowhere" and no
 /// protocol so it matches the route whatever made it.
-pub fn route_message(route: &RouteRequest, oif: Option<u32>, op: RouteOp) -> RouteMessage {
+pub(in crate::net) fn route_message(
+    route: &RouteRequest,
+    oif: Option<u32>,
+    op: RouteOp,
+) -> RouteMessage {
     let table = route.table.unwrap_or(TABLE_MAIN);
     let mut msg = RouteMessage::default();
     msg.header.address_family = route.family();

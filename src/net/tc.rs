@@ -130,7 +130,7 @@ impl Hook {
 }
 
 /// RTM_NEWQDISC for a clsact qdisc on `ifindex`.
-pub fn clsact_request(ifindex: u32) -> TcMessage {
+pub(in crate::net) fn clsact_request(ifindex: u32) -> TcMessage {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.handle = CLSACT_HANDLE;
     msg.header.parent = TcHandle::CLSACT;
@@ -140,7 +140,11 @@ pub fn clsact_request(ifindex: u32) -> TcMessage {
 
 /// RTM_NEWTFILTER: on `src_index`'s `hook`, match every packet and mirror a
 /// copy out of `target_index`, marked with koko's cookie.
-pub fn mirror_filter_request(src_index: u32, hook: Hook, target_index: u32) -> TcMessage {
+pub(in crate::net) fn mirror_filter_request(
+    src_index: u32,
+    hook: Hook,
+    target_index: u32,
+) -> TcMessage {
     let mut msg = TcMessage::with_index(src_index as i32);
     msg.header.parent = hook.parent();
     // tcm_info = priority (high 16 bits, 0: the kernel picks) | protocol.

@@ -208,7 +208,7 @@ impl TunnelKind {
 /// The RTM_NEWLINK that creates link `name` of `kind` on the parent with
 /// ifindex `parent_index` (in the namespace the request is sent in), born in
 /// the namespace behind `target_ns_fd` (or beside its parent when `None`).
-pub fn create_request(
+pub(in crate::net) fn create_request(
     name: &str,
     parent_index: u32,
     target_ns_fd: Option<RawFd>,
