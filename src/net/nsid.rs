@@ -66,14 +66,13 @@ pub fn candidates() -> impl Iterator<Item = Namespace> {
         .into_iter()
         .filter_map(|n| Namespace::netns(&n).ok());
     let own = Namespace::current().ok();
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+    // /proc lists processes in pid order; read it lazily.
+    let processes = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .collect();
-    pids.sort_unstable();
-    let processes = pids.into_iter().filter_map(|pid| Namespace::pid(pid).ok());
+        .filter_map(|pid| Namespace::pid(pid).ok());
     let mut seen = HashSet::new();
     named
         .chain(own)
