@@ -5,10 +5,11 @@
 //! the chain and inner nodes a route to every subnet not adjacent to them.
 //!
 //! Built for hundreds of nodes: the missing namespaces are created by one
-//! helper thread (forwarding set while it is inside each), the links go
-//! through [`connect::veth_many`] and the routes through pipelined requests,
-//! a window of links at a time so that only a window's sockets are open at
-//! once (memory and fds stay flat whatever the length).
+//! helper thread, inner nodes get forwarding through
+//! [`connect::set_forwarding`], the links go through
+//! [`connect::veth_many`] and the routes through pipelined
+//! [`batch`] operations, a window of links at a time so that only a window's
+//! sockets are open at once (memory and fds stay flat whatever the length).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -17,10 +18,10 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::connect::{self, EndRequest, VethRequest};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
-use crate::net::batch::{self, Request};
+use crate::net::batch::{self, Op, Request};
 use crate::net::link::VethOptions;
 use crate::net::route::{self, RouteOp, RouteRequest};
-use crate::net::{sysctl, Session};
+use crate::net::Session;
 use crate::ns::{named, Namespace};
 
 /// How many links are built before the sockets of finished nodes are closed.
@@ -131,16 +132,7 @@ pub fn build(
         }
     }
     let missing_names: Vec<String> = missing.iter().map(|&i| names[i].clone()).collect();
-    let created = named::create_many(&missing_names, |k| {
-        let i = missing[k];
-        if i == 0 || i == last {
-            return Ok(());
-        }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-        // No IPv6 in this kernel: nothing to forward.
-        let _ = std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1");
-        Ok(())
-    })?;
+    let created = named::create_many(&missing_names, |_| Ok(()))?;
     for (k, ns) in created.into_iter().enumerate() {
         journal.record(
             format!("netns '{}'", missing_names[k]),
@@ -151,28 +143,10 @@ pub fn build(
         nodes[missing[k]] = Some(ns);
     }
     let nodes: Vec<Namespace> = nodes.into_iter().map(|n| n.expect("every node")).collect();
-    // Forwarding on inner nodes that existed already (recorded, restored on undo).
-    for (i, ns) in nodes.iter().enumerate() {
-        if i == 0 || i == last || missing.binary_search(&i).is_ok() {
-            continue;
-        }
-        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-            let old = match sysctl::write(ns, key, "1") {
-                Ok(old) => old,
-                Err(Error::NotFound { .. }) if key.contains("ipv6") => continue,
-                Err(e) => return Err(e),
-            };
-            if old != "1" {
-                journal.record(
-                    format!("sysctl {key}=1 in {ns}"),
-                    Undo::RestoreSysctl {
-                        ns: ns.clone(),
-                        key: key.into(),
-                        value: old,
-                    },
-                );
-            }
-        }
+    // Forwarding on every inner node (what changes is journaled; in a
+    // namespace this run created, undo deletes the namespace anyway).
+    for ns in &nodes[1..last] {
+        connect::set_forwarding(session, journal, ns, true)?;
     }
 
     // Links and routes, a window at a time. ifindex of each node's left
@@ -268,29 +242,19 @@ fn add_routes(
         }
         for (r, oif) in routes {
             requests.push(Request {
-                socket: t.socket.clone(),
-                message: netlink_packet_route::RouteNetlinkMessage::NewRoute(route::route_message(
-                    &r,
-                    Some(oif),
-                    RouteOp::Add,
-                )),
-                flags: RouteOp::Add.flags() | netlink_packet_core::NLM_F_ACK,
+                target: t.clone(),
+                op: Op::AddRoute {
+                    route: r.clone(),
+                    oif,
+                },
             });
-            what.push((r, nodes[i].clone()));
+            what.push((r, t.clone()));
         }
     }
     let answers = session.block_on(batch::run(requests));
-    for ((r, ns), answer) in what.into_iter().zip(answers) {
+    for ((r, t), answer) in what.into_iter().zip(answers) {
         if let Err(errno) = answer {
-            return Err(Error::kernel(
-                format!(
-                    "adding route {} via {} dev {} in {ns}",
-                    r.dest,
-                    r.via.map(|v| v.to_string()).unwrap_or_default(),
-                    r.dev.unwrap_or_default()
-                ),
-                errno,
-            ));
+            return Err(route::explain(&t.ns, &r, RouteOp::Add, errno));
         }
     }
     Ok(())

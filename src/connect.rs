@@ -1,6 +1,11 @@
-//! Connecting namespaces: the operations the CLI, the koro grammar and
-//! scripts share. Each one records what it creates in a [`Journal`] so the
-//! caller can roll back (the CLI always does on failure; scripts decide).
+//! Connecting namespaces: the operations the CLI (through
+//! [`crate::plan`]), the koro grammar and scripts share — a veth pair (one
+//! at a time, or many pipelined for chains), a vxlan/vlan/macvlan, a mirror,
+//! deleting a link, forwarding. Each one records what it changes in a
+//! [`Journal`] so the caller can roll back (the CLI always does on failure;
+//! scripts decide), and reports what it made as [`EndReport`] /
+//! [`MirrorReport`], built in one place each. Messages are net's business:
+//! this module asks [`crate::net`] for typed operations.
 
 use ipnet::IpNet;
 
@@ -9,7 +14,7 @@ use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
 use crate::net::tc::{self, MirrorDir};
 use crate::net::tunnel::{self, TunnelKind};
-use crate::net::{addr, Session};
+use crate::net::{addr, nsid, sysctl, Session};
 use crate::ns::Namespace;
 
 /// One end of a veth pair to create.
@@ -36,6 +41,24 @@ pub struct EndReport {
     pub link: String,
     pub ifindex: u32,
     pub addresses: Vec<String>,
+    /// The namespace in words ("netns 'a'"), for text output only.
+    #[serde(skip)]
+    pub place: String,
+}
+
+impl EndReport {
+    /// The report of end `end`, created with ifindex `ifindex`: the one
+    /// place an endpoint's report is built (veth, veth_many, tunnel).
+    pub fn new(end: &EndRequest, ifindex: u32) -> EndReport {
+        EndReport {
+            namespace: end.ns.name().to_string(),
+            kind: end.ns.kind().as_str(),
+            link: end.name.clone(),
+            ifindex,
+            addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
+            place: end.ns.to_string(),
+        }
+    }
 }
 
 /// Create a veth pair with both ends up and their addresses. On error,
@@ -93,13 +116,7 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         for cidr in &end.addrs {
             session.block_on(addr::add(t, &end.name, *cidr))?;
         }
-        reports.push(EndReport {
-            namespace: end.ns.name().to_string(),
-            kind: end.ns.kind().as_str(),
-            link: end.name.clone(),
-            ifindex: state.index,
-            addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-        });
+        reports.push(EndReport::new(end, state.index));
     }
     // "Both ends up" means usable: wait for linkwatch to have activated
     // both (normally a few ms; never fails the request).
@@ -127,12 +144,7 @@ fn validate_veth(req: &VethRequest) -> Result<()> {
             a.name, a.ns
         )));
     }
-    if req.options.mtu < 68 || req.options.mtu > 65535 {
-        return Err(Error::Invalid(format!(
-            "MTU {} is out of range for a veth (68 to 65535)",
-            req.options.mtu
-        )));
-    }
+    link::check_mtu(req.options.mtu)?;
     Ok(())
 }
 
@@ -172,10 +184,10 @@ pub fn veth_many(
     journal: &mut Journal,
     reqs: &[VethRequest],
 ) -> Result<Vec<[EndReport; 2]>> {
-    use crate::net::batch::{self, Request};
-    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-    use netlink_packet_route::link::LinkMessage;
-    use netlink_packet_route::RouteNetlinkMessage;
+    use crate::net::batch::{self, Answer, Op, Request};
+    use crate::net::Target;
+    use crate::ns::NsId;
+    use std::collections::hash_map::Entry;
     use std::collections::{HashMap, HashSet};
     use std::os::fd::AsRawFd;
 
@@ -192,10 +204,10 @@ pub fn veth_many(
             }
         }
     }
-    let mut targets: HashMap<crate::ns::NsId, crate::net::Target> = HashMap::new();
+    let mut targets: HashMap<NsId, Target> = HashMap::new();
     for req in reqs {
         for end in [&req.a, &req.b] {
-            if let std::collections::hash_map::Entry::Vacant(slot) = targets.entry(end.ns.id()) {
+            if let Entry::Vacant(slot) = targets.entry(end.ns.id()) {
                 slot.insert(session.target(&end.ns)?);
             }
         }
@@ -206,21 +218,20 @@ pub fn veth_many(
     for chunk in reqs.chunks(batch::CHUNK) {
         let mut fds = HashMap::new();
         for req in chunk {
-            if let std::collections::hash_map::Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
+            if let Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
                 slot.insert(req.b.ns.open()?);
             }
         }
         let requests = chunk
             .iter()
             .map(|req| Request {
-                socket: targets[&req.a.ns.id()].socket.clone(),
-                message: RouteNetlinkMessage::NewLink(link::veth_request(
-                    &req.a.name,
-                    &req.b.name,
-                    fds[&req.b.ns.id()].as_raw_fd(),
-                    &req.options,
-                )),
-                flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                target: targets[&req.a.ns.id()].clone(),
+                op: Op::CreateVeth {
+                    name: req.a.name.clone(),
+                    peer: req.b.name.clone(),
+                    peer_ns_fd: fds[&req.b.ns.id()].as_raw_fd(),
+                    options: req.options.clone(),
+                },
             })
             .collect();
         let answers = session.block_on(batch::run(requests));
@@ -240,33 +251,24 @@ pub fn veth_many(
     }
 
     // 2. One dump per namespace: name -> (ifindex, up).
-    let order: Vec<crate::ns::NsId> = targets.keys().copied().collect();
+    let order: Vec<NsId> = targets.keys().copied().collect();
     let dumps = session.block_on(batch::run(
         order
             .iter()
             .map(|id| Request {
-                socket: targets[id].socket.clone(),
-                message: RouteNetlinkMessage::GetLink(LinkMessage::default()),
-                flags: NLM_F_DUMP,
+                target: targets[id].clone(),
+                op: Op::ListLinks,
             })
             .collect(),
     ));
-    let mut index: HashMap<(crate::ns::NsId, String), (u32, bool)> = HashMap::new();
+    let mut index: HashMap<(NsId, String), (u32, bool)> = HashMap::new();
     for (id, dump) in order.iter().zip(dumps) {
-        let answers = dump.map_err(|errno| {
+        let answer = dump.map_err(|errno| {
             Error::kernel(format!("listing links of {}", targets[id].ns), errno)
         })?;
-        for m in answers {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                let up = l
-                    .header
-                    .flags
-                    .contains(netlink_packet_route::link::LinkFlags::Up);
-                for attr in &l.attributes {
-                    if let netlink_packet_route::link::LinkAttribute::IfName(n) = attr {
-                        index.insert((*id, n.clone()), (l.header.index, up));
-                    }
-                }
+        if let Answer::Links(links) = answer {
+            for l in links {
+                index.insert((*id, l.name), (l.index, l.up));
             }
         }
     }
@@ -284,32 +286,31 @@ pub fn veth_many(
     for req in reqs {
         for end in [&req.a, &req.b] {
             let (ifindex, up) = lookup(end)?;
-            let socket = targets[&end.ns.id()].socket.clone();
+            let target = &targets[&end.ns.id()];
             if !up {
+                let change = link::LinkChange {
+                    up: Some(true),
+                    mtu: None,
+                };
                 requests.push(Request {
-                    socket: socket.clone(),
-                    message: RouteNetlinkMessage::SetLink(link::set_request(
-                        ifindex,
-                        link::LinkChange {
-                            up: Some(true),
-                            mtu: None,
-                        },
-                    )),
-                    flags: NLM_F_ACK,
+                    target: target.clone(),
+                    op: Op::SetLink {
+                        index: ifindex,
+                        change,
+                    },
                 });
-                purposes.push((
-                    format!("setting link '{}' in {} up", end.name, end.ns),
-                    None,
-                ));
+                purposes.push((link::describe_change(&end.name, &end.ns, change), None));
             }
             for cidr in &end.addrs {
                 if cidr.addr().is_ipv6() {
-                    crate::net::sysctl::enable_ipv6_on(&end.ns, &end.name)?;
+                    sysctl::enable_ipv6_on(&end.ns, &end.name)?;
                 }
                 requests.push(Request {
-                    socket: socket.clone(),
-                    message: RouteNetlinkMessage::NewAddress(addr::address_message(ifindex, *cidr)),
-                    flags: NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                    target: target.clone(),
+                    op: Op::AddAddress {
+                        index: ifindex,
+                        addr: *cidr,
+                    },
                 });
                 purposes.push((
                     format!("adding address {cidr} to '{}' in {}", end.name, end.ns),
@@ -334,16 +335,10 @@ pub fn veth_many(
 
     let mut reports = Vec::with_capacity(reqs.len());
     for req in reqs {
-        let report = |end: &EndRequest| -> Result<EndReport> {
-            Ok(EndReport {
-                namespace: end.ns.name().to_string(),
-                kind: end.ns.kind().as_str(),
-                link: end.name.clone(),
-                ifindex: lookup(end)?.0,
-                addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-            })
-        };
-        reports.push([report(&req.a)?, report(&req.b)?]);
+        reports.push([
+            EndReport::new(&req.a, lookup(&req.a)?.0),
+            EndReport::new(&req.b, lookup(&req.b)?.0),
+        ]);
     }
     Ok(reports)
 }
@@ -388,7 +383,7 @@ pub struct TunnelRequest {
 }
 
 /// Create a vxlan/vlan/macvlan: born in the target namespace under its final
-/// name in one request (see [`tunnel`](crate::net::tunnel)), then up, then
+/// name in one request (see [`crate::net::tunnel`]), then up, then
 /// its addresses. On error, whatever was created is in `journal`.
 pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> Result<EndReport> {
     let end = &req.end;
@@ -453,23 +448,52 @@ pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> 
     for cidr in &end.addrs {
         session.block_on(addr::add(&t, &end.name, *cidr))?;
     }
-    Ok(EndReport {
-        namespace: end.ns.name().to_string(),
-        kind: end.ns.kind().as_str(),
-        link: end.name.clone(),
-        ifindex: state.index,
-        addresses: end.addrs.iter().map(|a| a.to_string()).collect(),
-    })
+    Ok(EndReport::new(end, state.index))
 }
 
 /// Copy the traffic of link `source` (direction `dir`) out through link
-/// `target`, both in `ns` (see [`tc`](crate::net::tc)).
+/// `target`, both in `ns` (see [`crate::net::tc`]).
 #[derive(Debug, Clone)]
 pub struct MirrorRequest {
     pub ns: Namespace,
     pub source: String,
     pub dir: MirrorDir,
     pub target: String,
+}
+
+/// A mirror as installed, for reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirrorReport {
+    pub namespace: String,
+    pub source: String,
+    pub direction: &'static str,
+    pub target: String,
+    /// The namespace in words, for text output only.
+    #[serde(skip)]
+    pub place: String,
+}
+
+impl MirrorReport {
+    /// "Mirror both of eth0 to link1 in netns 'a'...done"
+    pub fn line(&self) -> String {
+        format!(
+            "Mirror {} of {} to {} in {}...done",
+            self.direction, self.source, self.target, self.place
+        )
+    }
+}
+
+impl MirrorRequest {
+    /// What a report says about this mirror once installed.
+    pub fn report(&self) -> MirrorReport {
+        MirrorReport {
+            namespace: self.ns.name().to_string(),
+            source: self.source.clone(),
+            direction: self.dir.as_str(),
+            target: self.target.clone(),
+            place: self.ns.to_string(),
+        }
+    }
 }
 
 /// Install a mirror; recorded in `journal` (the clsact qdisc too, if koko
@@ -518,6 +542,52 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
     ))
 }
 
+/// What [`set_forwarding`] did: the families it set ("IPv4", "IPv6"; a
+/// kernel without IPv6 has only the first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forwarding {
+    pub on: bool,
+    pub families: Vec<&'static str>,
+}
+
+/// Turn IPv4 and IPv6 forwarding on or off in `ns`: the one implementation
+/// behind koro's `forwarding on|off`, scripts' `ns.forwarding(bool)` and the
+/// inner nodes of a chain. A kernel without IPv6 is not an error (there is
+/// nothing to forward). Only a value that actually changed is journaled, so
+/// an undo never "restores" what this run did not touch. The session is
+/// taken like every operation's here; sysctls need no socket.
+pub fn set_forwarding(
+    _session: &Session,
+    journal: &mut Journal,
+    ns: &Namespace,
+    on: bool,
+) -> Result<Forwarding> {
+    let value = if on { "1" } else { "0" };
+    let mut families = Vec::with_capacity(2);
+    for (key, old) in sysctl::set_forwarding(ns, on)? {
+        if old != value {
+            journal.record(
+                format!("sysctl {key} in {ns}"),
+                Undo::RestoreSysctl {
+                    ns: ns.clone(),
+                    key: key.into(),
+                    value: old,
+                },
+            );
+        }
+        families.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
+    }
+    Ok(Forwarding { on, families })
+}
+
+impl Forwarding {
+    /// "IPv4 and IPv6 forwarding on in netns 'r'" (koro's summary line).
+    pub fn line(&self, ns: &Namespace) -> String {
+        let word = if self.on { "on" } else { "off" };
+        format!("{} forwarding {word} in {ns}", self.families.join(" and "))
+    }
+}
+
 /// Delete link `name` in `ns` (a veth's peer goes with it). First removes
 /// the mirror filters koko installed that copy to this link, in `ns` (a
 /// mirror's source is always in the same namespace as its target), and for a
@@ -532,7 +602,7 @@ pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> 
             if let Some(peer_index) = l.link_index {
                 let peer_ns = match l.link_netnsid {
                     None => Some(ns.clone()),
-                    Some(nsid) => namespace_of_nsid(session, &t, nsid),
+                    Some(id) => nsid::find(session, &t, nsid::candidates(), id),
                 };
                 if let Some(peer_ns) = peer_ns {
                     let pt = session.target(&peer_ns)?;
@@ -542,45 +612,4 @@ pub fn delete_link(session: &Session, ns: &Namespace, name: &str) -> Result<()> 
         }
     }
     session.block_on(link::delete(&t, name))
-}
-
-/// Find the namespace that `t`'s namespace calls `nsid`, among the named
-/// namespaces and those of running processes (a veth's peer is only known by
-/// that number). `None` if it is none of them: best effort, it only serves
-/// the mirror cleanup.
-fn namespace_of_nsid(session: &Session, t: &crate::net::Target, nsid: i32) -> Option<Namespace> {
-    use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-    use netlink_packet_route::RouteNetlinkMessage;
-    use std::os::fd::AsRawFd;
-
-    let named = crate::ns::named::list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| Namespace::netns(&n).ok());
-    let pids = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter_map(|pid| Namespace::pid(pid).ok());
-    let mut seen = std::collections::HashSet::new();
-    for candidate in named.chain(pids) {
-        if !seen.insert(candidate.id()) || candidate.id() == t.ns.id() {
-            continue;
-        }
-        let Ok(fd) = candidate.open() else { continue };
-        let mut msg = NsidMessage::default();
-        msg.attributes
-            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
-        let answers = session.block_on(t.socket.request(RouteNetlinkMessage::GetNsId(msg), 0));
-        drop(fd);
-        let found = answers.ok().into_iter().flatten().any(|m| match m {
-            RouteNetlinkMessage::NewNsId(m) => m.attributes.contains(&NsidAttribute::Id(nsid)),
-            _ => false,
-        });
-        if found {
-            return Some(candidate);
-        }
-    }
-    None
 }

@@ -1,26 +1,21 @@
 //! What is in a namespace: links, addresses and routes, read from the kernel
 //! (`koko show`, and later scripts' `ns.links()` / `ns.routes()`).
 //!
-//! For a veth the kernel tells where the peer is: its ifindex (IFLA_LINK)
-//! and, when it lives in another namespace, that namespace's *nsid* as seen
-//! from here (IFLA_LINK_NETNSID). An nsid is a small number local to the
-//! namespace that reports it, not a name. To put a name on it, koko asks the
-//! kernel (RTM_GETNSID with a namespace fd) which nsid each namespace it
-//! knows about has from here: every `ip netns` namespace and koko's own. A
-//! match gives the namespace, and an index lookup there gives the peer's
-//! name. A peer in a namespace koko cannot name (a container's, say) is
-//! shown as "ifindex N in nsid M".
+//! For a veth (or a vlan/macvlan) the kernel tells where the peer (or
+//! parent) is: its ifindex and, when it lives in another namespace, that
+//! namespace's nsid as seen from here. [`crate::net::nsid`] puts a name on
+//! the nsid, searching the same namespaces that link deletion searches
+//! (`ip netns` ones, koko's own, those of running processes), so `koko
+//! show` and `koko -D` always agree about a peer. A peer in a namespace
+//! none of those is (one held only by a bind mount elsewhere, say) is shown
+//! as "ifindex N in nsid M".
 
-use std::os::fd::AsRawFd;
-
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-use netlink_packet_route::RouteNetlinkMessage;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net::route::RouteState;
-use crate::net::{addr, link, route, Session, Target};
-use crate::ns::{named, Namespace};
+use crate::net::{addr, link, nsid, route, Session, Target};
+use crate::ns::Namespace;
+
+pub use crate::net::nsid::nsid_of;
 
 /// One namespace's network configuration.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -111,7 +106,7 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
                 name: name_of(i),
             }),
             (Some(i), Some(id)) => {
-                let known = candidates.get_or_insert_with(known_namespaces);
+                let known = candidates.get_or_insert_with(|| nsid::candidates().collect());
                 Some(resolve_peer(session, &t, known, i, id))
             }
         };
@@ -147,89 +142,32 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
     })
 }
 
-/// The namespaces koko can name: every `ip netns` one and its own.
-fn known_namespaces() -> Vec<Namespace> {
-    let mut out: Vec<Namespace> = named::list()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| Namespace::netns(n).ok())
-        .collect();
-    if let Ok(me) = Namespace::current() {
-        out.push(me);
-    }
-    out
-}
-
 fn resolve_peer(
     session: &Session,
     t: &Target,
     known: &[Namespace],
     ifindex: u32,
-    nsid: i32,
+    id: i32,
 ) -> PeerReport {
     let mut report = PeerReport {
         ifindex,
-        nsid: Some(nsid),
+        nsid: Some(id),
         namespace: None,
         namespace_name: None,
         name: None,
     };
-    for ns in known {
-        if *ns == t.ns {
-            continue;
-        }
-        if session.block_on(nsid_of(t, ns)).ok().flatten() != Some(nsid) {
-            continue;
-        }
+    if let Some(ns) = nsid::find(session, t, known.iter().cloned(), id) {
         report.namespace = Some(ns.to_string());
         report.namespace_name = Some(ns.name().to_string());
-        if let Ok(peer_t) = session.target(ns) {
-            report.name = session.block_on(link_name(&peer_t, ifindex)).ok().flatten();
+        if let Ok(peer_t) = session.target(&ns) {
+            report.name = session
+                .block_on(link::get_by_index(&peer_t, ifindex))
+                .ok()
+                .flatten()
+                .map(|l| l.name);
         }
-        break;
     }
     report
-}
-
-/// The nsid `other` has as seen from `t`'s namespace (None if unassigned).
-pub async fn nsid_of(t: &Target, other: &Namespace) -> Result<Option<i32>> {
-    let fd = other.open()?;
-    let mut msg = NsidMessage::default();
-    msg.attributes
-        .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
-    let answers = t
-        .socket
-        .request(RouteNetlinkMessage::GetNsId(msg), 0)
-        .await
-        .map_err(|errno| {
-            Error::kernel(format!("asking {} for the nsid of {other}", t.ns), errno)
-        })?;
-    drop(fd);
-    Ok(answers.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
-            NsidAttribute::Id(id) if *id >= 0 => Some(*id),
-            _ => None,
-        }),
-        _ => None,
-    }))
-}
-
-/// The name of link `index` in `t`'s namespace.
-async fn link_name(t: &Target, index: u32) -> Result<Option<String>> {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    let answers = t
-        .socket
-        .request(RouteNetlinkMessage::GetLink(msg), 0)
-        .await
-        .map_err(|errno| Error::kernel(format!("looking up ifindex {index} in {}", t.ns), errno))?;
-    Ok(answers.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        }),
-        _ => None,
-    }))
 }
 
 impl NsReport {

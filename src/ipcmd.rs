@@ -20,6 +20,7 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+use crate::connect;
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, LinkChange};
@@ -90,29 +91,10 @@ impl fmt::Display for IpCommand {
                 } else {
                     write!(f, "route {} {}", op.word(), route.dest)?;
                 }
-                if let Some(via) = route.via {
-                    write!(f, " via {via}")?;
-                }
-                if let Some(dev) = &route.dev {
-                    write!(f, " dev {dev}")?;
-                }
-                if let Some(m) = route.metric {
-                    write!(f, " metric {m}")?;
-                }
-                if let Some(t) = route.table {
-                    write!(f, " table {t}")?;
-                }
-                Ok(())
+                write!(f, "{}", route.options_text())
             }
             IpCommand::LinkSet { dev, change } => {
-                write!(f, "link set {dev}")?;
-                if let Some(up) = change.up {
-                    write!(f, " {}", if up { "up" } else { "down" })?;
-                }
-                if let Some(mtu) = change.mtu {
-                    write!(f, " mtu {mtu}")?;
-                }
-                Ok(())
+                write!(f, "link set {dev} {}", change.words().join(" "))
             }
             IpCommand::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
             IpCommand::Forwarding(on) => write!(f, "forwarding {}", if *on { "on" } else { "off" }),
@@ -391,9 +373,11 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
             "mtu" => {
                 w.once(&change.mtu, "mtu")?;
                 let m = parse_number("mtu", w.value("mtu", "a number")?)?;
-                if !(68..=65535).contains(&m) {
+                if !link::MTU_RANGE.contains(&m) {
                     return Err(Error::Invalid(format!(
-                        "'mtu {m}': an MTU is from 68 to 65535"
+                        "'mtu {m}': an MTU is from {} to {}",
+                        link::MTU_RANGE.start(),
+                        link::MTU_RANGE.end()
                     )));
                 }
                 change.mtu = Some(m);
@@ -552,16 +536,10 @@ pub fn apply(
                     change: restore,
                 },
             );
-            let mut done = Vec::new();
-            if let Some(up) = change.up {
-                done.push(if up {
-                    "up".to_string()
-                } else {
-                    "down".to_string()
-                });
-            }
-            if let Some(mtu) = change.mtu {
-                done.push(format!("mtu {mtu} (was {})", before.mtu));
+            let mut done = change.words();
+            if let (Some(_), Some(last)) = (change.mtu, done.last_mut()) {
+                // The MTU is always the last word.
+                *last += &format!(" (was {})", before.mtu);
             }
             Ok(format!("set link {dev} in {ns} {}", done.join(", ")))
         }
@@ -578,28 +556,7 @@ pub fn apply(
             Ok(format!("set {key}={value} in {ns} (was {old})"))
         }
         IpCommand::Forwarding(on) => {
-            let value = if *on { "1" } else { "0" };
-            let mut set = Vec::new();
-            for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-                match sysctl::write(ns, key, value) {
-                    Ok(old) => {
-                        journal.record(
-                            format!("sysctl {key} in {ns}"),
-                            Undo::RestoreSysctl {
-                                ns: ns.clone(),
-                                key: key.into(),
-                                value: old,
-                            },
-                        );
-                        set.push(if key.contains("ipv4") { "IPv4" } else { "IPv6" });
-                    }
-                    // A kernel without IPv6 has no IPv6 forwarding to set.
-                    Err(Error::NotFound { .. }) if key.contains("ipv6") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let word = if *on { "on" } else { "off" };
-            Ok(format!("{} forwarding {word} in {ns}", set.join(" and ")))
+            Ok(connect::set_forwarding(session, journal, ns, *on)?.line(ns))
         }
     }
 }

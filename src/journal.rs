@@ -211,19 +211,56 @@ impl Journal {
     }
 }
 
-/// Carry out one undo step. Something already gone (its namespace, its
-/// link) counts as undone.
+/// Whether `error`, met while undoing `undo`, only says that the object is
+/// already gone (with its namespace, its link, or removed by someone else):
+/// then the step counts as undone. Kept apart from the kernel calls so the
+/// rule is testable on its own.
+pub fn already_gone(undo: &Undo, error: &Error) -> bool {
+    use nix::errno::Errno;
+    let errno = match error {
+        Error::Kernel { errno, .. } => *errno,
+        _ => None,
+    };
+    match undo {
+        Undo::DeleteLink { .. }
+        | Undo::DeleteVeth { .. }
+        | Undo::RestoreLink { .. }
+        | Undo::Plug { .. } => error.is_link_not_found(),
+        Undo::DeleteAddress { .. } => {
+            error.is_link_not_found() || errno == Some(Errno::EADDRNOTAVAIL)
+        }
+        Undo::DeleteRoute { .. } => {
+            error.is_link_not_found() || matches!(errno, Some(Errno::ESRCH | Errno::ENOENT))
+        }
+        Undo::DeleteNamespace { .. } => error.is_namespace_not_found(),
+        Undo::RestoreSysctl { .. }
+        | Undo::StopServer(_)
+        | Undo::StopFlap(_)
+        | Undo::DeleteMirror { .. }
+        | Undo::RestoreRoute { .. }
+        | Undo::RestoreTc { .. }
+        | Undo::Unblackhole { .. } => false,
+    }
+}
+
+/// Carry out one undo step; something already gone counts as undone.
 pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
+    match undo_step(session, undo) {
+        Err(e) if already_gone(undo, &e) => Ok(()),
+        other => other,
+    }
+}
+
+/// Carry out one inverse step. A step in a namespace that no longer exists
+/// is done: everything in it went with it.
+fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
     match undo {
         Undo::DeleteLink { ns, name } | Undo::DeleteVeth { ns, name, .. } => {
             if !ns.exists() {
-                return Ok(()); // the namespace, and the link with it, is gone
+                return Ok(());
             }
             let t = session.target(ns)?;
-            match session.block_on(link::delete(&t, name)) {
-                Err(e) if e.is_link_not_found() => Ok(()),
-                other => other,
-            }
+            session.block_on(link::delete(&t, name))
         }
         Undo::DeleteAddress {
             ns,
@@ -234,23 +271,13 @@ pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             let t = session.target(ns)?;
-            match session.block_on(addr::del(&t, name, *a)) {
-                Err(e) if e.is_link_not_found() => Ok(()),
-                Err(Error::Kernel {
-                    errno: Some(nix::errno::Errno::EADDRNOTAVAIL),
-                    ..
-                }) => Ok(()),
-                other => other,
-            }
+            session.block_on(addr::del(&t, name, *a))
         }
         Undo::DeleteNamespace { name } => {
             if let Ok(ns) = Namespace::netns(name) {
                 session.forget(&ns);
             }
-            match named::delete(name) {
-                Err(e) if e.is_namespace_not_found() => Ok(()),
-                other => other,
-            }
+            named::delete(name)
         }
         Undo::RestoreSysctl { ns, key, value } => {
             if !ns.exists() {
@@ -296,16 +323,7 @@ pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             let t = session.target(ns)?;
-            match session.block_on(route::del(&t, r)) {
-                // Gone already: with its link, or deleted by someone else.
-                Err(e) if e.is_link_not_found() => Ok(()),
-                Err(Error::Kernel { errno: Some(e), .. })
-                    if e == nix::errno::Errno::ESRCH || e == nix::errno::Errno::ENOENT =>
-                {
-                    Ok(())
-                }
-                other => other,
-            }
+            session.block_on(route::del(&t, r))
         }
         Undo::RestoreRoute { ns, route: r } => {
             if !ns.exists() {
@@ -323,10 +341,7 @@ pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 return Ok(());
             }
             let t = session.target(ns)?;
-            match session.block_on(link::set(&t, name, *change)) {
-                Err(e) if e.is_link_not_found() => Ok(()),
-                other => other,
-            }
+            session.block_on(link::set(&t, name, *change))
         }
         Undo::StopFlap(flap) => match flap.lock() {
             Ok(mut f) => f.stop(),
@@ -359,10 +374,7 @@ pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
                 up: Some(true),
                 mtu: None,
             };
-            match session.block_on(link::set(&t, name, up)) {
-                Err(e) if e.is_link_not_found() => return Ok(()),
-                other => other?,
-            }
+            session.block_on(link::set(&t, name, up))?;
             // Routes the kernel flushed when the link went down; replace
             // is idempotent if one is back already.
             for r in routes {
@@ -370,5 +382,85 @@ pub fn undo_one(session: &Session, undo: &Undo) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Object;
+    use nix::errno::Errno;
+
+    fn kernel(errno: Errno) -> Error {
+        Error::kernel("undoing", errno)
+    }
+
+    #[test]
+    fn undoing_what_is_already_gone_is_done() {
+        let ns = Namespace::current().unwrap();
+        let link_gone = Error::link_not_found("link1", &ns);
+        let delete_link = Undo::DeleteLink {
+            ns: ns.clone(),
+            name: "link1".into(),
+        };
+        assert!(already_gone(&delete_link, &link_gone));
+        assert!(!already_gone(&delete_link, &kernel(Errno::EPERM)));
+
+        let delete_addr = Undo::DeleteAddress {
+            ns: ns.clone(),
+            link: "link1".into(),
+            addr: "10.0.0.1/24".parse().unwrap(),
+        };
+        assert!(already_gone(&delete_addr, &link_gone));
+        assert!(already_gone(&delete_addr, &kernel(Errno::EADDRNOTAVAIL)));
+        assert!(!already_gone(&delete_addr, &kernel(Errno::EBUSY)));
+
+        let delete_route = Undo::DeleteRoute {
+            ns: ns.clone(),
+            route: RouteRequest::to("10.0.3.0/24".parse().unwrap()),
+        };
+        assert!(already_gone(&delete_route, &kernel(Errno::ESRCH)));
+        assert!(already_gone(&delete_route, &kernel(Errno::ENOENT)));
+        assert!(!already_gone(&delete_route, &kernel(Errno::EINVAL)));
+
+        let delete_ns = Undo::DeleteNamespace { name: "a".into() };
+        let ns_gone = Error::namespace_not_found(Object::namespace(&ns), "is gone");
+        assert!(already_gone(&delete_ns, &ns_gone));
+        assert!(!already_gone(&delete_ns, &link_gone));
+    }
+
+    #[test]
+    fn putting_something_back_is_never_silently_skipped() {
+        let ns = Namespace::current().unwrap();
+        let restore = Undo::RestoreSysctl {
+            ns: ns.clone(),
+            key: "net.ipv4.ip_forward".into(),
+            value: "0".into(),
+        };
+        let missing = Error::NotFound {
+            object: Object::sysctl("net.ipv4.ip_forward"),
+            place: None,
+            cause: None,
+        };
+        assert!(!already_gone(&restore, &missing));
+        let restore_route = Undo::RestoreRoute {
+            ns,
+            route: RouteRequest::to("10.0.3.0/24".parse().unwrap()),
+        };
+        assert!(!already_gone(&restore_route, &kernel(Errno::ESRCH)));
+    }
+
+    #[test]
+    fn undoing_a_namespace_that_never_existed_is_done() {
+        let session = Session::new().unwrap();
+        let mut journal = Journal::new();
+        journal.record(
+            "netns 'koko-unit-never-there'",
+            Undo::DeleteNamespace {
+                name: "koko-unit-never-there".into(),
+            },
+        );
+        assert!(journal.undo_all(&session).is_empty());
+        assert!(journal.is_empty());
     }
 }

@@ -6,13 +6,23 @@
 //! socket per namespace; what was created is recorded in a
 //! [`journal::Journal`] so it can be undone.
 //!
-//! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
-//! * [`net`] — netlink per namespace: links, addresses, sysctls
-//! * [`connect`] — the operations the CLI and scripts share
+//! * [`cli`] — argv, help, printing and exit codes (no behaviour)
+//! * [`script`] — the Rhai runtime (bindings, runner, REPL)
+//! * [`plan`] — both command grammars as typed requests, executed into a
+//!   serialisable report: what the CLI and scripts share
+//! * [`connect`] — operations: veth, tunnels, mirrors, delete, forwarding
 //! * [`ipcmd`] — the `ip`-style command language (koro, `ns.ip()`)
+//! * [`chain`] — a chain of namespaces built in bulk
 //! * [`inspect`] — what a namespace holds (`koko show`)
 //! * [`journal`] — what a run created, and how to undo it
-//! * [`cli`] — the command lines
+//! * [`probe`] — reachability and traffic checks inside a namespace
+//! * [`net`] — the only place netlink messages are built: links, addresses,
+//!   routes, tc, nsids, sysctls, batches, event sources
+//! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
+//!
+//! Layers only call down (cli, script → plan → connect/ipcmd/inspect →
+//! journal → net → ns); `.ci/layering.sh` checks the two rules that are
+//! easy to break by accident.
 
 pub mod chain;
 pub mod cli;
@@ -24,6 +34,7 @@ pub mod ipcmd;
 pub mod journal;
 pub mod net;
 pub mod ns;
+pub mod plan;
 pub mod probe;
 pub mod script;
 

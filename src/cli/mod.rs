@@ -1,23 +1,20 @@
-//! The command line: the original koko grammar ([`legacy`]), plus koko's own
-//! subcommands. This module turns arguments into calls of the library and
-//! results into output and exit codes; it implements no behaviour itself.
+//! The command lines: argv dispatch, help texts, clap subcommands (`run`,
+//! `repl`, `netns`), printing and exit codes. Parsing the one-shot and koro
+//! grammars into typed requests, and carrying them out into a report, is
+//! the library's [`crate::plan`]; this module only turns arguments into a
+//! call of it and its report (or error) into text, JSON and an exit code.
 
 pub mod koro;
-pub mod legacy;
 pub mod show;
 
 use serde_json::json;
 
-use crate::connect::{self, EndRequest, MirrorRequest, TunnelRequest, VethRequest};
 use crate::error::{Error, Result};
-use crate::journal::Journal;
-use crate::net::link::VethOptions;
-use crate::net::tunnel::{TunnelKind, VxlanOptions};
 use crate::net::Session;
-use crate::ns::{self, named, Namespace};
-use legacy::{Action, EndpointArg, Plan};
+use crate::ns::{self, named};
+use crate::plan::{self, oneshot, oneshot::Action, Report, Request};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::plan::VERSION;
 
 pub const HELP: &str = "\
 koko: connect containers and network namespaces with veth, vxlan, vlan and macvlan links
@@ -79,22 +76,48 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("repl") => repl_command(&rest[1..]),
         Some("ip") => koro::main(&rest[1..]),
         Some("show") => show::main(&rest[1..]),
-        _ => legacy_main(rest),
+        _ => oneshot_main(rest),
     }
 }
 
-fn legacy_main(args: &[String]) -> i32 {
+fn oneshot_main(args: &[String]) -> i32 {
     let json = args.iter().any(|a| a == "--json");
-    let plan = match legacy::parse(args) {
-        Ok(plan) => plan,
+    let line = match oneshot::parse(args) {
+        Ok(line) => line,
         Err(e) => return finish(Err(e), json),
     };
-    let json = plan.json;
-    finish(execute(plan), json)
+    finish(oneshot_command(line.action), line.json)
+}
+
+fn oneshot_command(action: Action) -> Result<Output> {
+    match action {
+        Action::Help => Ok(Output {
+            lines: vec![HELP.trim_end().to_string()],
+            json: json!({"ok": true, "help": HELP}),
+        }),
+        Action::Version => Ok(Output {
+            lines: vec![format!("koko {VERSION}")],
+            json: json!({"ok": true, "version": VERSION}),
+        }),
+        action => {
+            ns::check_privileges()?;
+            execute(Request::Oneshot(action))
+        }
+    }
+}
+
+/// Execute a request the one-shot way: a fresh session and journal, rolled
+/// back if the request fails.
+pub(crate) fn execute(request: Request) -> Result<Output> {
+    let session = Session::new()?;
+    let report = plan::atomically(&session, |journal| {
+        plan::execute(&session, journal, request)
+    })?;
+    Ok(Output::from(report))
 }
 
 /// Print the outcome and return the exit code.
-pub(crate) fn finish(outcome: Result<Outcome>, json: bool) -> i32 {
+pub(crate) fn finish(outcome: Result<Output>, json: bool) -> i32 {
     match outcome {
         Ok(out) => {
             if json {
@@ -121,207 +144,16 @@ pub(crate) fn finish(outcome: Result<Outcome>, json: bool) -> i32 {
 }
 
 /// What a successful command prints: one line per action, or one JSON value.
-pub struct Outcome {
+pub struct Output {
     pub lines: Vec<String>,
     pub json: serde_json::Value,
 }
 
-fn execute(plan: Plan) -> Result<Outcome> {
-    match plan.action {
-        Action::Help => Ok(Outcome {
-            lines: vec![HELP.trim_end().to_string()],
-            json: json!({"ok": true, "help": HELP}),
-        }),
-        Action::Version => Ok(Outcome {
-            lines: vec![format!("koko {VERSION}")],
-            json: json!({"ok": true, "version": VERSION}),
-        }),
-        action => {
-            ns::check_privileges()?;
-            let session = Session::new()?;
-            atomically(&session, |journal| {
-                execute_action(&session, journal, action)
-            })
-        }
-    }
-}
-
-/// Carry out a parsed koko command line with the caller's session and
-/// journal (the CLI uses a fresh one and rolls back on error; scripts use
-/// their run's). Help and version have nothing to execute.
-pub fn execute_action(session: &Session, journal: &mut Journal, action: Action) -> Result<Outcome> {
-    match action {
-        Action::Help | Action::Version => Err(Error::Invalid(
-            "-h and -v have nothing to execute here".into(),
-        )),
-        Action::Veth { a, b, mtu } => {
-            let req = VethRequest {
-                a: EndRequest {
-                    ns: Namespace::resolve(&a.ns)?,
-                    name: a.link.clone(),
-                    addrs: a.addrs.clone(),
-                },
-                b: EndRequest {
-                    ns: Namespace::resolve(&b.ns)?,
-                    name: b.link.clone(),
-                    addrs: b.addrs.clone(),
-                },
-                options: VethOptions {
-                    mtu,
-                    ..VethOptions::default()
-                },
-            };
-            test_pause_after_resolve();
-            let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, &a)
-                .into_iter()
-                .chain(mirror_requests(&req.b, &b))
-                .collect();
-            let ends = connect::veth(session, journal, &req)?;
-            for m in &mirrors {
-                connect::mirror(session, journal, m)?;
-            }
-            let mut lines = vec![format!(
-                "Create veth {} in {} <-> {} in {}...done",
-                req.a.name, req.a.ns, req.b.name, req.b.ns
-            )];
-            lines.extend(mirror_lines(&mirrors));
-            Ok(Outcome {
-                lines,
-                json: json!({"ok": true, "action": "create", "type": "veth", "mtu": mtu, "ends": ends, "mirrors": mirror_json(&mirrors)}),
-            })
-        }
-        Action::Tunnel { endpoint, tunnel } => {
-            let (parent, kind) = match tunnel {
-                legacy::TunnelArg::Vxlan(v) => (
-                    v.parent,
-                    TunnelKind::Vxlan(VxlanOptions {
-                        remote: v.remote,
-                        vni: v.vni,
-                        port: v.port,
-                        mtu: v.mtu,
-                        local: v.local,
-                        ttl: v.ttl,
-                        learning: v.learning,
-                    }),
-                ),
-                legacy::TunnelArg::Vlan { parent, id } => (parent, TunnelKind::Vlan { id }),
-                legacy::TunnelArg::Macvlan { parent, mode } => {
-                    (parent, TunnelKind::Macvlan { mode })
-                }
-            };
-            let req = TunnelRequest {
-                // The original looks the parent up in its own namespace: run
-                // koko under `ip netns exec` to use a parent elsewhere.
-                parent_ns: Namespace::current()?,
-                parent,
-                end: EndRequest {
-                    ns: Namespace::resolve(&endpoint.ns)?,
-                    name: endpoint.link.clone(),
-                    addrs: endpoint.addrs.clone(),
-                },
-                kind,
-            };
-            let mirrors = mirror_requests(&req.end, &endpoint);
-            let end = connect::tunnel(session, journal, &req)?;
-            for m in &mirrors {
-                connect::mirror(session, journal, m)?;
-            }
-            let mut lines = vec![format!(
-                "Create {} {} on {} in {}...done",
-                req.kind.describe(),
-                req.end.name,
-                req.parent,
-                req.end.ns
-            )];
-            lines.extend(mirror_lines(&mirrors));
-            Ok(Outcome {
-                lines,
-                json: json!({"ok": true, "action": "create", "type": req.kind.kind_name(), "parent": req.parent, "end": end, "mirrors": mirror_json(&mirrors)}),
-            })
-        }
-        Action::Delete(targets) => {
-            let mut lines = Vec::new();
-            let mut deleted = Vec::new();
-            for (spec, name) in targets {
-                let ns = Namespace::resolve(&spec)?;
-                connect::delete_link(session, &ns, &name)?;
-                lines.push(format!("Delete link {name} in {ns}...done"));
-                deleted.push(
-                    json!({"namespace": ns.name(), "kind": ns.kind().as_str(), "link": name}),
-                );
-            }
-            Ok(Outcome {
-                lines,
-                json: json!({"ok": true, "action": "delete", "deleted": deleted}),
-            })
-        }
-    }
-}
-
-/// Test-only hook, not a user option: with KOKO_TEST_PAUSE_AFTER_RESOLVE_MS=N
-/// koko announces on stderr that it resolved its endpoints, then sleeps N ms
-/// before creating anything. Tests use it to kill a container in exactly that
-/// window and prove that nothing is left behind.
-fn test_pause_after_resolve() {
-    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
-/// The mirrors asked for on an endpoint: copy each source's traffic out
-/// through the endpoint's new link.
-fn mirror_requests(end: &EndRequest, arg: &EndpointArg) -> Vec<MirrorRequest> {
-    arg.mirrors
-        .iter()
-        .map(|m| MirrorRequest {
-            ns: end.ns.clone(),
-            source: m.source.clone(),
-            dir: m.dir,
-            target: end.name.clone(),
-        })
-        .collect()
-}
-
-fn mirror_lines(mirrors: &[MirrorRequest]) -> Vec<String> {
-    mirrors
-        .iter()
-        .map(|m| {
-            format!(
-                "Mirror {} of {} to {} in {}...done",
-                m.dir.as_str(),
-                m.source,
-                m.target,
-                m.ns
-            )
-        })
-        .collect()
-}
-
-fn mirror_json(mirrors: &[MirrorRequest]) -> serde_json::Value {
-    mirrors
-        .iter()
-        .map(|m| json!({"namespace": m.ns.name(), "source": m.source, "direction": m.dir.as_str(), "target": m.target}))
-        .collect()
-}
-
-/// Run `work` with a fresh journal; if it fails, undo what it created before
-/// returning the error (reporting any undo failure too).
-pub(crate) fn atomically<T>(
-    session: &Session,
-    work: impl FnOnce(&mut Journal) -> Result<T>,
-) -> Result<T> {
-    let mut journal = Journal::new();
-    match work(&mut journal) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            for undo_error in journal.undo_all(session) {
-                eprintln!("koko: while rolling back: {undo_error}");
-            }
-            Err(e)
+impl From<Report> for Output {
+    fn from(report: Report) -> Output {
+        Output {
+            lines: report.lines(),
+            json: report.to_json(),
         }
     }
 }
@@ -397,7 +229,7 @@ fn repl_command(args: &[String]) -> i32 {
     crate::script::repl::run(parsed.history)
 }
 
-fn netns_command(args: &[String]) -> Result<Outcome> {
+fn netns_command(args: &[String]) -> Result<Output> {
     let usage = || {
         Error::Invalid(
             "usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into(),
@@ -407,7 +239,7 @@ fn netns_command(args: &[String]) -> Result<Outcome> {
     match verb.as_str() {
         "list" if names.is_empty() => {
             let names = named::list()?;
-            Ok(Outcome {
+            Ok(Output {
                 lines: names.clone(),
                 json: json!({"ok": true, "netns": names}),
             })
@@ -424,7 +256,7 @@ fn netns_command(args: &[String]) -> Result<Outcome> {
                     lines.push(format!("Delete netns {name}...done"));
                 }
             }
-            Ok(Outcome {
+            Ok(Output {
                 lines,
                 json: json!({"ok": true, "action": verb, "netns": names}),
             })

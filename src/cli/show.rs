@@ -3,11 +3,11 @@
 
 use serde_json::json;
 
-use super::Outcome;
+use super::Output;
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::net::Session;
-use crate::ns::{self, Namespace};
+use crate::ns;
 
 pub fn main(args: &[String]) -> i32 {
     let json = args.iter().any(|a| a == "--json");
@@ -15,21 +15,21 @@ pub fn main(args: &[String]) -> i32 {
     super::finish(run(&words), json)
 }
 
-fn run(words: &[String]) -> Result<Outcome> {
-    let (spec, rest) =
-        super::koro::parse_target(words).map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
+fn run(words: &[String]) -> Result<Output> {
+    let (spec, rest) = crate::plan::koro::parse_target(words)
+        .map_err(|e| Error::Invalid(format!("koko show: {e}")))?;
     if let Some(extra) = rest.first() {
         return Err(Error::Invalid(format!(
             "koko show: unexpected word '{extra}' after the target"
         )));
     }
     ns::check_privileges()?;
-    let ns = Namespace::resolve(&spec)?;
     let session = Session::new()?;
+    let ns = session.resolve(&spec)?;
     let report = inspect::inspect(&session, &ns)?;
     let mut value = serde_json::to_value(&report).expect("report serializes");
     value["ok"] = json!(true);
-    Ok(Outcome {
+    Ok(Output {
         lines: report.lines(&ns.to_string()),
         json: value,
     })

@@ -23,22 +23,27 @@ pub fn parse_cidr(text: &str) -> Result<IpNet> {
             Err(_) => format!("'{text}' is not an address with a prefix length (e.g. 10.0.1.1/24)"),
         }));
     };
-    let ip: IpAddr = addr.parse().map_err(|_| {
-        Error::Invalid(format!(
-            "address '{text}': '{addr}' is not an IPv4 or IPv6 address"
-        ))
-    })?;
+    parse_prefix(addr, prefix, &format!("address '{text}'"))
+}
+
+/// `ADDR` and `LEN` of an `ADDR/LEN` checked together: the one prefix
+/// parser behind addresses and route destinations. `what` names the whole
+/// word in errors ("address '10.0.0.1/33'", "route destination '...'").
+pub fn parse_prefix(addr: &str, len: &str, what: &str) -> Result<IpNet> {
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| Error::Invalid(format!("{what}: '{addr}' is not an IPv4 or IPv6 address")))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
         Error::Invalid(format!(
-            "address '{text}': prefix length '{prefix}' is not a number from 0 to {max}"
+            "{what}: prefix length '{len}' is not a number from 0 to {max}"
         ))
     })?;
-    IpNet::new(ip, prefix).map_err(|_| Error::Invalid(format!("address '{text}' is not valid")))
+    Ok(IpNet::new(ip, len).expect("length checked against the family"))
 }
 
 /// The RTM_NEWADDR / RTM_DELADDR body for `addr` on link `index`.
-pub fn address_message(index: u32, addr: IpNet) -> AddressMessage {
+pub(in crate::net) fn address_message(index: u32, addr: IpNet) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.index = index;
     msg.header.prefix_len = addr.prefix_len();

@@ -71,7 +71,7 @@ pub struct LinkState {
 }
 
 impl LinkState {
-    fn from_message(msg: &LinkMessage) -> LinkState {
+    pub(in crate::net) fn from_message(msg: &LinkMessage) -> LinkState {
         let mut state = LinkState {
             index: msg.header.index,
             name: String::new(),
@@ -143,7 +143,7 @@ impl Default for VethOptions {
 /// The RTM_NEWLINK message for a veth pair: end `name` in the namespace of
 /// the socket it is sent on, end `peer` in the namespace behind `peer_ns_fd`.
 /// The first end is created up; both get the same MTU and group.
-pub fn veth_request(
+pub(in crate::net) fn veth_request(
     name: &str,
     peer: &str,
     peer_ns_fd: RawFd,
@@ -214,16 +214,29 @@ pub enum VethError {
 pub async fn get(t: &Target, name: &str) -> Result<Option<LinkState>> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    get_one(t, msg, || format!("looking up link '{name}' in {}", t.ns)).await
+}
+
+/// Look a link up by ifindex; `Ok(None)` if there is none.
+pub async fn get_by_index(t: &Target, index: u32) -> Result<Option<LinkState>> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    get_one(t, msg, || format!("looking up ifindex {index} in {}", t.ns)).await
+}
+
+/// Send one RTM_GETLINK; ENODEV (no such link) is `Ok(None)`.
+async fn get_one(
+    t: &Target,
+    msg: LinkMessage,
+    what: impl FnOnce() -> String,
+) -> Result<Option<LinkState>> {
     match t.socket.request(RouteNetlinkMessage::GetLink(msg), 0).await {
         Ok(answers) => Ok(answers.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(LinkState::from_message(l)),
             _ => None,
         })),
         Err(Errno::ENODEV) => Ok(None),
-        Err(errno) => Err(Error::kernel(
-            format!("looking up link '{name}' in {}", t.ns),
-            errno,
-        )),
+        Err(errno) => Err(Error::kernel(what(), errno)),
     }
 }
 
@@ -276,8 +289,41 @@ pub struct LinkChange {
     pub mtu: Option<u32>,
 }
 
+impl LinkChange {
+    /// The change in `ip link set` words: `["up"]`, `["down", "mtu 1400"]`.
+    /// The one wording of a link change (errors, koro's canonical command,
+    /// its summary).
+    pub fn words(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(up) = self.up {
+            words.push(if up { "up" } else { "down" }.to_string());
+        }
+        if let Some(mtu) = self.mtu {
+            words.push(format!("mtu {mtu}"));
+        }
+        words
+    }
+}
+
+/// The range of MTUs koko accepts for any link: 68 is the least IPv4
+/// allows (RFC 791), 65535 the most an IFLA_MTU of any link kind here takes.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// Check an MTU against [`MTU_RANGE`] (a usage error naming it otherwise).
+pub fn check_mtu(mtu: u32) -> Result<u32> {
+    if MTU_RANGE.contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(Error::Invalid(format!(
+            "MTU {mtu} is out of range ({} to {})",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        )))
+    }
+}
+
 /// The RTM_SETLINK message applying `change` to link `index`.
-pub fn set_request(index: u32, change: LinkChange) -> LinkMessage {
+pub(in crate::net) fn set_request(index: u32, change: LinkChange) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     if let Some(up) = change.up {
@@ -313,19 +359,10 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
         })
 }
 
-fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
-    let mut parts = Vec::new();
-    if let Some(up) = change.up {
-        parts.push(if up {
-            "up".to_string()
-        } else {
-            "down".to_string()
-        });
-    }
-    if let Some(mtu) = change.mtu {
-        parts.push(format!("mtu {mtu}"));
-    }
-    format!("setting link '{name}' in {ns} {}", parts.join(" "))
+/// "setting link 'l1' in netns 'a' up mtu 1400": what a link change is
+/// doing, for errors.
+pub fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
+    format!("setting link '{name}' in {ns} {}", change.words().join(" "))
 }
 
 /// Delete link `name` (a veth's peer goes with it, wherever it lives).

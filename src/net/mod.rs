@@ -8,9 +8,14 @@
 //! namespace for a whole run; requests to the same namespace are pipelined on
 //! its socket.
 //!
-//! The submodules build typed requests ([`link`], [`addr`], [`route`],
-//! [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring) and translate the
-//! kernel's errno into errors that name the object.
+//! This module is the only place in koko that builds or parses netlink
+//! messages: the submodules turn typed requests ([`link`], [`addr`],
+//! [`route`], [`tunnel`] for vxlan/vlan/macvlan, [`tc`] for mirroring,
+//! [`nsid`] for naming a peer's namespace) into messages with pure builders,
+//! send them, parse the answers into plain structs, and translate the
+//! kernel's errno into errors that name the object. [`batch`] pipelines many
+//! typed operations at once. The socket's raw request API is private to
+//! `net`; everything above asks for operations, never for messages.
 
 pub mod addr;
 pub mod batch;
@@ -18,6 +23,7 @@ pub mod bpf;
 pub mod impair;
 pub mod link;
 pub mod monitor;
+pub mod nsid;
 pub mod route;
 pub mod sysctl;
 pub mod tc;
@@ -54,12 +60,16 @@ impl Socket {
     }
 
     /// Send one request and wait for its acknowledgement.
-    pub async fn ack(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), Errno> {
+    pub(in crate::net) async fn ack(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), Errno> {
         self.request(message, flags | NLM_F_ACK).await.map(drop)
     }
 
     /// Send a dump request and collect every answer.
-    pub async fn dump(
+    pub(in crate::net) async fn dump(
         &self,
         message: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, Errno> {
@@ -68,7 +78,7 @@ impl Socket {
 
     /// Send one request with `flags` (NLM_F_REQUEST is added) and collect the
     /// messages it returns until the kernel's ACK, DONE or error.
-    pub async fn request(
+    pub(in crate::net) async fn request(
         &self,
         message: RouteNetlinkMessage,
         flags: u16,
@@ -97,7 +107,8 @@ impl Socket {
 /// so errors can name the namespace they happened in.
 #[derive(Clone)]
 pub struct Target {
-    pub socket: Socket,
+    /// Only `net` sends on it: the rest of koko asks for typed operations.
+    pub(in crate::net) socket: Socket,
     pub ns: Namespace,
 }
 

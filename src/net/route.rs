@@ -4,7 +4,7 @@
 //! [metric N] [table N]`. It is validated before anything is sent (host bits
 //! in the destination, a gateway of the other family, a route with neither
 //! gateway nor device are usage errors), turned into one `RTM_NEWROUTE` /
-//! `RTM_DELROUTE` by the pure [`route_message`], and the kernel's errno is
+//! `RTM_DELROUTE` by the pure `route_message`, and the kernel's errno is
 //! translated into words that name the route and the namespace: the kernel
 //! says `ENETUNREACH`, koko says "gateway is not reachable from any address
 //! on netns 'client'".
@@ -22,6 +22,7 @@ use nix::errno::Errno;
 
 use super::{link, Target};
 use crate::error::{Error, Result};
+use crate::ns::Namespace;
 
 /// The main routing table (what `ip route` shows and changes by default).
 pub const TABLE_MAIN: u32 = 254;
@@ -118,19 +119,29 @@ impl fmt::Display for RouteRequest {
         } else {
             write!(f, "{}", self.dest)?;
         }
+        write!(f, "{}", self.options_text())
+    }
+}
+
+impl RouteRequest {
+    /// Everything after the destination, as `ip route` takes it:
+    /// " via GW dev IF metric N table T" (empty if nothing is set). The one
+    /// wording of a route's options, for messages and koro's canonical form.
+    pub fn options_text(&self) -> String {
+        let mut s = String::new();
         if let Some(via) = self.via {
-            write!(f, " via {via}")?;
+            s += &format!(" via {via}");
         }
         if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
+            s += &format!(" dev {dev}");
         }
         if let Some(m) = self.metric {
-            write!(f, " metric {m}")?;
+            s += &format!(" metric {m}");
         }
         if let Some(t) = self.table {
-            write!(f, " table {t}")?;
+            s += &format!(" table {t}");
         }
-        Ok(())
+        s
     }
 }
 
@@ -156,18 +167,7 @@ pub fn parse_destination(text: &str, v6: bool) -> Result<IpNet> {
             }
         },
         Some((addr, len)) => {
-            let ip: IpAddr = addr.parse().map_err(|_| {
-                Error::Invalid(format!(
-                    "route destination '{text}': '{addr}' is not an IPv4 or IPv6 address"
-                ))
-            })?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "route destination '{text}': prefix length '{len}' is not a number from 0 to {max}"
-                ))
-            })?;
-            IpNet::new(ip, len).expect("length checked")
+            super::addr::parse_prefix(addr, len, &format!("route destination '{text}'"))?
         }
     };
     if net.addr() != net.network() {
@@ -212,7 +212,11 @@ impl RouteOp {
 /// scope link for a route without gateway, table in the header when it fits
 /// in a byte and always in RTA_TABLE. A delete uses scope "nowhere" and no
 /// protocol so it matches the route whatever made it.
-pub fn route_message(route: &RouteRequest, oif: Option<u32>, op: RouteOp) -> RouteMessage {
+pub(in crate::net) fn route_message(
+    route: &RouteRequest,
+    oif: Option<u32>,
+    op: RouteOp,
+) -> RouteMessage {
     let table = route.table.unwrap_or(TABLE_MAIN);
     let mut msg = RouteMessage::default();
     msg.header.address_family = route.family();
@@ -269,7 +273,7 @@ pub async fn apply(t: &Target, route: &RouteRequest, op: RouteOp) -> Result<()> 
     t.socket
         .ack(request, op.flags())
         .await
-        .map_err(|errno| explain(t, route, op, errno))
+        .map_err(|errno| explain(&t.ns, route, op, errno))
 }
 
 /// Add a route (fails if the same route exists).
@@ -288,33 +292,34 @@ pub async fn replace(t: &Target, route: &RouteRequest) -> Result<()> {
     apply(t, route, RouteOp::Replace).await
 }
 
-/// The kernel's refusal in words that name the route and the namespace.
-fn explain(t: &Target, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
+/// The kernel's refusal in words that name the route and the namespace
+/// (the one translation of a route errno, for single and batched requests).
+pub fn explain(ns: &Namespace, route: &RouteRequest, op: RouteOp, errno: Errno) -> Error {
     let what = format!("route {route}");
     let cause = match (op, errno) {
         (_, Errno::ENETUNREACH) | (_, Errno::EHOSTUNREACH) if route.via.is_some() => {
-            format!("gateway is not reachable from any address on {}", t.ns)
+            format!("gateway is not reachable from any address on {}", ns)
         }
-        (RouteOp::Add, Errno::EEXIST) => format!("already exists in {}", t.ns),
+        (RouteOp::Add, Errno::EEXIST) => format!("already exists in {}", ns),
         (RouteOp::Del, Errno::ESRCH) | (RouteOp::Del, Errno::ENOENT) => {
-            format!("no such route in {}", t.ns)
+            format!("no such route in {}", ns)
         }
         (_, Errno::ENODEV) => match &route.dev {
-            Some(dev) => return Error::link_not_found(dev.clone(), &t.ns),
-            None => format!("no device for it in {}", t.ns),
+            Some(dev) => return Error::link_not_found(dev.clone(), ns),
+            None => format!("no device for it in {}", ns),
         },
-        (_, Errno::ENETDOWN) => format!("its device is down in {}", t.ns),
+        (_, Errno::ENETDOWN) => format!("its device is down in {}", ns),
         (_, Errno::EAFNOSUPPORT) | (_, Errno::EOPNOTSUPP) | (_, Errno::EACCES)
             if route.is_ipv6() =>
         {
-            format!("IPv6 is disabled in {}", t.ns)
+            format!("IPv6 is disabled in {}", ns)
         }
         (_, Errno::EINVAL) if route.via.is_some() => format!(
             "the kernel refused the gateway in {} (is it one of the namespace's own addresses?)",
-            t.ns
+            ns
         ),
         _ => {
-            return Error::kernel(format!("{} route {route} in {}", op_verb(op), t.ns), errno);
+            return Error::kernel(format!("{} route {route} in {}", op_verb(op), ns), errno);
         }
     };
     Error::Kernel {
@@ -649,5 +654,32 @@ mod tests {
             r.to_string(),
             "10.9.0.0/24 via 10.0.5.1 dev link1 metric 5 table 100"
         );
+    }
+
+    #[test]
+    fn errnos_become_sentences_about_the_users_objects() {
+        let ns = Namespace::current().unwrap();
+        let mut r = RouteRequest::to("10.0.3.0/24".parse().unwrap());
+        r.via = Some("10.0.1.2".parse().unwrap());
+        r.dev = Some("link1".into());
+        let e = explain(&ns, &r, RouteOp::Add, Errno::ENETUNREACH);
+        assert!(
+            e.to_string()
+                .contains("route 10.0.3.0/24 via 10.0.1.2 dev link1")
+                && e.to_string().contains("gateway is not reachable"),
+            "{e}"
+        );
+        assert_eq!(e.errno(), Some(Errno::ENETUNREACH));
+        let e = explain(&ns, &r, RouteOp::Add, Errno::EEXIST);
+        assert!(e.to_string().contains("already exists"), "{e}");
+        // A missing device is the link's own not-found error (exit 1).
+        let e = explain(&ns, &r, RouteOp::Add, Errno::ENODEV);
+        assert!(e.is_link_not_found(), "{e:?}");
+        assert_eq!(e.exit_code(), 1);
+        let e = explain(&ns, &r, RouteOp::Del, Errno::ESRCH);
+        assert!(e.to_string().contains("no such route"), "{e}");
+        // Anything else still names the operation and the route.
+        let e = explain(&ns, &r, RouteOp::Replace, Errno::EPERM);
+        assert!(e.to_string().contains("replacing route 10.0.3.0/24"), "{e}");
     }
 }

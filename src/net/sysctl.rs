@@ -35,21 +35,42 @@ pub fn key_path(key: &str) -> Result<PathBuf> {
 }
 
 fn open(ns: &Namespace, key: &str, write: bool) -> Result<std::fs::File> {
-    let path = key_path(key)?;
-    with_netns(ns, || {
-        OpenOptions::new().read(true).write(write).open(&path)
-    })?
-    .map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound {
-                object: Object::sysctl(key),
-                place: Some(ns.to_string()),
-                cause: None,
-            }
-        } else {
-            Error::io(format!("opening sysctl '{key}' in {ns}"), e)
-        }
-    })
+    open_all(ns, &[key], write)?
+        .pop()
+        .expect("one key, one file")
+}
+
+/// Open several sysctls of `ns` in ONE setns window (a chain sets
+/// forwarding on hundreds of namespaces: one window each, not one per key).
+/// Each key gets its own result, so a missing one does not hide the others.
+fn open_all(ns: &Namespace, keys: &[&str], write: bool) -> Result<Vec<Result<std::fs::File>>> {
+    let paths = keys
+        .iter()
+        .map(|key| key_path(key))
+        .collect::<Result<Vec<_>>>()?;
+    let opened = with_netns(ns, || {
+        paths
+            .iter()
+            .map(|path| OpenOptions::new().read(true).write(write).open(path))
+            .collect::<Vec<_>>()
+    })?;
+    Ok(keys
+        .iter()
+        .zip(opened)
+        .map(|(key, file)| {
+            file.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::NotFound {
+                        object: Object::sysctl(*key),
+                        place: Some(ns.to_string()),
+                        cause: None,
+                    }
+                } else {
+                    Error::io(format!("opening sysctl '{key}' in {ns}"), e)
+                }
+            })
+        })
+        .collect())
 }
 
 /// Read a sysctl's value (trimmed).
@@ -63,7 +84,11 @@ pub fn read(ns: &Namespace, key: &str) -> Result<String> {
 
 /// Write a sysctl; returns the previous value (for undo).
 pub fn write(ns: &Namespace, key: &str, value: &str) -> Result<String> {
-    let mut file = open(ns, key, true)?;
+    replace(open(ns, key, true)?, ns, key, value)
+}
+
+/// Read the old value of an open sysctl file, then write `value`.
+fn replace(mut file: std::fs::File, ns: &Namespace, key: &str, value: &str) -> Result<String> {
     let mut old = String::new();
     file.read_to_string(&mut old)
         .map_err(|e| Error::io(format!("reading sysctl '{key}' in {ns}"), e))?;
@@ -83,19 +108,33 @@ pub fn enable_ipv6_on(ns: &Namespace, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         // No ipv6 tree at all: the kernel was booted without IPv6; the
         // address request will report that.
-        Err(Error::Invalid(_)) => Ok(()),
+        Err(Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-/// IPv4 and IPv6 forwarding on or off for the whole namespace.
-pub fn set_forwarding(ns: &Namespace, on: bool) -> Result<()> {
-    let v = if on { "1" } else { "0" };
-    write(ns, "net.ipv4.ip_forward", v)?;
-    match write(ns, "net.ipv6.conf.all.forwarding", v) {
-        Ok(_) | Err(Error::Invalid(_)) => Ok(()),
-        Err(e) => Err(e),
+/// The sysctls that make up "forwarding" in a namespace, IPv4 first.
+pub const FORWARDING_KEYS: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
+
+/// Turn IPv4 and IPv6 forwarding on or off for the whole namespace. Returns
+/// each key that exists with its previous value (for undo). A kernel
+/// without IPv6 has no IPv6 key: that family is skipped, not an error.
+/// This is the one implementation; callers that journal use
+/// `connect::set_forwarding`.
+pub fn set_forwarding(ns: &Namespace, on: bool) -> Result<Vec<(&'static str, String)>> {
+    let value = if on { "1" } else { "0" };
+    let mut set = Vec::with_capacity(2);
+    for (key, file) in FORWARDING_KEYS
+        .into_iter()
+        .zip(open_all(ns, &FORWARDING_KEYS, true)?)
+    {
+        match file {
+            Ok(file) => set.push((key, replace(file, ns, key, value)?)),
+            Err(Error::NotFound { .. }) if key.contains("ipv6") => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(set)
 }
 
 #[cfg(test)]

@@ -87,6 +87,19 @@ impl MirrorDir {
     }
 }
 
+impl std::str::FromStr for MirrorDir {
+    type Err = Error;
+
+    /// `ingress`, `egress` or `both`; the error names the word and the choices.
+    fn from_str(word: &str) -> Result<MirrorDir> {
+        MirrorDir::parse(word).ok_or_else(|| {
+            Error::Invalid(format!(
+                "mirror direction '{word}' is not one of ingress, egress, both"
+            ))
+        })
+    }
+}
+
 /// One of clsact's two hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -117,7 +130,7 @@ impl Hook {
 }
 
 /// RTM_NEWQDISC for a clsact qdisc on `ifindex`.
-pub fn clsact_request(ifindex: u32) -> TcMessage {
+pub(in crate::net) fn clsact_request(ifindex: u32) -> TcMessage {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.handle = CLSACT_HANDLE;
     msg.header.parent = TcHandle::CLSACT;
@@ -127,7 +140,11 @@ pub fn clsact_request(ifindex: u32) -> TcMessage {
 
 /// RTM_NEWTFILTER: on `src_index`'s `hook`, match every packet and mirror a
 /// copy out of `target_index`, marked with koko's cookie.
-pub fn mirror_filter_request(src_index: u32, hook: Hook, target_index: u32) -> TcMessage {
+pub(in crate::net) fn mirror_filter_request(
+    src_index: u32,
+    hook: Hook,
+    target_index: u32,
+) -> TcMessage {
     let mut msg = TcMessage::with_index(src_index as i32);
     msg.header.parent = hook.parent();
     // tcm_info = priority (high 16 bits, 0: the kernel picks) | protocol.
@@ -595,5 +612,9 @@ mod tests {
             vec![Hook::Ingress, Hook::Egress]
         );
         assert_eq!(MirrorDir::parse("sideways"), None);
+        assert_eq!("egress".parse::<MirrorDir>().unwrap(), MirrorDir::Egress);
+        let e = "sideways".parse::<MirrorDir>().unwrap_err();
+        assert!(e.to_string().contains("'sideways'"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 }

@@ -84,8 +84,9 @@ pub enum MacvlanMode {
 impl MacvlanMode {
     pub const NAMES: &'static str = "default, private, vepa, bridge, passthru";
 
+    /// A mode by name, in any case (`bridge`, `Bridge`).
     pub fn parse(word: &str) -> Option<MacvlanMode> {
-        Some(match word {
+        Some(match word.to_ascii_lowercase().as_str() {
             "default" => MacvlanMode::Default,
             "private" => MacvlanMode::Private,
             "vepa" => MacvlanMode::Vepa,
@@ -113,6 +114,19 @@ impl MacvlanMode {
             MacvlanMode::Bridge => Some(KernelMacvlanMode::Bridge),
             MacvlanMode::Passthru => Some(KernelMacvlanMode::Passthrough),
         }
+    }
+}
+
+impl std::str::FromStr for MacvlanMode {
+    type Err = Error;
+
+    fn from_str(word: &str) -> Result<MacvlanMode> {
+        MacvlanMode::parse(word).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown macvlan mode '{word}' (modes: {})",
+                MacvlanMode::NAMES
+            ))
+        })
     }
 }
 
@@ -171,11 +185,7 @@ impl TunnelKind {
                     ));
                 }
                 if let Some(m) = v.mtu {
-                    if !(68..=65535).contains(&m) {
-                        return Err(Error::Invalid(format!(
-                            "MTU {m} is out of range (68 to 65535)"
-                        )));
-                    }
+                    link::check_mtu(m)?;
                 }
                 if let Some(local) = v.local {
                     if local.is_ipv4() != v.remote.is_ipv4() {
@@ -198,7 +208,7 @@ impl TunnelKind {
 /// The RTM_NEWLINK that creates link `name` of `kind` on the parent with
 /// ifindex `parent_index` (in the namespace the request is sent in), born in
 /// the namespace behind `target_ns_fd` (or beside its parent when `None`).
-pub fn create_request(
+pub(in crate::net) fn create_request(
     name: &str,
     parent_index: u32,
     target_ns_fd: Option<RawFd>,
@@ -454,6 +464,15 @@ mod tests {
             assert_eq!(MacvlanMode::parse(mode.as_str()), Some(mode));
         }
         assert_eq!(MacvlanMode::parse("fancy"), None);
+        assert_eq!(
+            "Bridge".parse::<MacvlanMode>().unwrap(),
+            MacvlanMode::Bridge
+        );
+        let e = "fancy".parse::<MacvlanMode>().unwrap_err();
+        assert!(
+            e.to_string().contains("'fancy'") && e.to_string().contains(MacvlanMode::NAMES),
+            "{e}"
+        );
     }
 
     #[test]

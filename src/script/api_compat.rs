@@ -9,30 +9,27 @@
 use rhai::{Engine, Map};
 
 use super::api::{fail, interruptible_sleep, to_map, with_world, R};
-use super::api_links::apply_ip;
 use super::SharedWorld;
 use crate::error::Error;
-use crate::ns::Namespace;
 
 /// `koko(line)`: parse with the one-shot grammar, execute, return the
 /// report (the same JSON `koko --json` prints) as a map.
 fn koko(world: &SharedWorld, line: &str) -> R<Map> {
     let args: Vec<String> = line.split_whitespace().map(String::from).collect();
-    let plan = crate::cli::legacy::parse(&args).map_err(fail)?;
-    let outcome = with_world(world, |session, journal| {
-        crate::cli::execute_action(session, journal, plan.action)
+    let report = with_world(world, |session, journal| {
+        crate::plan::run_oneshot(session, journal, &args)
     })?;
-    Ok(to_map(&outcome.json))
+    Ok(to_map(&report.to_json()))
 }
 
 /// `koro(line)`: a target (docker NAME, ipnetns NAME, netns PATH, pid N,
 /// host), then an `ip`-style command run natively there.
 fn koro(world: &SharedWorld, line: &str) -> R<String> {
     let words: Vec<String> = line.split_whitespace().map(String::from).collect();
-    let (spec, rest) = crate::cli::koro::parse_target(&words).map_err(fail)?;
-    let cmd = crate::ipcmd::parse_words(rest).map_err(fail)?;
-    let ns = Namespace::resolve(&spec).map_err(fail)?;
-    apply_ip(world, &ns, &cmd)
+    let report = with_world(world, |session, journal| {
+        crate::plan::run_koro(session, journal, &words)
+    })?;
+    Ok(report.lines().join("\n"))
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {

@@ -37,7 +37,7 @@ impl ImpairOpts {
     fn into_request(self) -> crate::Result<(Impairment, Direction)> {
         let dir = match self.dir.as_deref() {
             None => Direction::Egress,
-            Some(d) => Direction::parse(d).ok_or_else(|| {
+            Some(d) => d.parse::<Direction>().map_err(|_| {
                 Error::Invalid(format!(
                     "impair(): dir '{d}' is not one of egress, ingress, both"
                 ))

@@ -7,7 +7,7 @@
 //! is journaled (deleted on undo); sysctls are journaled with their old
 //! value.
 
-use super::api::{fail, invalid, NsRef, R};
+use super::api::{fail, invalid, with_world, NsRef, R};
 use super::SharedWorld;
 use crate::error::Error;
 use crate::journal::Undo;
@@ -34,11 +34,10 @@ fn set_sysctl(world: &SharedWorld, ns: &Namespace, key: &str, value: &str) -> R<
 /// `ns.forwarding(on)`: the lead re-points this at the library's one
 /// forwarding implementation at merge time.
 fn forwarding(world: &SharedWorld, ns: &Namespace, on: bool) -> R<()> {
-    let v = if on { "1" } else { "0" };
-    for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-        set_sysctl(world, ns, key, v)?;
-    }
-    Ok(())
+    with_world(world, |session, journal| {
+        crate::connect::set_forwarding(session, journal, ns, on)
+    })
+    .map(drop)
 }
 
 /// `ns.destroy()`: let go of what koko holds in the namespace, then delete
@@ -58,7 +57,11 @@ fn destroy(world: &SharedWorld, ns: &Namespace) -> R<()> {
     }
     match ns.kind() {
         NsKind::Netns => named::delete(ns.name()).map_err(fail),
-        NsKind::Docker => crate::ns::docker::kill(ns.name()).map_err(fail),
+        NsKind::Docker => world
+            .borrow()
+            .session
+            .kill_container(ns.name())
+            .map_err(fail),
         kind => Err(fail(Error::NotSupported(format!(
             "destroy() works on netns namespaces and containers, not on a {} namespace ({ns})",
             kind.as_str(),
@@ -101,12 +104,15 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         /// koko's own namespace
         || -> R<NsRef> { Namespace::current().map(NsRef).map_err(fail) }
     );
+    let w = world.clone();
     sys!(
         engine,
         "docker",
         /// a running container's namespace (Docker, or Podman via DOCKER_HOST)
-        |name_or_id: &str| -> R<NsRef> {
-            Namespace::resolve(&NsSpec::Docker(name_or_id.to_string()))
+        move |name_or_id: &str| -> R<NsRef> {
+            w.borrow()
+                .session
+                .resolve(&NsSpec::Docker(name_or_id.to_string()))
                 .map(NsRef)
                 .map_err(fail)
         }

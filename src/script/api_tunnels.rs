@@ -157,7 +157,7 @@ fn vxlan(map: &Map) -> R<Spec> {
     }
     v.mtu = o
         .mtu
-        .map(|m| in_range(f, "mtu", m, 68..=65535))
+        .map(|m| in_range(f, "mtu", m, crate::net::link::MTU_RANGE))
         .transpose()?;
     v.local = o.local.as_deref().map(parse_ip).transpose()?;
     v.ttl = o.ttl;
@@ -190,12 +190,9 @@ fn macvlan(map: &Map) -> R<Spec> {
     let o: MacvlanOpts = from_map("macvlan", map)?;
     let mode = match o.mode {
         None => MacvlanMode::Default,
-        Some(m) => MacvlanMode::parse(&m).ok_or_else(|| {
-            invalid(format!(
-                "macvlan(): unknown mode '{m}' (known: {})",
-                MacvlanMode::NAMES
-            ))
-        })?,
+        Some(m) => m
+            .parse::<MacvlanMode>()
+            .map_err(|e| invalid(format!("macvlan(): {e}")))?,
     };
     Ok(Spec {
         parent: o.parent,
@@ -205,11 +202,7 @@ fn macvlan(map: &Map) -> R<Spec> {
 }
 
 fn mirror(world: &SharedWorld, target: &LinkRef, dir: &str, source: &LinkRef) -> R<()> {
-    let dir = MirrorDir::parse(dir).ok_or_else(|| {
-        invalid(format!(
-            "mirror: direction '{dir}' is not one of ingress, egress, both"
-        ))
-    })?;
+    let dir: MirrorDir = dir.parse().map_err(|e| invalid(format!("mirror: {e}")))?;
     if source.ns != target.ns {
         return Err(invalid(format!(
             "mirror: the source '{}' is in {} but the link '{}' is in {}: both must be in the same namespace",

@@ -258,7 +258,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     }
     println!(
         "koko {} — the script API at a prompt. :help lists it, :quit leaves.",
-        crate::cli::VERSION
+        crate::plan::VERSION
     );
     let mut buffer = String::new();
     loop {

@@ -1,4 +1,7 @@
-//! The original koko's flag grammar, parsed into a validated [`Plan`].
+//! The one-shot grammar (the original koko's flags), parsed into a validated
+//! [`CommandLine`]: the typed [`Action`] that [`crate::plan::execute`]
+//! carries out, plus whether the caller asked for `--json`. It lives below
+//! `cli/` so that scripts' `koko("...")` parses the very same way.
 //!
 //! ```text
 //! koko ENDPOINT ENDPOINT            veth between two endpoints
@@ -26,7 +29,7 @@ use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::net::addr::parse_cidr;
-use crate::net::link::validate_name;
+use crate::net::link::{validate_name, MTU_RANGE};
 use crate::ns::{named, NsSpec};
 
 /// A create endpoint: where, which name, and what to put on the link.
@@ -88,7 +91,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct CommandLine {
     pub action: Action,
     pub json: bool,
 }
@@ -105,7 +108,7 @@ enum Opt {
 }
 
 /// Parse the arguments after the program name.
-pub fn parse(args: &[String]) -> Result<Plan> {
+pub fn parse(args: &[String]) -> Result<CommandLine> {
     let opts = lex(args)?;
     resolve(opts)
 }
@@ -281,16 +284,9 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
                     (spec, s.to_string())
                 }
             };
-            let dir = match dir {
-                "ingress" => MirrorDir::Ingress,
-                "egress" => MirrorDir::Egress,
-                "both" => MirrorDir::Both,
-                _ => {
-                    return Err(usage(format!(
-                    "-{flag} {value}: mirror direction '{dir}' is not one of ingress, egress, both"
-                )))
-                }
-            };
+            let dir: MirrorDir = dir
+                .parse()
+                .map_err(|e| usage(format!("-{flag} {value}: {e}")))?;
             validate_name(&source)
                 .map_err(|e| usage(format!("-{flag} {value}: mirror source: {e}")))?;
             if source == endpoint.link {
@@ -340,8 +336,14 @@ fn parse_mtu(value: &str, what: &str) -> Result<u32> {
     value
         .parse::<u32>()
         .ok()
-        .filter(|m| (68..=65535).contains(m))
-        .ok_or_else(|| usage(format!("{what}: '{value}' is not an MTU (68 to 65535)")))
+        .filter(|m| MTU_RANGE.contains(m))
+        .ok_or_else(|| {
+            usage(format!(
+                "{what}: '{value}' is not an MTU ({} to {})",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ))
+        })
 }
 
 fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
@@ -456,26 +458,14 @@ fn parse_macvlan(fields: &[&str]) -> Result<TunnelArg> {
         )));
     }
     validate_name(fields[0]).map_err(|e| usage(format!("-M: parent: {e}")))?;
-    let mode = match fields[1] {
-        "default" => MacvlanMode::Default,
-        "private" => MacvlanMode::Private,
-        "vepa" => MacvlanMode::Vepa,
-        "bridge" => MacvlanMode::Bridge,
-        "passthru" => MacvlanMode::Passthru,
-        other => {
-            return Err(usage(format!(
-                "-M: unknown macvlan mode '{other}' (modes: {})",
-                MacvlanMode::NAMES
-            )))
-        }
-    };
+    let mode: MacvlanMode = fields[1].parse().map_err(|e| usage(format!("-M: {e}")))?;
     Ok(TunnelArg::Macvlan {
         parent: fields[0].to_string(),
         mode,
     })
 }
 
-fn resolve(opts: Vec<Opt>) -> Result<Plan> {
+fn resolve(opts: Vec<Opt>) -> Result<CommandLine> {
     let mut json = false;
     let mut mtu = None;
     let mut creates = Vec::new();
@@ -553,14 +543,14 @@ fn resolve(opts: Vec<Opt>) -> Result<Plan> {
             n => return Err(usage(format!("a veth has two ends, but {n} endpoints were given"))),
         }
     };
-    Ok(Plan { action, json })
+    Ok(CommandLine { action, json })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn p(line: &str) -> Result<Plan> {
+    fn p(line: &str) -> Result<CommandLine> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         parse(&args)
     }
