@@ -285,6 +285,42 @@ pub struct LinkPair {
     pub peer: Option<End>,
 }
 
+impl LinkPair {
+    /// `end` and its veth peer: `known` if the caller knows it (koko made
+    /// the pair), else asked of the kernel (the peer's ifindex and the
+    /// nsid of its namespace, named among the namespaces koko can see).
+    /// A link that is not a veth, or whose peer's namespace cannot be
+    /// named, has no peer here.
+    pub fn resolve(session: &Session, end: End, known: Option<End>) -> Result<LinkPair> {
+        if known.is_some() {
+            return Ok(LinkPair { end, peer: known });
+        }
+        let t = session.target(&end.ns)?;
+        let state = session.block_on(link::require(&t, &end.link))?;
+        let peer = match (state.kind.as_deref(), state.link_index) {
+            (Some("veth"), Some(peer_index)) => {
+                let peer_ns = match state.link_netnsid {
+                    None => Some(end.ns.clone()),
+                    Some(id) => {
+                        crate::net::nsid::find(session, &t, crate::net::nsid::candidates(), id)
+                    }
+                };
+                match peer_ns {
+                    Some(ns) => {
+                        let pt = session.target(&ns)?;
+                        session
+                            .block_on(link::get_by_index(&pt, peer_index))?
+                            .map(|l| End { ns, link: l.name })
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(LinkPair { end, peer })
+    }
+}
+
 /// A side resolved against the kernel: its socket and ifindex.
 struct Side {
     end: End,

@@ -76,17 +76,23 @@ struct FlapOpts {
 #[derive(Clone)]
 pub struct FlapRef(Arc<Mutex<impair::Flap>>);
 
-fn pair(l: &LinkRef) -> LinkPair {
-    LinkPair {
-        end: End {
-            ns: l.ns.clone(),
-            link: l.name.clone(),
-        },
-        peer: l.peer.as_ref().map(|(ns, name)| End {
-            ns: ns.clone(),
-            link: name.clone(),
-        }),
+/// The link as an end (unplug, plug and flap need no peer).
+fn end_of(l: &LinkRef) -> End {
+    End {
+        ns: l.ns.clone(),
+        link: l.name.clone(),
     }
+}
+
+/// The link and its peer (known to the script if koko made the pair,
+/// else asked of the kernel).
+fn pair(world: &SharedWorld, l: &LinkRef) -> R<LinkPair> {
+    let end = end_of(l);
+    let known = l.peer.as_ref().map(|(ns, name)| End {
+        ns: ns.clone(),
+        link: name.clone(),
+    });
+    LinkPair::resolve(&world.borrow().session, end, known).map_err(fail)
 }
 
 fn report(i: &impair::Impairments) -> R<Dynamic> {
@@ -102,11 +108,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         move |l: &mut LinkRef, opts: Map| -> R<Dynamic> {
         let o: ImpairOpts = super::options::from_map("impair", &opts)?;
         let (what, dir) = o.into_request().map_err(fail)?;
+        let p = pair(&w, l)?;
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        let got = impair::impair(session, journal, &pair(l), dir, &what).map_err(fail)?;
+        let got = impair::impair(session, journal, &p, dir, &what).map_err(fail)?;
         report(&got)
     });
     let w = world.clone();
@@ -115,8 +122,9 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "impairments",
         /// what the kernel has on the link: #{backend, egress, ingress, blackhole}
         move |l: &mut LinkRef| -> R<Dynamic> {
+        let p = pair(&w, l)?;
         let world = w.borrow();
-        report(&impair::impairments(&world.session, &pair(l)).map_err(fail)?)
+        report(&impair::impairments(&world.session, &p).map_err(fail)?)
     });
     let w = world.clone();
     sys!(
@@ -124,11 +132,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "clear_impairments",
         /// remove every impairment and blackhole koko set on the link (both directions)
         move |l: &mut LinkRef| -> R<Dynamic> {
+        let p = pair(&w, l)?;
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        report(&impair::clear(session, journal, &pair(l)).map_err(fail)?)
+        report(&impair::clear(session, journal, &p).map_err(fail)?)
     });
     let w = world.clone();
     sys!(
@@ -136,11 +145,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "blackhole",
         /// drop every packet both ways while both ends stay up
         move |l: &mut LinkRef| -> R<()> {
+        let p = pair(&w, l)?;
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        impair::blackhole(session, journal, &pair(l)).map_err(fail)
+        impair::blackhole(session, journal, &p).map_err(fail)
     });
     let w = world.clone();
     sys!(
@@ -148,11 +158,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "restore",
         /// end the blackholes this run put on the link; returns how many
         move |l: &mut LinkRef| -> R<i64> {
+        let p = pair(&w, l)?;
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        impair::restore(session, journal, &pair(l))
+        impair::restore(session, journal, &p)
             .map(|n| n as i64)
             .map_err(fail)
     });
@@ -162,11 +173,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "unplug",
         /// pull the cable: the link goes down, its peer sees NO-CARRIER
         move |l: &mut LinkRef| -> R<()> {
+        let end = end_of(l);
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        impair::unplug(session, journal, &pair(l).end).map_err(fail)
+        impair::unplug(session, journal, &end).map_err(fail)
     });
     let w = world.clone();
     sys!(
@@ -174,11 +186,12 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "plug",
         /// put the cable back (the link up, its routes back); false if this run had not unplugged it
         move |l: &mut LinkRef| -> R<bool> {
+        let end = end_of(l);
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        impair::plug(session, journal, &pair(l).end).map_err(fail)
+        impair::plug(session, journal, &end).map_err(fail)
     });
 
     engine.register_type_with_name::<FlapRef>("Flap");
@@ -189,11 +202,11 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         /// flap the link while the script goes on: #{down_ms, up_ms, count}; link hooks fire on every down
         move |l: &mut LinkRef, opts: Map| -> R<FlapRef> {
         let o: FlapOpts = super::options::from_map("flap", &opts)?;
+        let end = end_of(l);
         let mut world = w.borrow_mut();
         let super::World {
             session, journal, ..
         } = &mut *world;
-        let end = pair(l).end;
         let flap = impair::flap(
             session,
             &end,

@@ -327,7 +327,8 @@ fn macvlan_and_vlan_with_bad_options() {
     assert!(r.line("vlan.bad").contains("kind=invalid"), "{}", r.stdout);
     assert!(r.line("vlan.bad").contains("5000"), "{}", r.stdout);
     assert!(
-        r.line("macvlan.bad").contains("unknown mode 'weird'"),
+        r.line("macvlan.bad")
+            .contains("unknown macvlan mode 'weird'"),
         "{}",
         r.stdout
     );
