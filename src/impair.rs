@@ -240,7 +240,7 @@ impl Impairment {
     }
 
     /// Read back from a root qdisc of koko's and a drop filter.
-    fn read(root: Option<&RootQdisc>, drops: &[Drop]) -> Impairment {
+    pub fn read(root: Option<&RootQdisc>, drops: &[Drop]) -> Impairment {
         let mut i = Impairment::default();
         match root {
             Some(RootQdisc::Netem(n)) => {
@@ -265,11 +265,62 @@ impl Impairment {
     }
 }
 
+impl fmt::Display for Impairment {
+    /// In the words of `koko ip ... link impair` (parses back to itself);
+    /// "none" for no impairment.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        let num = |v: f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v}")
+            }
+        };
+        if self.delay_ms > 0.0 {
+            words.push(format!("delay {}ms", num(self.delay_ms)));
+        }
+        if self.jitter_ms > 0.0 {
+            words.push(format!("jitter {}ms", num(self.jitter_ms)));
+        }
+        for (key, v) in [
+            ("loss", self.loss_pct),
+            ("duplicate", self.duplicate_pct),
+            ("corrupt", self.corrupt_pct),
+            ("reorder", self.reorder_pct),
+        ] {
+            if v > 0.0 {
+                words.push(format!("{key} {}%", num(v)));
+            }
+        }
+        if let Some(r) = self.rate {
+            words.push(format!("rate {r}"));
+        }
+        if self.limit > 0 {
+            words.push(format!("limit {}", self.limit));
+        }
+        if words.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&words.join(" "))
+        }
+    }
+}
+
 /// One end of a link: a name in a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct End {
     pub ns: Namespace,
     pub link: String,
+}
+
+impl End {
+    pub fn new(ns: &Namespace, link: &str) -> End {
+        End {
+            ns: ns.clone(),
+            link: link.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for End {
@@ -438,7 +489,7 @@ pub fn impair(
         if let Some(r) = receiver {
             save(session, journal, r, "loss on")?;
             if what.loss_pct > 0.0 {
-                session.block_on(crate::net::tc::add_clsact(&r.t, &r.end.link, r.index))?;
+                session.block_on(kernel::add_marked_clsact(&r.t, &r.end.link, r.index))?;
                 session.block_on(kernel::set_drop_filter(
                     &r.t,
                     &r.end.link,
@@ -482,6 +533,7 @@ pub fn clear(session: &Session, journal: &mut Journal, pair: &LinkPair) -> Resul
                 session.block_on(kernel::remove_drop_filter(&s.t, s.index, hook, priority))?;
             }
         }
+        session.block_on(kernel::remove_clsact_if_kokos(&s.t, s.index))?;
     }
     impairments(session, pair)
 }
@@ -506,7 +558,7 @@ pub fn blackhole(session: &Session, journal: &mut Journal, pair: &LinkPair) -> R
                 hook: *hook,
             },
         );
-        session.block_on(crate::net::tc::add_clsact(&s.t, &s.end.link, s.index))?;
+        session.block_on(kernel::add_marked_clsact(&s.t, &s.end.link, s.index))?;
         session.block_on(kernel::set_drop_filter(
             &s.t,
             &s.end.link,
@@ -533,6 +585,27 @@ pub fn restore(session: &Session, journal: &mut Journal, pair: &LinkPair) -> Res
     }) {
         crate::journal::undo_one(session, &entry.undo)?;
         lifted += 1;
+    }
+    if lifted > 0 {
+        return Ok(lifted);
+    }
+    // A blackhole of an earlier koko command: koko's marks tell its
+    // filters (and a clsact qdisc it added) from anyone else's.
+    for end in ends {
+        let s = side(session, end)?;
+        for hook in Hook::ALL {
+            let drops = session.block_on(kernel::drop_filters(&s.t, s.index, hook))?;
+            if drops.contains(&Drop::All) {
+                session.block_on(kernel::remove_drop_filter(
+                    &s.t,
+                    s.index,
+                    hook,
+                    kernel::BLACKHOLE_PRIORITY,
+                ))?;
+                lifted += 1;
+            }
+        }
+        session.block_on(kernel::remove_clsact_if_kokos(&s.t, s.index))?;
     }
     Ok(lifted)
 }
@@ -741,6 +814,20 @@ pub struct Impairments {
     /// What the link receives (known only with its peer).
     pub ingress: Option<Impairment>,
     pub blackhole: bool,
+}
+
+impl Impairments {
+    /// One line: "egress delay 20ms loss 1%; ingress none; blackhole (netem)".
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("egress {}", self.egress)];
+        if let Some(i) = &self.ingress {
+            parts.push(format!("ingress {i}"));
+        }
+        if self.blackhole {
+            parts.push("blackhole".into());
+        }
+        format!("{} ({})", parts.join("; "), self.backend.as_str())
+    }
 }
 
 /// Read `pair`'s impairments back from the kernel.

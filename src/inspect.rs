@@ -42,6 +42,66 @@ pub struct LinkReport {
     /// The peer of a veth (or the parent of a vlan/macvlan), as far as the
     /// kernel tells.
     pub peer: Option<PeerReport>,
+    /// What koko set on this link to degrade it, read from the kernel
+    /// (None: nothing of koko's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<ImpairmentReport>,
+}
+
+/// koko's impairments found on one link: what shapes what it sends (its
+/// root qdisc) and what drops what it receives (filters on its ingress).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImpairmentReport {
+    pub backend: &'static str,
+    pub sends: crate::impair::Impairment,
+    pub receives_loss_pct: f64,
+    pub blackhole: bool,
+}
+
+impl ImpairmentReport {
+    /// "sends delay 20ms loss 1%; receives loss 5%; blackhole".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.sends.is_none() {
+            parts.push(format!("sends {}", self.sends));
+        }
+        if self.receives_loss_pct > 0.0 {
+            parts.push(format!("receives loss {}%", self.receives_loss_pct));
+        }
+        if self.blackhole {
+            parts.push("blackhole".into());
+        }
+        parts.join("; ")
+    }
+}
+
+/// Read koko's impairments on link `index` of `t`'s namespace.
+fn impairment_of(session: &Session, t: &Target, index: u32) -> Result<Option<ImpairmentReport>> {
+    use crate::net::impair::{self as kernel, Drop};
+    use crate::net::tc::Hook;
+    let root = session
+        .block_on(kernel::root(t, index))?
+        .and_then(|r| r.koko);
+    let ingress = session.block_on(kernel::drop_filters(t, index, Hook::Ingress))?;
+    let egress = session.block_on(kernel::drop_filters(t, index, Hook::Egress))?;
+    let blackhole = ingress.contains(&Drop::All) || egress.contains(&Drop::All);
+    let receives_loss_pct = ingress
+        .iter()
+        .find_map(|d| match d {
+            Drop::Random(p) => Some(kernel::percent(*p)),
+            Drop::All => None,
+        })
+        .unwrap_or(0.0);
+    let sends = crate::impair::Impairment::read(root.as_ref(), &[]);
+    if sends.is_none() && receives_loss_pct == 0.0 && !blackhole {
+        return Ok(None);
+    }
+    Ok(Some(ImpairmentReport {
+        backend: crate::impair::Backend::detect().as_str(),
+        sends,
+        receives_loss_pct,
+        blackhole,
+    }))
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -118,6 +178,7 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
             carrier: l.lower_up,
             mtu: l.mtu,
             peer,
+            impairment: impairment_of(session, &t, l.index)?,
         });
     }
     let addresses = addrs
@@ -193,6 +254,9 @@ impl NsReport {
                     "parent"
                 };
                 line += &format!(" {word} {}", p.describe());
+            }
+            if let Some(i) = &l.impairment {
+                line += &format!(" impaired: {}", i.describe());
             }
             out.push(line);
         }

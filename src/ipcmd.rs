@@ -4,6 +4,9 @@
 //! address add|del ADDR/PREFIX dev IF
 //! route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
 //! link set IF up|down|mtu N
+//! link impair IF [delay T] [jitter T] [loss P%] [rate R] [duplicate P%] [corrupt P%]
+//!      [reorder P%] [limit N] [dir egress|ingress|both] | link impair IF clear
+//! link blackhole IF on|off
 //! sysctl net.KEY=VALUE
 //! forwarding on|off
 //! ```
@@ -22,14 +25,16 @@ use ipnet::IpNet;
 
 use crate::connect;
 use crate::error::{Error, Result};
+use crate::impair::{self, Impairment, Rate};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, LinkChange};
 use crate::net::route::{self, RouteOp, RouteRequest};
+use crate::net::tc::MirrorDir as Direction;
 use crate::net::{addr, sysctl, Session};
 use crate::ns::Namespace;
 
 /// One `ip`-style command, typed and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum IpCommand {
     Address {
         op: AddrOp,
@@ -50,6 +55,19 @@ pub enum IpCommand {
     },
     /// IPv4 and IPv6 forwarding for the whole namespace.
     Forwarding(bool),
+    /// Degrade a link: set the whole impairment of `dir` (see
+    /// [`crate::impair::impair`]), or with `what` None clear every
+    /// impairment koko set on it.
+    LinkImpair {
+        dev: String,
+        what: Option<Impairment>,
+        dir: Direction,
+    },
+    /// Drop everything both ways while the link stays up, or stop that.
+    LinkBlackhole {
+        dev: String,
+        on: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +88,8 @@ impl IpCommand {
             } => "address del".into(),
             IpCommand::Route { op, .. } => format!("route {}", op.word()),
             IpCommand::LinkSet { .. } => "link set".into(),
+            IpCommand::LinkImpair { .. } => "link impair".into(),
+            IpCommand::LinkBlackhole { .. } => "link blackhole".into(),
             IpCommand::Sysctl { .. } => "sysctl".into(),
             IpCommand::Forwarding(_) => "forwarding".into(),
         }
@@ -98,6 +118,23 @@ impl fmt::Display for IpCommand {
             }
             IpCommand::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
             IpCommand::Forwarding(on) => write!(f, "forwarding {}", if *on { "on" } else { "off" }),
+            IpCommand::LinkImpair {
+                dev, what: None, ..
+            } => write!(f, "link impair {dev} clear"),
+            IpCommand::LinkImpair {
+                dev,
+                what: Some(what),
+                dir,
+            } => {
+                write!(f, "link impair {dev} {what}")?;
+                if *dir != Direction::Egress {
+                    write!(f, " dir {}", dir.as_str())?;
+                }
+                Ok(())
+            }
+            IpCommand::LinkBlackhole { dev, on } => {
+                write!(f, "link blackhole {dev} {}", if *on { "on" } else { "off" })
+            }
         }
     }
 }
@@ -107,6 +144,9 @@ pub const USAGE: &str = "\
 address add|del ADDR/PREFIX dev IF
 route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
 link set IF up|down|mtu N
+link impair IF [delay T] [jitter T] [loss P%] [rate R] [duplicate P%] [corrupt P%]
+     [reorder P%] [limit N] [dir egress|ingress|both] | link impair IF clear
+link blackhole IF on|off
 sysctl net.KEY=VALUE
 forwarding on|off";
 
@@ -349,9 +389,11 @@ fn parse_route(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
 fn parse_link(w: &mut Words) -> Result<IpCommand> {
     match w.next() {
         Some("set") => {}
+        Some("impair") => return parse_impair(w),
+        Some("blackhole") => return parse_blackhole(w),
         Some(other) => {
             return Err(Error::Invalid(format!(
-                "unknown link command '{other}': expected 'set'"
+                "unknown link command '{other}': expected 'set', 'impair' or 'blackhole'"
             )))
         }
         None => return Err(Error::Invalid("'link' needs 'set IF up|down|mtu N'".into())),
@@ -403,6 +445,146 @@ fn parse_link(w: &mut Words) -> Result<IpCommand> {
         )));
     }
     Ok(IpCommand::LinkSet { dev, change })
+}
+
+/// The device after `link impair` / `link blackhole`.
+fn link_dev(w: &mut Words, command: &str) -> Result<String> {
+    let dev = w
+        .next()
+        .ok_or_else(|| Error::Invalid(format!("'link {command}' needs the interface name")))?;
+    link::validate_name(dev)?;
+    w.clause(format!("link {command} {dev}"));
+    Ok(dev.to_string())
+}
+
+/// A time: `20ms`, `1.5s`, `250us`, or a bare number of milliseconds.
+fn parse_time_ms(key: &str, text: &str) -> Result<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * scale)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "'{key} {text}': not a time (e.g. 20ms, 1.5s, 250us)"
+            ))
+        })
+}
+
+/// A percentage: `1%`, `0.5%`, or a bare number.
+fn parse_percent(key: &str, text: &str) -> Result<f64> {
+    text.strip_suffix('%')
+        .unwrap_or(text)
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| Error::Invalid(format!("'{key} {text}': not a percentage (e.g. 1%)")))
+}
+
+fn parse_impair(w: &mut Words) -> Result<IpCommand> {
+    let dev = link_dev(w, "impair")?;
+    let mut what = Impairment::default();
+    let mut dir = None;
+    let mut seen: Vec<&str> = Vec::new();
+    let mut clear = false;
+    while let Some(word) = w.next() {
+        if word == "clear" {
+            clear = true;
+            w.clause("clear");
+            continue;
+        }
+        const KEYS: [&str; 9] = [
+            "delay",
+            "jitter",
+            "loss",
+            "rate",
+            "duplicate",
+            "corrupt",
+            "reorder",
+            "limit",
+            "dir",
+        ];
+        let Some(key) = KEYS.iter().copied().find(|k| *k == word) else {
+            return Err(w.unexpected(word));
+        };
+        if seen.contains(&key) {
+            return Err(Error::Invalid(format!(
+                "'{key}' given twice (after '{}')",
+                w.last
+            )));
+        }
+        seen.push(key);
+        let value = w.value(key, "a value")?;
+        match key {
+            "delay" => what.delay_ms = parse_time_ms(key, value)?,
+            "jitter" => what.jitter_ms = parse_time_ms(key, value)?,
+            "loss" => what.loss_pct = parse_percent(key, value)?,
+            "duplicate" => what.duplicate_pct = parse_percent(key, value)?,
+            "corrupt" => what.corrupt_pct = parse_percent(key, value)?,
+            "reorder" => what.reorder_pct = parse_percent(key, value)?,
+            "rate" => what.rate = Some(value.parse::<Rate>()?),
+            "limit" => what.limit = parse_number(key, value)?,
+            _ => dir = Some(value.parse::<Direction>()?),
+        }
+    }
+    if clear {
+        if !seen.is_empty() {
+            return Err(Error::Invalid(format!(
+                "link impair {dev}: 'clear' takes nothing else (it removes every impairment)"
+            )));
+        }
+        return Ok(IpCommand::LinkImpair {
+            dev,
+            what: None,
+            dir: Direction::Both,
+        });
+    }
+    if what.is_none() {
+        return Err(Error::Invalid(format!(
+            "link impair {dev}: nothing to do (delay, jitter, loss, rate, duplicate, corrupt, reorder, or clear)"
+        )));
+    }
+    what.validate(&format!("link impair {dev}"))?;
+    Ok(IpCommand::LinkImpair {
+        dev,
+        what: Some(what),
+        dir: dir.unwrap_or(Direction::Egress),
+    })
+}
+
+fn parse_blackhole(w: &mut Words) -> Result<IpCommand> {
+    let dev = link_dev(w, "blackhole")?;
+    let on = match w.next() {
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "link blackhole {dev} '{other}': expected 'on' or 'off'"
+            )))
+        }
+        None => {
+            return Err(Error::Invalid(format!(
+                "link blackhole {dev}: expected 'on' or 'off'"
+            )))
+        }
+    };
+    w.clause(format!(
+        "link blackhole {dev} {}",
+        if on { "on" } else { "off" }
+    ));
+    if let Some(extra) = w.next() {
+        return Err(w.unexpected(extra));
+    }
+    Ok(IpCommand::LinkBlackhole { dev, on })
 }
 
 fn parse_sysctl(w: &mut Words) -> Result<IpCommand> {
@@ -558,6 +740,33 @@ pub fn apply(
         IpCommand::Forwarding(on) => {
             Ok(connect::set_forwarding(session, journal, ns, *on)?.line(ns))
         }
+        IpCommand::LinkImpair { dev, what, dir } => {
+            let pair = impair::LinkPair::resolve(session, impair::End::new(ns, dev), None)?;
+            let got = match what {
+                Some(what) => impair::impair(session, journal, &pair, *dir, what)?,
+                None => impair::clear(session, journal, &pair)?,
+            };
+            let done = if what.is_some() {
+                "impaired"
+            } else {
+                "cleared"
+            };
+            Ok(format!("{done} {dev} in {ns}: {}", got.summary()))
+        }
+        IpCommand::LinkBlackhole { dev, on } => {
+            let pair = impair::LinkPair::resolve(session, impair::End::new(ns, dev), None)?;
+            if *on {
+                impair::blackhole(session, journal, &pair)?;
+                Ok(format!(
+                    "blackholed {dev} in {ns}: every packet dropped both ways, both ends up"
+                ))
+            } else {
+                let lifted = impair::restore(session, journal, &pair)?;
+                Ok(format!(
+                    "lifted the blackhole of {dev} in {ns} ({lifted} drop filter(s) removed)"
+                ))
+            }
+        }
     }
 }
 
@@ -626,6 +835,77 @@ mod tests {
         assert_eq!(*op, RouteOp::Replace);
         assert_eq!((route.metric, route.table), (Some(10), Some(100)));
         assert_eq!(parse(&cmd.to_string()).unwrap(), cmd);
+    }
+
+    #[test]
+    fn link_impair_and_blackhole_commands() {
+        let cmd = parse("link impair eth1 delay 20ms jitter 5ms loss 1% rate 10mbit dir ingress")
+            .unwrap();
+        let IpCommand::LinkImpair {
+            dev,
+            what: Some(what),
+            dir,
+        } = &cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(dev, "eth1");
+        assert_eq!(
+            (what.delay_ms, what.jitter_ms, what.loss_pct),
+            (20.0, 5.0, 1.0)
+        );
+        assert_eq!(what.rate, Some(Rate(10_000_000)));
+        assert_eq!(*dir, Direction::Ingress);
+        assert_eq!(
+            cmd.to_string(),
+            "link impair eth1 delay 20ms jitter 5ms loss 1% rate 10mbit dir ingress"
+        );
+        assert_eq!(parse(&cmd.to_string()).unwrap(), cmd, "round trip");
+        let cmd = parse("link impair eth1 delay 1.5s duplicate 0.5 limit 100").unwrap();
+        let IpCommand::LinkImpair { what: Some(w), .. } = &cmd else {
+            panic!()
+        };
+        assert_eq!((w.delay_ms, w.duplicate_pct, w.limit), (1500.0, 0.5, 100));
+        assert_eq!(parse(&cmd.to_string()).unwrap(), cmd);
+        assert_eq!(
+            parse("link impair eth1 clear").unwrap(),
+            IpCommand::LinkImpair {
+                dev: "eth1".into(),
+                what: None,
+                dir: Direction::Both
+            }
+        );
+        assert_eq!(
+            parse("link blackhole eth1 on").unwrap(),
+            IpCommand::LinkBlackhole {
+                dev: "eth1".into(),
+                on: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_impairments_are_usage_errors_naming_the_value() {
+        for (text, needle) in [
+            ("link impair eth1", "nothing to do"),
+            ("link impair eth1 loss 150%", "loss_pct 150"),
+            ("link impair eth1 delay -1ms", "delay_ms -1"),
+            ("link impair eth1 delay soon", "'delay soon': not a time"),
+            ("link impair eth1 rate 10bananas", "rate '10bananas'"),
+            ("link impair eth1 jitter 5ms", "jitter_ms needs a delay_ms"),
+            ("link impair eth1 loss 1% loss 2%", "'loss' given twice"),
+            ("link impair eth1 loss", "'loss' at the end"),
+            (
+                "link impair eth1 clear loss 1%",
+                "'clear' takes nothing else",
+            ),
+            ("link impair eth1 dir sideways loss 1%", "'sideways'"),
+            ("link impair eth1 wobble 3", "unexpected word 'wobble'"),
+            ("link blackhole eth1 maybe", "expected 'on' or 'off'"),
+            ("link blackhole", "needs the interface name"),
+        ] {
+            assert!(err(text).contains(needle), "{text}: {}", err(text));
+        }
     }
 
     #[test]

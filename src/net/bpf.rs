@@ -102,6 +102,11 @@ pub fn random_drop_program(threshold: u32) -> Vec<Insn> {
     ]
 }
 
+/// The program that passes every packet on to the next filter.
+pub fn pass_program() -> Vec<Insn> {
+    vec![mov_r0(TC_ACT_UNSPEC), exit()]
+}
+
 /// The program that drops every packet (a blackhole).
 pub fn drop_all_program() -> Vec<Insn> {
     vec![mov_r0(TC_ACT_SHOT), exit()]

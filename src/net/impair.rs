@@ -51,6 +51,11 @@ pub const LOSS_PRIORITY: u16 = 2;
 /// The bpf filter names koko uses (prefix `koko-`).
 const LOSS_NAME: &str = "koko-loss";
 const BLACKHOLE_NAME: &str = "koko-blackhole";
+const CLSACT_MARK_NAME: &str = "koko-clsact";
+
+/// The priority of the filter that marks a clsact qdisc as koko's: last,
+/// after everything (it only passes packets on).
+const CLSACT_MARK_PRIORITY: u16 = 0xfffe;
 
 const TCA_OPTIONS: u16 = 2;
 const TC_H_ROOT: u32 = 0xffff_ffff;
@@ -734,20 +739,110 @@ pub async fn unblackhole(t: &Target, snap: &TcSnapshot, hook: Hook) -> Result<()
 /// Remove the clsact qdisc of the snapshot's link if it was not there when
 /// the snapshot was taken and no filter is left on it.
 async fn remove_clsact_if_added(t: &Target, snap: &TcSnapshot) -> Result<()> {
-    if snap.clsact
-        || super::tc::ingress_qdisc_kind(t, snap.ifindex)
-            .await?
-            .as_deref()
-            != Some("clsact")
-    {
+    if snap.clsact {
         return Ok(());
     }
-    for hook in Hook::ALL {
-        if !super::tc::filters(t, snap.ifindex, hook).await?.is_empty() {
-            return Ok(());
-        }
+    remove_clsact_if_kokos(t, snap.ifindex).await
+}
+
+/// Make sure link `ifindex` has a clsact qdisc; if koko adds it, koko also
+/// marks it as its own with a filter that does nothing (a program that
+/// passes every packet on), since the kernel keeps no record of who added
+/// a qdisc. [`remove_clsact_if_kokos`] reads the mark, so a later koko
+/// command — not only this run's undo — can take away a clsact koko added,
+/// and never a user's own.
+pub async fn add_marked_clsact(t: &Target, link: &str, ifindex: u32) -> Result<()> {
+    if !super::tc::add_clsact(t, link, ifindex).await? {
+        return Ok(());
     }
-    super::tc::delete_clsact(t, snap.ifindex).await
+    let fd = bpf::load_tc_program("koko_clsact", &bpf::pass_program())?;
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = Hook::Ingress.parent();
+    msg.header.handle = 1.into();
+    msg.header.info = ((CLSACT_MARK_PRIORITY as u32) << 16) | PROTOCOL_ALL as u32;
+    msg.attributes
+        .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
+    msg.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(fd.as_raw_fd() as u32)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(CLSACT_MARK_NAME.into())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    t.socket
+        .ack(
+            RouteNetlinkMessage::NewTrafficFilter(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+        .map_err(|errno| {
+            Error::kernel(
+                format!(
+                    "marking the clsact qdisc koko added to '{link}' in {}",
+                    t.ns
+                ),
+                errno,
+            )
+        })
+}
+
+/// The names of the bpf filters on `hook` of `ifindex`, and how many
+/// filters there are in all.
+async fn filter_names(t: &Target, ifindex: u32, hook: Hook) -> Result<(Vec<String>, usize)> {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = hook.parent();
+    let answers = match t
+        .socket
+        .dump(RouteNetlinkMessage::GetTrafficFilter(msg))
+        .await
+    {
+        Ok(a) => a,
+        Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok((Vec::new(), 0)),
+        Err(errno) => {
+            return Err(Error::kernel(
+                format!("listing filters of link #{ifindex} in {}", t.ns),
+                errno,
+            ))
+        }
+    };
+    let filters: Vec<&TcMessage> = answers
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
+            _ => None,
+        })
+        // A dump lists a priority's chain head too, without options.
+        .filter(|f| {
+            f.attributes
+                .iter()
+                .any(|a| matches!(a, TcAttribute::Options(_)))
+        })
+        .collect();
+    let names = filters
+        .iter()
+        .flat_map(|f| f.attributes.iter())
+        .filter_map(|a| match a {
+            TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Some(n.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    Ok((names, filters.len()))
+}
+
+/// Remove link `ifindex`'s clsact qdisc if koko added it (its mark is
+/// there) and nothing but the mark is left on it.
+pub async fn remove_clsact_if_kokos(t: &Target, ifindex: u32) -> Result<()> {
+    if super::tc::ingress_qdisc_kind(t, ifindex).await?.as_deref() != Some("clsact") {
+        return Ok(());
+    }
+    let (ingress, in_count) = filter_names(t, ifindex, Hook::Ingress).await?;
+    let (_, out_count) = filter_names(t, ifindex, Hook::Egress).await?;
+    let marked = ingress.iter().any(|n| n == CLSACT_MARK_NAME);
+    if marked && in_count == 1 && out_count == 0 {
+        super::tc::delete_clsact(t, ifindex).await?;
+    }
+    Ok(())
 }
 
 /// Does this kernel have netem? Asked once per process, in a throwaway

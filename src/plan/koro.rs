@@ -11,7 +11,7 @@ use crate::ipcmd::{self, IpCommand};
 use crate::ns::NsSpec;
 
 /// One koro command line, typed: where, and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub target: NsSpec,
     pub command: IpCommand,

@@ -625,3 +625,115 @@ fn netem_delay_changes_in_place_without_losing_a_packet() {
     let d = stream.join().unwrap();
     assert_eq!((d.distinct, d.total), (1000, 1000), "{d:?}");
 }
+
+// ------------------------------------------------- the command line
+
+/// `koko ip ... link impair / blackhole` across separate koko processes,
+/// and `koko show` reading back what is on each end.
+#[test]
+fn koko_ip_impairs_blackholes_and_clears_and_koko_show_lists_it() {
+    let sb = Sandbox::new();
+    sb.koko_line("netns add a b").ok();
+    sb.koko_line("-n a,la,10.9.0.1/24 -n b,lb,10.9.0.2/24").ok();
+    let r = sb.koko_line("ip ipnetns a link impair la loss 30% rate 10mbit");
+    r.ok();
+    r.stdout_has("impaired la in netns 'a': egress loss 30% rate 10mbit");
+    assert_eq!(root_qdisc(&sb, "a", "la").unwrap()["kind"], "tbf");
+    let show = sb.koko_line("show ipnetns a");
+    show.ok();
+    show.stdout_has("impaired: sends rate 10mbit");
+    let v = sb.koko_line("show ipnetns b --json").json();
+    let lb = v["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "lb")
+        .unwrap()
+        .clone();
+    assert_eq!(lb["impairment"]["receives_loss_pct"], 30.0, "{lb}");
+    // The loss is real.
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let got = udp_delivered(
+        &na,
+        &nb,
+        addr("10.9.0.2:6801"),
+        2000,
+        Duration::from_micros(100),
+    );
+    within_binomial("lost", 2000 - got, 2000, 0.30);
+
+    // A blackhole on, then off, in another koko process each.
+    sb.koko_line("ip ipnetns a link blackhole la on").ok();
+    assert!(tcp_blocked(&na, addr("10.9.0.2:6802")));
+    for (ns, dev) in [("a", "la"), ("b", "lb")] {
+        assert_eq!(sb.link(Some(ns), dev).unwrap()["operstate"], "UP");
+    }
+    sb.koko_line("ip ipnetns a link blackhole la off")
+        .ok()
+        .stdout_has("2 drop filter(s) removed");
+    // Clear: nothing of koko's is left on either end, no clsact either.
+    sb.koko_line("ip ipnetns a link impair la clear").ok();
+    for (ns, dev) in [("a", "la"), ("b", "lb")] {
+        assert_eq!(root_qdisc(&sb, ns, dev), None);
+        assert!(
+            sb.qdisc_kinds(Some(ns), dev).iter().all(|k| k != "clsact"),
+            "{ns}/{dev}: {}",
+            tc_state(&sb, ns, dev)
+        );
+    }
+    sb.koko_line("show ipnetns b").ok();
+    assert!(!sb.koko_line("show ipnetns b").stdout.contains("impaired"));
+    sb.assert_tcp("b", "a", "10.9.0.2:6803");
+}
+
+/// A clsact qdisc the user had is theirs: koko's blackhole comes and goes
+/// and leaves it (and only it) in place.
+#[test]
+fn a_users_own_clsact_survives_a_blackhole() {
+    let sb = Sandbox::new();
+    sb.koko_line("netns add a b").ok();
+    sb.koko_line("-n a,la,10.9.0.1/24 -n b,lb,10.9.0.2/24").ok();
+    sb.sh("tc -n b qdisc add dev lb clsact");
+    sb.koko_line("ip ipnetns a link blackhole la on").ok();
+    sb.koko_line("ip ipnetns a link blackhole la off").ok();
+    assert!(sb
+        .qdisc_kinds(Some("b"), "lb")
+        .iter()
+        .any(|k| k == "clsact"));
+    assert!(sb.tc_filters(Some("b"), "lb", "ingress").is_empty());
+    assert!(sb
+        .qdisc_kinds(Some("a"), "la")
+        .iter()
+        .all(|k| k != "clsact"));
+}
+
+#[test]
+fn koko_ip_refuses_bad_impairments_and_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.koko_line("netns add a b").ok();
+    sb.koko_line("-n a,la,10.9.0.1/24 -n b,lb,10.9.0.2/24").ok();
+    let netem = kernel_has(&sb, NETEM_PROBE);
+    let mut cases = vec![
+        ("loss 150%", 2, "loss_pct 150 is not a percentage"),
+        ("rate 10bananas", 2, "rate '10bananas'"),
+        ("jitter 5ms", 2, "jitter_ms needs a delay_ms"),
+        ("loss 1% dir sideways", 2, "'sideways'"),
+        ("", 2, "nothing to do"),
+    ];
+    if !netem {
+        cases.push(("delay 20ms loss 1%", 1, "CONFIG_NET_SCH_NETEM"));
+    }
+    for (words, code, needle) in cases {
+        sb.koko_line(&format!("ip ipnetns a link impair la {words}"))
+            .fails(code, needle);
+    }
+    sb.koko_line("ip ipnetns a link impair nope loss 1%")
+        .fails(1, "no link 'nope' in netns 'a'");
+    for (ns, dev) in [("a", "la"), ("b", "lb")] {
+        assert_eq!(
+            tc_state(&sb, ns, dev),
+            r#"qdiscs=["noqueue"] ingress=[] egress=[]"#,
+            "{ns}/{dev}"
+        );
+    }
+}
