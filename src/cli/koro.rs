@@ -32,6 +32,10 @@ COMMAND:
   address add|del ADDR/PREFIX dev IF
   route add|del|replace PREFIX|default [via GW] [dev IF] [metric N] [table N]
   link set IF up|down|mtu N
+  link impair IF [delay T] [jitter T] [loss P%] [rate R] [duplicate P%]
+       [corrupt P%] [reorder P%] [limit N] [dir egress|ingress|both]
+  link impair IF clear             (every impairment koko set, both directions)
+  link blackhole IF on|off         (drop everything both ways, both ends stay up)
   sysctl net.KEY=VALUE
   forwarding on|off                (IPv4 and IPv6)
 
@@ -41,6 +45,7 @@ Examples:
   koko ip ipnetns firewall route add 10.0.3.0/24 via 10.0.2.2 dev link3
   koko ip pid 4242 link set link5 mtu 1400
   koko ip netns /run/netns/router sysctl net.ipv4.ip_forward=1
+  koko ip ipnetns client link impair link1 delay 20ms jitter 5ms loss 1% rate 10mbit
 ";
 
 /// Run one koro command; `args` are the words after `ip` (or after the

@@ -153,16 +153,24 @@ pub fn udp_stream(
 ) -> Delivery {
     let receiver = in_netns(to_ns, move || {
         let s = UdpSocket::bind(to).unwrap();
-        let size: libc_int = 4 << 20;
-        // SAFETY: setsockopt(SO_RCVBUF) with a pointer to an int.
-        unsafe {
-            libc_setsockopt(
-                s.as_raw_fd(),
-                1,
-                8,
-                &size as *const libc_int as *const u8,
-                4,
-            );
+        // Room for the whole stream: it is read only once it was sent.
+        // SO_RCVBUFFORCE (33, root) is not capped by net.core.rmem_max,
+        // which is small on a stock kernel (SO_RCVBUF, 8, is the fallback).
+        let size: libc_int = 64 << 20;
+        for option in [33, 8] {
+            // SAFETY: setsockopt with a pointer to an int and its size.
+            let rc = unsafe {
+                libc_setsockopt(
+                    s.as_raw_fd(),
+                    1,
+                    option,
+                    &size as *const libc_int as *const u8,
+                    4,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
         }
         s
     })
