@@ -737,3 +737,50 @@ fn koko_ip_refuses_bad_impairments_and_changes_nothing() {
         );
     }
 }
+
+/// Ctrl-C in the middle of a drill puts the user's own link back: its
+/// qdiscs and filters as they were, the cable plugged, a flap stopped.
+#[test]
+fn ctrl_c_during_a_drill_puts_the_users_link_back() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    sb.sh("ip link add la netns a type veth peer name lb netns b && \
+         ip -n a link set la up && ip -n b link set lb up");
+    let before = (tc_state(&sb, "a", "la"), tc_state(&sb, "b", "lb"));
+    let text = "let l = netns(\"a\").link(\"la\");\n\
+                l.impair(#{loss_pct: 20, rate: \"5mbit\", dir: \"both\"});\n\
+                l.blackhole();\n\
+                l.flap(#{down_ms: 50, up_ms: 50, count: 1000});\n\
+                print(\"built\");\n\
+                sleep(20000);";
+    let file = write_script("ctrlc", "drill.rhai", text);
+    let mut child = sb
+        .command(crate::support::koko_bin())
+        .args(["run", &file.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "built");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = crate::support::wait_exit(&mut child, "koko after Ctrl-C", Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!((tc_state(&sb, "a", "la"), tc_state(&sb, "b", "lb")), before);
+    for (ns, dev) in [("a", "la"), ("b", "lb")] {
+        // Carrier comes back through the kernel's linkwatch: wait for it.
+        crate::support::wait_until(
+            &format!("{dev} is UP again"),
+            Duration::from_secs(5),
+            || sb.link(Some(ns), dev).unwrap()["operstate"] == "UP",
+        );
+    }
+}
