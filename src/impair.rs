@@ -610,20 +610,25 @@ pub fn restore(session: &Session, journal: &mut Journal, pair: &LinkPair) -> Res
     Ok(lifted)
 }
 
+/// The routes through a link that the kernel drops when it goes down and
+/// does not bring back by itself: those made for the link's addresses
+/// (protocol kernel) come back when it is up again; the others need saving.
+fn routes_through(session: &Session, s: &Side) -> Result<Vec<route::RouteRequest>> {
+    Ok(session
+        .block_on(route::list(&s.t))?
+        .into_iter()
+        .filter(|r| r.oif == Some(s.index) && r.protocol != "kernel")
+        .map(|r| r.as_request())
+        .collect())
+}
+
 /// Pull the cable: set the link down, so its peer loses carrier
 /// (NO-CARRIER) as with a real unplugged cable. The kernel drops the
 /// link's routes when it goes down; they are saved and come back with
 /// [`plug`] (or undo).
 pub fn unplug(session: &Session, journal: &mut Journal, end: &End) -> Result<()> {
     let s = side(session, end)?;
-    let routes: Vec<route::RouteRequest> = session
-        .block_on(route::list(&s.t))?
-        .into_iter()
-        // Routes the kernel made for the link's addresses come back by
-        // themselves when it is up again; only the others need saving.
-        .filter(|r| r.oif == Some(s.index) && r.protocol != "kernel")
-        .map(|r| r.as_request())
-        .collect();
+    let routes = routes_through(session, &s)?;
     journal.record(
         format!("unplugged {end}"),
         Undo::Plug {
@@ -737,12 +742,7 @@ pub fn flap(
         )));
     }
     let s = side(session, end)?;
-    let routes: Vec<route::RouteRequest> = session
-        .block_on(route::list(&s.t))?
-        .into_iter()
-        .filter(|r| r.oif == Some(s.index) && r.protocol != "kernel")
-        .map(|r| r.as_request())
-        .collect();
+    let routes = routes_through(session, &s)?;
     let stop = Arc::new(AtomicBool::new(false));
     let downs = Arc::new(AtomicU32::new(0));
     let (flag, counter, target) = (stop.clone(), downs.clone(), end.clone());

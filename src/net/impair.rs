@@ -34,7 +34,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 
 use super::bpf;
-use super::tc::{Hook, PROTOCOL_ALL};
+use super::tc::{self, Hook, PROTOCOL_ALL};
 use super::Target;
 use crate::error::{Error, Result};
 
@@ -369,55 +369,43 @@ fn raw_options(msg: &TcMessage) -> Option<Vec<u8>> {
 
 /// The root qdisc of `ifindex` (None: the device's default, e.g. noqueue).
 pub async fn root(t: &Target, ifindex: u32) -> Result<Option<RootInfo>> {
-    let answers = t
-        .socket
-        .dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()))
-        .await
-        .map_err(|errno| Error::kernel(format!("listing qdiscs in {}", t.ns), errno))?;
-    Ok(answers.into_iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewQueueDiscipline(q)
-            if q.header.index == ifindex as i32 && u32::from(q.header.parent) == TC_H_ROOT =>
-        {
-            let kind = q
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            // The kernel reports a device without a queue as a root
-            // "noqueue" with handle 0: that is no qdisc to put back.
-            if kind == "noqueue" || u32::from(q.header.handle) == 0 {
-                return None;
-            }
-            let raw = raw_options(&q);
-            let koko = match (
-                q.header.handle.major == KOKO_QDISC_MAJOR,
-                kind.as_str(),
-                &raw,
-            ) {
-                (true, "netem", Some(raw)) => parse_netem_options(raw).map(RootQdisc::Netem),
-                (true, "tbf", Some(raw)) => parse_tbf_options(raw).map(RootQdisc::Tbf),
-                _ => None,
-            };
-            let mut recreate = TcMessage::with_index(ifindex as i32);
-            recreate.header.parent = TC_H_ROOT.into();
-            recreate.header.handle = q.header.handle;
-            recreate.attributes.push(TcAttribute::Kind(kind.clone()));
-            if let Some(raw) = raw {
-                recreate
-                    .attributes
-                    .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, raw)));
-            }
-            Some(RootInfo {
-                kind,
-                handle: q.header.handle,
-                koko,
-                recreate,
-            })
-        }
+    let qdiscs = tc::qdisc_messages(t).await?;
+    let Some(q) = qdiscs
+        .iter()
+        .find(|q| q.header.index == ifindex as i32 && u32::from(q.header.parent) == TC_H_ROOT)
+    else {
+        return Ok(None);
+    };
+    let kind = tc::kind_of(q).unwrap_or_default();
+    // The kernel reports a device without a queue as a root "noqueue"
+    // with handle 0: that is no qdisc to put back.
+    if kind == "noqueue" || u32::from(q.header.handle) == 0 {
+        return Ok(None);
+    }
+    let raw = raw_options(q);
+    let koko = match (
+        q.header.handle.major == KOKO_QDISC_MAJOR,
+        kind.as_str(),
+        &raw,
+    ) {
+        (true, "netem", Some(raw)) => parse_netem_options(raw).map(RootQdisc::Netem),
+        (true, "tbf", Some(raw)) => parse_tbf_options(raw).map(RootQdisc::Tbf),
         _ => None,
+    };
+    let mut recreate = TcMessage::with_index(ifindex as i32);
+    recreate.header.parent = TC_H_ROOT.into();
+    recreate.header.handle = q.header.handle;
+    recreate.attributes.push(TcAttribute::Kind(kind.clone()));
+    if let Some(raw) = raw {
+        recreate
+            .attributes
+            .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, raw)));
+    }
+    Ok(Some(RootInfo {
+        kind,
+        handle: q.header.handle,
+        koko,
+        recreate,
     }))
 }
 
@@ -431,18 +419,14 @@ pub async fn set_root(t: &Target, link: &str, ifindex: u32, q: &RootQdisc) -> Re
         )
         .await
         .map_err(|errno| {
-            let what = format!("setting a {} qdisc on '{link}' in {}", q.kind(), t.ns);
-            match errno {
-                Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
-                    what,
-                    feature: match q {
-                        RootQdisc::Netem(_) => "netem qdisc (CONFIG_NET_SCH_NETEM)",
-                        RootQdisc::Tbf(_) => "tbf qdisc (CONFIG_NET_SCH_TBF)",
-                    }
-                    .into(),
+            tc::refusal(
+                format!("setting a {} qdisc on '{link}' in {}", q.kind(), t.ns),
+                errno,
+                match q {
+                    RootQdisc::Netem(_) => "netem qdisc (CONFIG_NET_SCH_NETEM)",
+                    RootQdisc::Tbf(_) => "tbf qdisc (CONFIG_NET_SCH_TBF)",
                 },
-                _ => Error::kernel(what, errno),
-            }
+            )
         })
 }
 
@@ -451,17 +435,7 @@ pub async fn set_root(t: &Target, link: &str, ifindex: u32, q: &RootQdisc) -> Re
 pub async fn delete_root(t: &Target, ifindex: u32) -> Result<()> {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = TC_H_ROOT.into();
-    match t
-        .socket
-        .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
-        .await
-    {
-        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
-        Err(errno) => Err(Error::kernel(
-            format!("removing the root qdisc of link #{ifindex} in {}", t.ns),
-            errno,
-        )),
-    }
+    tc::delete_qdisc(t, msg, "root qdisc").await
 }
 
 /// Re-create a root qdisc saved with [`root`] (a user's own, that koko
@@ -580,10 +554,6 @@ pub async fn set_drop_filter(
         .ack(RouteNetlinkMessage::NewTrafficFilter(request), flags)
         .await
         .map_err(|errno| match errno {
-            Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
-                what: what(),
-                feature: "the bpf classifier (CONFIG_NET_CLS_BPF)".into(),
-            },
             Errno::EEXIST => Error::Kernel {
                 what: what(),
                 cause: format!(
@@ -592,41 +562,29 @@ pub async fn set_drop_filter(
                 ),
                 errno: Some(errno),
             },
-            _ => Error::kernel(what(), errno),
+            _ => tc::refusal(what(), errno, "the bpf classifier (CONFIG_NET_CLS_BPF)"),
         })
 }
 
 /// koko's drop filters on `hook` of `ifindex`: what each drops.
 pub async fn drop_filters(t: &Target, ifindex: u32, hook: Hook) -> Result<Vec<Drop>> {
-    let mut msg = TcMessage::with_index(ifindex as i32);
-    msg.header.parent = hook.parent();
-    let answers = match t
-        .socket
-        .dump(RouteNetlinkMessage::GetTrafficFilter(msg))
-        .await
-    {
-        Ok(a) => a,
-        Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(Vec::new()),
-        Err(errno) => {
-            return Err(Error::kernel(
-                format!("listing filters of link #{ifindex} in {}", t.ns),
-                errno,
-            ))
-        }
-    };
-    Ok(answers
+    Ok(tc::filter_messages(t, ifindex, hook)
+        .await?
         .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewTrafficFilter(f) => f.attributes.iter().find_map(|a| match a {
-                TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-                    TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Drop::from_name(n),
-                    _ => None,
-                }),
-                _ => None,
-            }),
-            _ => None,
-        })
+        .filter_map(bpf_name)
+        .filter_map(|n: String| Drop::from_name(&n))
         .collect())
+}
+
+/// The name of a bpf filter (as koko names its own), if it is one.
+fn bpf_name(filter: &TcMessage) -> Option<String> {
+    filter.attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+            TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Some(n.clone()),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// Remove koko's drop filter at `priority` from `hook` of `ifindex` (none
@@ -684,7 +642,7 @@ pub async fn snapshot(t: &Target, link: &str, ifindex: u32) -> Result<TcSnapshot
         ifindex,
         root: root(t, ifindex).await?,
         drops,
-        clsact: super::tc::ingress_qdisc_kind(t, ifindex).await?.is_some(),
+        clsact: tc::ingress_qdisc_kind(t, ifindex).await?.is_some(),
     })
 }
 
@@ -752,7 +710,7 @@ async fn remove_clsact_if_added(t: &Target, snap: &TcSnapshot) -> Result<()> {
 /// command — not only this run's undo — can take away a clsact koko added,
 /// and never a user's own.
 pub async fn add_marked_clsact(t: &Target, link: &str, ifindex: u32) -> Result<()> {
-    if !super::tc::add_clsact(t, link, ifindex).await? {
+    if !tc::add_clsact(t, link, ifindex).await? {
         return Ok(());
     }
     let fd = bpf::load_tc_program("koko_clsact", &bpf::pass_program())?;
@@ -787,28 +745,9 @@ pub async fn add_marked_clsact(t: &Target, link: &str, ifindex: u32) -> Result<(
 /// The names of the bpf filters on `hook` of `ifindex`, and how many
 /// filters there are in all.
 async fn filter_names(t: &Target, ifindex: u32, hook: Hook) -> Result<(Vec<String>, usize)> {
-    let mut msg = TcMessage::with_index(ifindex as i32);
-    msg.header.parent = hook.parent();
-    let answers = match t
-        .socket
-        .dump(RouteNetlinkMessage::GetTrafficFilter(msg))
-        .await
-    {
-        Ok(a) => a,
-        Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok((Vec::new(), 0)),
-        Err(errno) => {
-            return Err(Error::kernel(
-                format!("listing filters of link #{ifindex} in {}", t.ns),
-                errno,
-            ))
-        }
-    };
-    let filters: Vec<&TcMessage> = answers
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
-            _ => None,
-        })
+    let filters: Vec<TcMessage> = tc::filter_messages(t, ifindex, hook)
+        .await?
+        .into_iter()
         // A dump lists a priority's chain head too, without options.
         .filter(|f| {
             f.attributes
@@ -816,31 +755,21 @@ async fn filter_names(t: &Target, ifindex: u32, hook: Hook) -> Result<(Vec<Strin
                 .any(|a| matches!(a, TcAttribute::Options(_)))
         })
         .collect();
-    let names = filters
-        .iter()
-        .flat_map(|f| f.attributes.iter())
-        .filter_map(|a| match a {
-            TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Some(n.clone()),
-                _ => None,
-            }),
-            _ => None,
-        })
-        .collect();
+    let names = filters.iter().filter_map(bpf_name).collect();
     Ok((names, filters.len()))
 }
 
 /// Remove link `ifindex`'s clsact qdisc if koko added it (its mark is
 /// there) and nothing but the mark is left on it.
 pub async fn remove_clsact_if_kokos(t: &Target, ifindex: u32) -> Result<()> {
-    if super::tc::ingress_qdisc_kind(t, ifindex).await?.as_deref() != Some("clsact") {
+    if tc::ingress_qdisc_kind(t, ifindex).await?.as_deref() != Some("clsact") {
         return Ok(());
     }
     let (ingress, in_count) = filter_names(t, ifindex, Hook::Ingress).await?;
     let (_, out_count) = filter_names(t, ifindex, Hook::Egress).await?;
     let marked = ingress.iter().any(|n| n == CLSACT_MARK_NAME);
     if marked && in_count == 1 && out_count == 0 {
-        super::tc::delete_clsact(t, ifindex).await?;
+        tc::delete_clsact(t, ifindex).await?;
     }
     Ok(())
 }

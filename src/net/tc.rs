@@ -253,6 +253,20 @@ impl FilterEntry {
 /// The filters on one clsact hook of link `ifindex` (empty if there is no
 /// clsact/ingress qdisc).
 pub async fn filters(t: &Target, ifindex: u32, hook: Hook) -> Result<Vec<FilterEntry>> {
+    Ok(filter_messages(t, ifindex, hook)
+        .await?
+        .iter()
+        .map(|f| FilterEntry::from_message(hook, f))
+        .collect())
+}
+
+/// The filter messages on one clsact hook of link `ifindex`, as dumped
+/// (empty if there is no clsact/ingress qdisc).
+pub(in crate::net) async fn filter_messages(
+    t: &Target,
+    ifindex: u32,
+    hook: Hook,
+) -> Result<Vec<TcMessage>> {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = hook.parent();
     match t
@@ -261,11 +275,9 @@ pub async fn filters(t: &Target, ifindex: u32, hook: Hook) -> Result<Vec<FilterE
         .await
     {
         Ok(answers) => Ok(answers
-            .iter()
+            .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewTrafficFilter(f) => {
-                    Some(FilterEntry::from_message(hook, f))
-                }
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
                 _ => None,
             })
             .collect()),
@@ -281,24 +293,67 @@ pub async fn filters(t: &Target, ifindex: u32, hook: Hook) -> Result<Vec<FilterE
     }
 }
 
-/// The kind of the qdisc at ffff: (clsact or ingress) on `ifindex`, if any.
-pub async fn ingress_qdisc_kind(t: &Target, ifindex: u32) -> Result<Option<String>> {
+/// The kernel's refusal of a tc request about `what`: ENOENT and
+/// EOPNOTSUPP mean it does not know the qdisc, classifier or action kind
+/// (not built in: named by `feature`); anything else is explained as usual.
+pub(in crate::net) fn refusal(what: String, errno: Errno, feature: &str) -> Error {
+    match errno {
+        Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
+            what,
+            feature: feature.into(),
+        },
+        _ => Error::kernel(what, errno),
+    }
+}
+
+/// Every qdisc of `t`'s namespace, as dumped.
+pub(in crate::net) async fn qdisc_messages(t: &Target) -> Result<Vec<TcMessage>> {
     let answers = t
         .socket
         .dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()))
         .await
         .map_err(|errno| Error::kernel(format!("listing qdiscs in {}", t.ns), errno))?;
-    Ok(answers.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewQueueDiscipline(q)
-            if q.header.index == ifindex as i32 && q.header.parent == TcHandle::CLSACT =>
-        {
-            q.attributes.iter().find_map(|a| match a {
-                TcAttribute::Kind(k) => Some(k.clone()),
-                _ => None,
-            })
-        }
+    Ok(answers
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) => Some(q),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The kind of a qdisc or filter message ("clsact", "tbf", "u32", ...).
+pub(in crate::net) fn kind_of(msg: &TcMessage) -> Option<String> {
+    msg.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k.clone()),
         _ => None,
-    }))
+    })
+}
+
+/// Delete a qdisc (`msg` names its link and parent); one that is already
+/// gone is fine. `what` names it for an error.
+pub(in crate::net) async fn delete_qdisc(t: &Target, msg: TcMessage, what: &str) -> Result<()> {
+    let ifindex = msg.header.index;
+    match t
+        .socket
+        .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+        .await
+    {
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(Error::kernel(
+            format!("removing the {what} of link #{ifindex} in {}", t.ns),
+            errno,
+        )),
+    }
+}
+
+/// The kind of the qdisc at ffff: (clsact or ingress) on `ifindex`, if any.
+pub async fn ingress_qdisc_kind(t: &Target, ifindex: u32) -> Result<Option<String>> {
+    Ok(qdisc_messages(t)
+        .await?
+        .iter()
+        .find(|q| q.header.index == ifindex as i32 && q.header.parent == TcHandle::CLSACT)
+        .and_then(kind_of))
 }
 
 /// Make sure `source` has a clsact qdisc. Returns whether koko created it.
@@ -356,14 +411,11 @@ pub async fn add_mirror_filters(
             )
             .await
             .map_err(|errno| {
-                let what = format!("mirroring {} traffic of '{source}' to '{target}' in {}", hook.as_str(), t.ns);
-                match errno {
-                    Errno::ENOENT | Errno::EOPNOTSUPP => Error::KernelFeature {
-                        what,
-                        feature: "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)".into(),
-                    },
-                    _ => Error::kernel(what, errno),
-                }
+                refusal(
+                    format!("mirroring {} traffic of '{source}' to '{target}' in {}", hook.as_str(), t.ns),
+                    errno,
+                    "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)",
+                )
             })?;
     }
     Ok(())
@@ -457,17 +509,7 @@ pub async fn remove_mirror_filters(
 pub async fn delete_clsact(t: &Target, ifindex: u32) -> Result<()> {
     let mut msg = clsact_request(ifindex);
     msg.attributes.clear();
-    match t
-        .socket
-        .ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
-        .await
-    {
-        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(()),
-        Err(errno) => Err(Error::kernel(
-            format!("removing the clsact qdisc of link #{ifindex} in {}", t.ns),
-            errno,
-        )),
-    }
+    delete_qdisc(t, msg, "clsact qdisc").await
 }
 
 /// Add a clsact qdisc to `ifindex` if it has none; returns whether koko

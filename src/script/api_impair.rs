@@ -9,7 +9,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult, Map};
 use serde::Deserialize;
 
-use super::api::{fail, LinkRef};
+use super::api::{fail, with_world, LinkRef};
 use super::SharedWorld;
 use crate::error::Error;
 use crate::impair::{self, End, Impairment, LinkPair, Rate};
@@ -106,93 +106,71 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "impair",
         /// impair what the link sends (dir "egress", default), receives ("ingress") or both: #{delay_ms, jitter_ms, loss_pct, rate: "10mbit", duplicate_pct, corrupt_pct, reorder_pct, limit, dir}; returns link.impairments()
         move |l: &mut LinkRef, opts: Map| -> R<Dynamic> {
-        let o: ImpairOpts = super::options::from_map("impair", &opts)?;
-        let (what, dir) = o.into_request().map_err(fail)?;
-        let p = pair(&w, l)?;
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        let got = impair::impair(session, journal, &p, dir, &what).map_err(fail)?;
-        report(&got)
-    });
+            let o: ImpairOpts = super::options::from_map("impair", &opts)?;
+            let (what, dir) = o.into_request().map_err(fail)?;
+            let p = pair(&w, l)?;
+            let got = with_world(&w, |s, j| impair::impair(s, j, &p, dir, &what))?;
+            report(&got)
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "impairments",
         /// what the kernel has on the link: #{backend, egress, ingress, blackhole}
         move |l: &mut LinkRef| -> R<Dynamic> {
-        let p = pair(&w, l)?;
-        let world = w.borrow();
-        report(&impair::impairments(&world.session, &p).map_err(fail)?)
-    });
+            let p = pair(&w, l)?;
+            report(&with_world(&w, |s, _| impair::impairments(s, &p))?)
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "clear_impairments",
         /// remove every impairment and blackhole koko set on the link (both directions)
         move |l: &mut LinkRef| -> R<Dynamic> {
-        let p = pair(&w, l)?;
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        report(&impair::clear(session, journal, &p).map_err(fail)?)
-    });
+            let p = pair(&w, l)?;
+            report(&with_world(&w, |s, j| impair::clear(s, j, &p))?)
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "blackhole",
         /// drop every packet both ways while both ends stay up
         move |l: &mut LinkRef| -> R<()> {
-        let p = pair(&w, l)?;
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        impair::blackhole(session, journal, &p).map_err(fail)
-    });
+            let p = pair(&w, l)?;
+            with_world(&w, |s, j| impair::blackhole(s, j, &p))
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "restore",
-        /// end the blackholes this run put on the link; returns how many
+        /// end the blackholes on the link (this run's, or koko's found on it); returns how many drop filters went
         move |l: &mut LinkRef| -> R<i64> {
-        let p = pair(&w, l)?;
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        impair::restore(session, journal, &p)
-            .map(|n| n as i64)
-            .map_err(fail)
-    });
+            let p = pair(&w, l)?;
+            with_world(&w, |s, j| impair::restore(s, j, &p)).map(|n| n as i64)
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "unplug",
         /// pull the cable: the link goes down, its peer sees NO-CARRIER
         move |l: &mut LinkRef| -> R<()> {
-        let end = end_of(l);
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        impair::unplug(session, journal, &end).map_err(fail)
-    });
+            with_world(&w, |s, j| impair::unplug(s, j, &end_of(l)))
+        }
+    );
     let w = world.clone();
     sys!(
         engine,
         "plug",
         /// put the cable back (the link up, its routes back); false if this run had not unplugged it
         move |l: &mut LinkRef| -> R<bool> {
-        let end = end_of(l);
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        impair::plug(session, journal, &end).map_err(fail)
-    });
+            with_world(&w, |s, j| impair::plug(s, j, &end_of(l)))
+        }
+    );
 
     engine.register_type_with_name::<FlapRef>("Flap");
     let w = world.clone();
@@ -201,56 +179,50 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "flap",
         /// flap the link while the script goes on: #{down_ms, up_ms, count}; link hooks fire on every down
         move |l: &mut LinkRef, opts: Map| -> R<FlapRef> {
-        let o: FlapOpts = super::options::from_map("flap", &opts)?;
-        let end = end_of(l);
-        let mut world = w.borrow_mut();
-        let super::World {
-            session, journal, ..
-        } = &mut *world;
-        let flap = impair::flap(
-            session,
-            &end,
-            Duration::from_millis(o.down_ms),
-            Duration::from_millis(o.up_ms),
-            o.count,
-        )
-        .map_err(fail)?;
-        let shared = Arc::new(Mutex::new(flap));
-        journal.record(format!("flapping {end}"), Undo::StopFlap(shared.clone()));
-        Ok(FlapRef(shared))
-    });
+            let o: FlapOpts = super::options::from_map("flap", &opts)?;
+            let end = end_of(l);
+            with_world(&w, |s, j| {
+                let flap = impair::flap(
+                    s,
+                    &end,
+                    Duration::from_millis(o.down_ms),
+                    Duration::from_millis(o.up_ms),
+                    o.count,
+                )?;
+                let shared = Arc::new(Mutex::new(flap));
+                j.record(format!("flapping {end}"), Undo::StopFlap(shared.clone()));
+                Ok(FlapRef(shared))
+            })
+        }
+    );
     sys!(
         engine,
         "wait",
         /// wait until the flap is done; returns how many downs there were
-        |f: &mut FlapRef| -> R<i64> {
-        // Wait in small steps so Ctrl-C still ends the run.
-        loop {
-            {
-                let flap = f.0.lock().expect("flap");
-                if flap.done() {
-                    break;
-                }
+        |flap: &mut FlapRef| -> R<i64> {
+            // Wait in small steps so Ctrl-C still ends the run.
+            while !flap.0.lock().expect("flap").done() {
+                super::api::interruptible_sleep(Duration::from_millis(5))?;
             }
-            super::api::interruptible_sleep(Duration::from_millis(5))?;
+            let mut f = flap.0.lock().expect("flap");
+            f.join().map_err(fail)?;
+            Ok(f.downs() as i64)
         }
-        let mut flap = f.0.lock().expect("flap");
-        flap.join().map_err(fail)?;
-        Ok(flap.downs() as i64)
-    });
+    );
     sys!(
         engine,
         "stop",
         /// stop flapping now (the link is left up); returns how many downs there were
-        |f: &mut FlapRef| -> R<i64> {
-        let mut flap = f.0.lock().expect("flap");
-        flap.stop().map_err(fail)?;
-        Ok(flap.downs() as i64)
-    });
+        |flap: &mut FlapRef| -> R<i64> {
+            let mut f = flap.0.lock().expect("flap");
+            f.stop().map_err(fail)?;
+            Ok(f.downs() as i64)
+        }
+    );
     getter!(
         engine,
         "downs",
         /// how many times the flapping link has gone down so far
-        |f: &mut FlapRef| -> i64 { f.0.lock().expect("flap").downs() as i64 }
+        |flap: &mut FlapRef| -> i64 { flap.0.lock().expect("flap").downs() as i64 }
     );
 }
