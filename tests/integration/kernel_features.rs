@@ -208,16 +208,11 @@ fn dummy_links_are_parents_of_vlan_macvlan_and_vxlan() {
 
 // ---------------------------------------------------------------- mirroring
 
-/// Packets the monitor link's far end (`mirpeer` in `m`) received.
-fn mirrored(sb: &Sandbox) -> u64 {
-    sb.rx_packets(Some("m"), "mirpeer")
-}
-
 /// Wait until the mirror counter stops at or above `want` (copies are
 /// counted as they arrive; under emulation that lags the originals).
 fn mirrored_settles(sb: &Sandbox, want: u64) -> u64 {
     poll(Duration::from_secs(5), || {
-        let n = mirrored(sb);
+        let n = crate::tunnels::mirrored(sb);
         if n >= want {
             Ok(n)
         } else {
@@ -227,38 +222,17 @@ fn mirrored_settles(sb: &Sandbox, want: u64) -> u64 {
     .unwrap_or_else(|seen| seen.parse().unwrap_or(0))
 }
 
-/// a and b joined by src (in a) <-> dst (in b) whose root qdisc on src is
-/// `root` (a tc qdisc spec); m is the monitor namespace.
+/// The mirroring scene of the tunnels tests, with `root` (a tc qdisc
+/// spec) as the root qdisc of src.
 fn mirror_scene(root: &str) -> Sandbox {
-    let sb = Sandbox::new();
-    sb.netns_add(&["a", "b", "m"]);
-    sb.sh(
-        "ip link add src netns a type veth peer name dst netns b \
-         && ip -n a addr add 10.7.0.1/24 dev src && ip -n b addr add 10.7.0.2/24 dev dst \
-         && ip -n a link set src up && ip -n b link set dst up \
-         && ip netns exec a sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
-         && ip netns exec m sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    );
+    let sb = crate::tunnels::mirror_scene();
     sb.sh(&format!("tc -n a qdisc add dev src root {root}"));
-    // Resolve ARP both ways, so the counts below are only the test's.
-    send_udp(
-        &sb.netns_path("b"),
-        &sb.netns_path("a"),
-        "10.7.0.1:9000".parse().unwrap(),
-        1,
-    );
-    send_udp(
-        &sb.netns_path("a"),
-        &sb.netns_path("b"),
-        "10.7.0.2:9000".parse().unwrap(),
-        1,
-    );
     sb
 }
 
 /// (copies seen while b sends 50 to a, copies seen while a sends 50 to b)
 fn count_each_direction(sb: &Sandbox, expect_in: bool) -> (u64, u64) {
-    let before = mirrored(sb);
+    let before = crate::tunnels::mirrored(sb);
     send_udp(
         &sb.netns_path("b"),
         &sb.netns_path("a"),
@@ -268,7 +242,7 @@ fn count_each_direction(sb: &Sandbox, expect_in: bool) -> (u64, u64) {
     let after_in = if expect_in {
         mirrored_settles(sb, before + 50)
     } else {
-        mirrored(sb)
+        crate::tunnels::mirrored(sb)
     };
     send_udp(
         &sb.netns_path("a"),
@@ -277,7 +251,7 @@ fn count_each_direction(sb: &Sandbox, expect_in: bool) -> (u64, u64) {
         50,
     );
     let after_out = if expect_in {
-        mirrored(sb)
+        crate::tunnels::mirrored(sb)
     } else {
         mirrored_settles(sb, after_in + 50)
     };

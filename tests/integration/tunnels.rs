@@ -180,12 +180,12 @@ fn every_macvlan_mode_is_accepted_by_the_kernel() {
 // ---------------------------------------------------------------- mirroring
 
 /// The number of packets the mirror link's peer (`mirpeer` in `m`) received.
-fn mirrored(sb: &Sandbox) -> u64 {
+pub(crate) fn mirrored(sb: &Sandbox) -> u64 {
     sb.rx_packets(Some("m"), "mirpeer")
 }
 
 /// a and b joined by src (in a) <-> dst (in b); m is the monitor namespace.
-fn mirror_scene() -> Sandbox {
+pub(crate) fn mirror_scene() -> Sandbox {
     let sb = Sandbox::new();
     sb.netns_add(&["a", "b", "m"]);
     sb.sh(
