@@ -21,7 +21,7 @@ use crate::journal::{Journal, Undo};
 use crate::net::batch::{self, Op, Request};
 use crate::net::link::VethOptions;
 use crate::net::route::{self, RouteOp, RouteRequest};
-use crate::net::Session;
+use crate::net::{sysctl, Session};
 use crate::ns::{named, Namespace};
 
 /// How many links are built before the sockets of finished nodes are closed.
@@ -132,7 +132,18 @@ pub fn build(
         }
     }
     let missing_names: Vec<String> = missing.iter().map(|&i| names[i].clone()).collect();
-    let created = named::create_many(&missing_names, |_| Ok(()))?;
+    // A namespace created here gets forwarding while the helper thread is
+    // inside it (no extra namespace switch: hundreds of nodes would pay two
+    // setns each otherwise); undo deletes the namespace, so nothing to
+    // journal.
+    let created = named::create_many(&missing_names, |k| {
+        let i = missing[k];
+        if i == 0 || i == last {
+            Ok(())
+        } else {
+            sysctl::set_forwarding_here(true)
+        }
+    })?;
     for (k, ns) in created.into_iter().enumerate() {
         journal.record(
             format!("netns '{}'", missing_names[k]),
@@ -143,10 +154,12 @@ pub fn build(
         nodes[missing[k]] = Some(ns);
     }
     let nodes: Vec<Namespace> = nodes.into_iter().map(|n| n.expect("every node")).collect();
-    // Forwarding on every inner node (what changes is journaled; in a
-    // namespace this run created, undo deletes the namespace anyway).
-    for ns in &nodes[1..last] {
-        connect::set_forwarding(session, journal, ns, true)?;
+    // Forwarding on the inner nodes that existed already (journaled, put
+    // back on undo).
+    for (i, ns) in nodes.iter().enumerate().take(last).skip(1) {
+        if missing.binary_search(&i).is_err() {
+            connect::set_forwarding(session, journal, ns, true)?;
+        }
     }
 
     // Links and routes, a window at a time. ifindex of each node's left

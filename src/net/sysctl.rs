@@ -116,6 +116,21 @@ pub fn enable_ipv6_on(ns: &Namespace, name: &str) -> Result<()> {
 /// The sysctls that make up "forwarding" in a namespace, IPv4 first.
 pub const FORWARDING_KEYS: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
 
+/// Turn forwarding on or off in the namespace of the calling thread: for a
+/// thread that is inside a namespace already (the helper that creates
+/// namespaces in bulk). A kernel without IPv6 has no IPv6 key: skipped.
+pub fn set_forwarding_here(on: bool) -> std::io::Result<()> {
+    let value = if on { "1" } else { "0" };
+    for key in FORWARDING_KEYS {
+        let path = key_path(key).expect("a net.* key");
+        match std::fs::write(&path, value) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.contains("ipv6") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Turn IPv4 and IPv6 forwarding on or off for the whole namespace. Returns
 /// each key that exists with its previous value (for undo). A kernel
 /// without IPv6 has no IPv6 key: that family is skipped, not an error.
