@@ -15,9 +15,12 @@
 //!   dropped on the sender's own egress would come back to the sending
 //!   socket as ENOBUFS and simply be sent again, which is not loss.
 //!
-//! So an ingress impairment needs the peer (the sender), and tc-bpf egress
-//! loss needs it too (the receiver). For a link without a known peer
-//! (vxlan, macvlan) koko says so instead of doing something else.
+//! So an ingress impairment is queued on the peer (the sender), and tc-bpf
+//! egress loss is dropped there too (the receiver). A link without a known
+//! peer (vxlan, macvlan) has what it receives redirected to an ifb device
+//! koko makes for it, and queued on that ifb's root; its egress loss on
+//! tc-bpf has no receiver koko can reach, and koko says so instead of
+//! doing something else.
 //!
 //! [`impair`] sets the *whole* impairment of the directions it names:
 //! what a call leaves out is not impaired afterwards. Called again on the
@@ -460,11 +463,21 @@ pub fn impair(
             }
         };
         // The sender's root qdisc is set (or cleared) either way; the
-        // receiver's drop filter only where the backend drops there.
-        let sender = if queueing || sender.is_some() {
-            need(sender, "sender")?
-        } else {
-            None
+        // receiver's drop filter only where the backend drops there. What a
+        // link without a known peer receives is shaped on its ifb (`true`:
+        // made on demand, see net::impair), which is kept while it exists.
+        let sender = match (hook, sender) {
+            (Hook::Ingress, None) => {
+                let s = side(session, &pair.end)?;
+                let has_ifb = session
+                    .block_on(link::get(&s.t, &kernel::ifb_name(s.index)))?
+                    .is_some();
+                (queueing || has_ifb).then_some((s, true))
+            }
+            (_, sender) if queueing || sender.is_some() => {
+                need(sender, "sender")?.map(|s| (s, false))
+            }
+            _ => None,
         };
         let receiver = if dropping || (backend == Backend::TcBpf && receiver.is_some()) {
             need(receiver, "receiver")?
@@ -473,8 +486,14 @@ pub fn impair(
         };
         plan.push((hook, sender, receiver));
     }
-    for (_, sender, receiver) in &plan {
-        if let Some(s) = sender {
+    for (_, sender, receiver) in plan {
+        if let Some((s, via_ifb)) = sender {
+            let s = if via_ifb {
+                ifb_side(session, journal, s)?
+            } else {
+                s
+            };
+            let s = &s;
             save(session, journal, s, "impairment of")?;
             let root = match backend {
                 Backend::Netem if !what.is_none() => Some(RootQdisc::Netem(what.netem())),
@@ -486,7 +505,7 @@ pub fn impair(
                 None => clear_root(session, s)?,
             }
         }
-        if let Some(r) = receiver {
+        if let Some(r) = &receiver {
             save(session, journal, r, "loss on")?;
             if what.loss_pct > 0.0 {
                 session.block_on(kernel::add_marked_clsact(&r.t, &r.end.link, r.index))?;
@@ -508,6 +527,30 @@ pub fn impair(
         }
     }
     impairments(session, pair)
+}
+
+/// The ifb that shapes what `s` receives, made (and its making journaled)
+/// if it is not there yet.
+fn ifb_side(session: &Session, journal: &mut Journal, s: Side) -> Result<Side> {
+    let (index, created) = session.block_on(kernel::ensure_ifb(&s.t, &s.end.link, s.index))?;
+    if created {
+        journal.record(
+            format!("ifb for what {} receives", s.end),
+            Undo::RemoveIfb {
+                ns: s.end.ns.clone(),
+                link: s.end.link.clone(),
+                ifindex: s.index,
+            },
+        );
+    }
+    Ok(Side {
+        end: End {
+            ns: s.end.ns.clone(),
+            link: kernel::ifb_name(s.index),
+        },
+        t: s.t,
+        index,
+    })
 }
 
 /// Remove koko's root qdisc from a side (a user's own stays).
@@ -533,6 +576,7 @@ pub fn clear(session: &Session, journal: &mut Journal, pair: &LinkPair) -> Resul
                 session.block_on(kernel::remove_drop_filter(&s.t, s.index, hook, priority))?;
             }
         }
+        session.block_on(kernel::remove_ifb(&s.t, s.index))?;
         session.block_on(kernel::remove_clsact_if_kokos(&s.t, s.index))?;
     }
     impairments(session, pair)
@@ -851,9 +895,15 @@ pub fn impairments(session: &Session, pair: &LinkPair) -> Result<Impairments> {
         None => &[],
     };
     let egress = Impairment::read(root.as_ref(), egress_loss);
-    let ingress = peer
-        .as_ref()
-        .map(|(peer_root, _, _)| Impairment::read(peer_root.as_ref(), &in_drops));
+    // What the link receives: shaped on its peer, or else on its ifb.
+    let ingress_root = match &peer {
+        Some((peer_root, _, _)) => peer_root.clone(),
+        None => {
+            let s = side(session, &pair.end)?;
+            session.block_on(kernel::ifb_root(&s.t, s.index))?
+        }
+    };
+    let ingress = Some(Impairment::read(ingress_root.as_ref(), &in_drops));
     let blackhole = in_drops.contains(&Drop::All)
         || out_drops.contains(&Drop::All)
         || peer

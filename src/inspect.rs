@@ -49,12 +49,13 @@ pub struct LinkReport {
 }
 
 /// koko's impairments found on one link: what shapes what it sends (its
-/// root qdisc) and what drops what it receives (filters on its ingress).
+/// root qdisc), and what drops or shapes what it receives (filters on its
+/// ingress, its ifb's root qdisc).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImpairmentReport {
     pub backend: &'static str,
     pub sends: crate::impair::Impairment,
-    pub receives_loss_pct: f64,
+    pub receives: crate::impair::Impairment,
     pub blackhole: bool,
 }
 
@@ -65,8 +66,8 @@ impl ImpairmentReport {
         if !self.sends.is_none() {
             parts.push(format!("sends {}", self.sends));
         }
-        if self.receives_loss_pct > 0.0 {
-            parts.push(format!("receives loss {}%", self.receives_loss_pct));
+        if !self.receives.is_none() {
+            parts.push(format!("receives {}", self.receives));
         }
         if self.blackhole {
             parts.push("blackhole".into());
@@ -85,21 +86,16 @@ fn impairment_of(session: &Session, t: &Target, index: u32) -> Result<Option<Imp
     let ingress = session.block_on(kernel::drop_filters(t, index, Hook::Ingress))?;
     let egress = session.block_on(kernel::drop_filters(t, index, Hook::Egress))?;
     let blackhole = ingress.contains(&Drop::All) || egress.contains(&Drop::All);
-    let receives_loss_pct = ingress
-        .iter()
-        .find_map(|d| match d {
-            Drop::Random(p) => Some(kernel::percent(*p)),
-            Drop::All => None,
-        })
-        .unwrap_or(0.0);
+    let ifb = session.block_on(kernel::ifb_root(t, index))?;
+    let receives = crate::impair::Impairment::read(ifb.as_ref(), &ingress);
     let sends = crate::impair::Impairment::read(root.as_ref(), &[]);
-    if sends.is_none() && receives_loss_pct == 0.0 && !blackhole {
+    if sends.is_none() && receives.is_none() && !blackhole {
         return Ok(None);
     }
     Ok(Some(ImpairmentReport {
         backend: crate::impair::Backend::detect().as_str(),
         sends,
-        receives_loss_pct,
+        receives,
         blackhole,
     }))
 }

@@ -76,6 +76,13 @@ pub enum Undo {
         snapshot: impair::TcSnapshot,
         hook: tc::Hook,
     },
+    /// Take away the ifb koko made to shape what link `ifindex` (`link`)
+    /// receives, with its redirect.
+    RemoveIfb {
+        ns: Namespace,
+        link: String,
+        ifindex: u32,
+    },
     /// Stop a flapping link (it is left up, as it began).
     StopFlap(std::sync::Arc<std::sync::Mutex<crate::impair::Flap>>),
     /// Plug an unplugged link back: up, with the routes the kernel dropped
@@ -185,6 +192,7 @@ impl Journal {
                 | Undo::RestoreLink { ns, .. }
                 | Undo::RestoreTc { ns, .. }
                 | Undo::Unblackhole { ns, .. }
+                | Undo::RemoveIfb { ns, .. }
                 | Undo::Plug { ns, .. } => dies(ns),
                 // A plain link's peer (a veth made by other means) or UDP
                 // socket (vxlan) may be outside: delete it explicitly.
@@ -239,7 +247,8 @@ pub fn already_gone(undo: &Undo, error: &Error) -> bool {
         | Undo::DeleteMirror { .. }
         | Undo::RestoreRoute { .. }
         | Undo::RestoreTc { .. }
-        | Undo::Unblackhole { .. } => false,
+        | Undo::Unblackhole { .. }
+        | Undo::RemoveIfb { .. } => false,
     }
 }
 
@@ -353,6 +362,29 @@ fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
             }
             let t = session.target(ns)?;
             session.block_on(impair::restore(&t, snapshot))
+        }
+        Undo::RemoveIfb {
+            ns,
+            link: name,
+            ifindex,
+        } => {
+            if !ns.exists() {
+                return Ok(());
+            }
+            let t = session.target(ns)?;
+            match session.block_on(link::get(&t, name))? {
+                // The link koko shaped: its redirect, the ifb, a clsact
+                // koko added.
+                Some(l) if l.index == *ifindex => {
+                    session.block_on(impair::remove_ifb(&t, *ifindex))
+                }
+                // The link went (its filters with it): the ifb, named
+                // after its ifindex, is all that is left of koko's.
+                _ => match session.block_on(link::delete(&t, &impair::ifb_name(*ifindex))) {
+                    Err(e) if e.is_link_not_found() => Ok(()),
+                    other => other,
+                },
+            }
         }
         Undo::Unblackhole { ns, snapshot, hook } => {
             if !ns.exists() {

@@ -774,6 +774,154 @@ pub async fn remove_clsact_if_kokos(t: &Target, ifindex: u32) -> Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------ ifb
+//
+// What a link *receives* cannot be queued on the link itself (qdiscs
+// shape what leaves a device). On a veth koko shapes it where it is sent,
+// the peer's root. For any other link (vxlan, macvlan) the received
+// traffic is redirected on the link's ingress to an ifb device, whose root
+// qdisc then shapes it: ifb hands every packet back to the stack as if the
+// link had received it, after its qdisc let it go.
+
+/// The cookie of the redirect filter that feeds koko's ifb.
+const IFB_COOKIE: &[u8] = b"koko-ifb";
+
+/// The redirect filter's priority: after koko's drop filters (a dropped
+/// packet never reaches the ifb), before everything else.
+const REDIRECT_PRIORITY: u16 = 3;
+
+/// The name of the ifb koko uses for link `ifindex` ("kkifb" + ifindex:
+/// at most 15 bytes).
+pub fn ifb_name(ifindex: u32) -> String {
+    format!("kkifb{ifindex}")
+}
+
+/// Make sure link `ifindex` (`link`) has its ifb, up, with everything the
+/// link receives redirected to it. Returns the ifb's ifindex and whether
+/// koko created it now.
+pub async fn ensure_ifb(t: &Target, link: &str, ifindex: u32) -> Result<(u32, bool)> {
+    let name = ifb_name(ifindex);
+    let created = match super::link::get(t, &name).await? {
+        Some(_) => false,
+        None => {
+            let mut msg = netlink_packet_route::link::LinkMessage::default();
+            msg.attributes
+                .push(netlink_packet_route::link::LinkAttribute::IfName(
+                    name.clone(),
+                ));
+            msg.attributes
+                .push(netlink_packet_route::link::LinkAttribute::LinkInfo(vec![
+                    netlink_packet_route::link::LinkInfo::Kind(
+                        netlink_packet_route::link::InfoKind::Ifb,
+                    ),
+                ]));
+            t.socket
+                .ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+                .await
+                .map_err(|errno| {
+                    tc::refusal(
+                        format!(
+                            "creating ifb '{name}' for what '{link}' receives, in {}",
+                            t.ns
+                        ),
+                        errno,
+                        "ifb devices (CONFIG_IFB)",
+                    )
+                })?;
+            true
+        }
+    };
+    super::link::set(
+        t,
+        &name,
+        super::link::LinkChange {
+            up: Some(true),
+            mtu: None,
+        },
+    )
+    .await?;
+    let ifb = super::link::require(t, &name).await?;
+    if !has_redirect(t, ifindex).await? {
+        add_marked_clsact(t, link, ifindex).await?;
+        let msg = tc::mirred_filter_request(
+            ifindex,
+            Hook::Ingress,
+            REDIRECT_PRIORITY,
+            ifb.index,
+            true,
+            IFB_COOKIE,
+        );
+        t.socket
+            .ack(
+                RouteNetlinkMessage::NewTrafficFilter(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await
+            .map_err(|errno| {
+                tc::refusal(
+                    format!("redirecting what '{link}' receives to '{name}' in {}", t.ns),
+                    errno,
+                    "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)",
+                )
+            })?;
+    }
+    Ok((ifb.index, created))
+}
+
+/// Is koko's redirect to an ifb on link `ifindex`'s ingress?
+async fn has_redirect(t: &Target, ifindex: u32) -> Result<bool> {
+    Ok(tc::filters(t, ifindex, Hook::Ingress)
+        .await?
+        .iter()
+        .any(|f| {
+            f.prio == REDIRECT_PRIORITY
+                && f.mirreds
+                    .iter()
+                    .any(|(c, _)| c.as_deref() == Some(IFB_COOKIE))
+        }))
+}
+
+/// The root qdisc of koko's on link `ifindex`'s ifb, if it has one.
+pub async fn ifb_root(t: &Target, ifindex: u32) -> Result<Option<RootQdisc>> {
+    match super::link::get(t, &ifb_name(ifindex)).await? {
+        Some(ifb) => Ok(root(t, ifb.index).await?.and_then(|r| r.koko)),
+        None => Ok(None),
+    }
+}
+
+/// Take koko's ifb away from link `ifindex`: the redirect, the ifb itself
+/// (and its qdisc with it), and the clsact qdisc if koko added it and
+/// nothing else is on it. Nothing there is fine.
+pub async fn remove_ifb(t: &Target, ifindex: u32) -> Result<()> {
+    if has_redirect(t, ifindex).await? {
+        let mut msg = TcMessage::with_index(ifindex as i32);
+        msg.header.parent = Hook::Ingress.parent();
+        msg.header.info = ((REDIRECT_PRIORITY as u32) << 16) | PROTOCOL_ALL as u32;
+        msg.attributes.push(TcAttribute::Kind("u32".into()));
+        match t
+            .socket
+            .ack(RouteNetlinkMessage::DelTrafficFilter(msg), 0)
+            .await
+        {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(errno) => {
+                return Err(Error::kernel(
+                    format!(
+                        "removing koko's redirect to an ifb from link #{ifindex} in {}",
+                        t.ns
+                    ),
+                    errno,
+                ))
+            }
+        }
+    }
+    match super::link::delete(t, &ifb_name(ifindex)).await {
+        Err(e) if e.is_link_not_found() => {}
+        other => other?,
+    }
+    remove_clsact_if_kokos(t, ifindex).await
+}
+
 /// Does this kernel have netem? Asked once per process, in a throwaway
 /// network namespace of its own (on a helper thread, so koko's threads
 /// never change namespace): a netem qdisc on its loopback either works or

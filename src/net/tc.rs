@@ -145,10 +145,25 @@ pub(in crate::net) fn mirror_filter_request(
     hook: Hook,
     target_index: u32,
 ) -> TcMessage {
+    mirred_filter_request(src_index, hook, 0, target_index, false, KOKO_COOKIE)
+}
+
+/// RTM_NEWTFILTER: on `src_index`'s `hook`, at priority `prio` (0: the
+/// kernel picks), match every packet and hand it to `target_index` — a
+/// copy (`redirect` false: the packet goes on) or the packet itself
+/// (`redirect` true: it leaves this device's path) — marked with `cookie`.
+pub(in crate::net) fn mirred_filter_request(
+    src_index: u32,
+    hook: Hook,
+    prio: u16,
+    target_index: u32,
+    redirect: bool,
+    cookie: &[u8],
+) -> TcMessage {
     let mut msg = TcMessage::with_index(src_index as i32);
     msg.header.parent = hook.parent();
-    // tcm_info = priority (high 16 bits, 0: the kernel picks) | protocol.
-    msg.header.info = PROTOCOL_ALL as u32;
+    // tcm_info = priority (high 16 bits) | protocol.
+    msg.header.info = ((prio as u32) << 16) | PROTOCOL_ALL as u32;
 
     let mut selector = TcU32Selector::default();
     selector.flags = TcU32SelectorFlags::Terminal;
@@ -157,9 +172,15 @@ pub(in crate::net) fn mirror_filter_request(
 
     let mut mirred = TcMirror::default();
     mirred.generic = TcActionGeneric::default();
-    // "mirror" (not "redirect"): the original packet goes on (pipe).
-    mirred.generic.action = TcActionType::Pipe;
-    mirred.eaction = TcMirrorActionType::EgressMirror;
+    if redirect {
+        // The packet itself goes to the target (stolen from this path).
+        mirred.generic.action = TcActionType::Stolen;
+        mirred.eaction = TcMirrorActionType::EgressRedir;
+    } else {
+        // "mirror": the original packet goes on (pipe).
+        mirred.generic.action = TcActionType::Pipe;
+        mirred.eaction = TcMirrorActionType::EgressMirror;
+    }
     mirred.ifindex = target_index;
     let mut action = TcAction::default();
     action.tab = 1;
@@ -168,7 +189,7 @@ pub(in crate::net) fn mirror_filter_request(
         TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
             mirred,
         ))]),
-        TcActionAttribute::Cookie(KOKO_COOKIE.to_vec()),
+        TcActionAttribute::Cookie(cookie.to_vec()),
     ];
     msg.attributes
         .push(TcAttribute::Kind(TcFilterU32::KIND.into()));

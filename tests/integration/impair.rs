@@ -650,7 +650,7 @@ fn koko_ip_impairs_blackholes_and_clears_and_koko_show_lists_it() {
         .find(|l| l["name"] == "lb")
         .unwrap()
         .clone();
-    assert_eq!(lb["impairment"]["receives_loss_pct"], 30.0, "{lb}");
+    assert_eq!(lb["impairment"]["receives"]["loss_pct"], 30.0, "{lb}");
     // The loss is real.
     let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
     let got = udp_delivered(
@@ -783,4 +783,58 @@ fn ctrl_c_during_a_drill_puts_the_users_link_back() {
             || sb.link(Some(ns), dev).unwrap()["operstate"] == "UP",
         );
     }
+}
+
+/// A link without a veth peer (a macvlan here): what it receives is
+/// shaped on an ifb koko makes for it, read back by `koko show`, and gone
+/// again with `clear` or the run's undo.
+#[test]
+fn ingress_of_a_link_without_a_peer_is_shaped_on_an_ifb() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["host", "a", "far"]);
+    sb.sh(
+        "ip link add eth1 netns host type veth peer name eth1 netns far && \
+         ip -n host link set eth1 up && ip -n far addr add 10.5.0.2/24 dev eth1 && \
+         ip -n far link set eth1 up",
+    );
+    sb.koko_in("host", "-n a,mv0,10.5.0.1/24 -M eth1,bridge")
+        .ok();
+    sb.koko_line("ip ipnetns a link impair mv0 rate 5mbit dir ingress")
+        .ok()
+        .stdout_has("ingress rate 5mbit");
+    let ifb = sb
+        .link_names(Some("a"))
+        .into_iter()
+        .find(|n| n.starts_with("kkifb"))
+        .expect("koko's ifb");
+    assert_eq!(root_qdisc(&sb, "a", &ifb).unwrap()["kind"], "tbf");
+    sb.koko_line("show ipnetns a")
+        .ok()
+        .stdout_has("impaired: receives rate 5mbit");
+    let (na, nfar) = (sb.netns_path("a"), sb.netns_path("far"));
+    let got = tcp_goodput(&na, &nfar, addr("10.5.0.1:6901"), Duration::from_secs(3));
+    assert!(
+        (0.9..=1.1).contains(&(got / 5e6)),
+        "ingress 5mbit: {got} bit/s"
+    );
+    sb.koko_line("ip ipnetns a link impair mv0 clear").ok();
+    assert_eq!(sb.link_names(Some("a")), vec!["mv0"]);
+    assert_eq!(
+        tc_state(&sb, "a", "mv0"),
+        r#"qdiscs=["noqueue"] ingress=[] egress=[]"#
+    );
+
+    // A run that fails is undone: the ifb goes with it.
+    let file = write_script(
+        "ifb-undo",
+        "u.rhai",
+        "netns(\"a\").link(\"mv0\").impair(#{rate: \"2mbit\", loss_pct: 5, dir: \"ingress\"});\n\
+         throw \"the drill failed\";",
+    );
+    run(&sb, &[&file.to_string_lossy()]).fails(1, "the drill failed");
+    assert_eq!(sb.link_names(Some("a")), vec!["mv0"]);
+    assert_eq!(
+        tc_state(&sb, "a", "mv0"),
+        r#"qdiscs=["noqueue"] ingress=[] egress=[]"#
+    );
 }
