@@ -500,11 +500,23 @@ impl Drop {
 /// RTM_NEWTFILTER: a direct-action bpf filter running `prog_fd` on
 /// `ifindex`'s `hook` at `drop`'s priority, named after `drop`.
 pub fn drop_filter_request(ifindex: u32, hook: Hook, prog_fd: u32, drop: Drop) -> TcMessage {
-    let name = drop.name();
+    bpf_filter_request(ifindex, hook, drop.priority(), prog_fd, drop.name())
+}
+
+/// RTM_NEWTFILTER: a direct-action bpf filter named `name` running
+/// `prog_fd` on `ifindex`'s `hook` at priority `prio` (handle 1: koko's
+/// filter is alone at its priority).
+fn bpf_filter_request(
+    ifindex: u32,
+    hook: Hook,
+    prio: u16,
+    prog_fd: u32,
+    name: String,
+) -> TcMessage {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = hook.parent();
     msg.header.handle = 1.into();
-    msg.header.info = ((drop.priority() as u32) << 16) | PROTOCOL_ALL as u32;
+    msg.header.info = ((prio as u32) << 16) | PROTOCOL_ALL as u32;
     msg.attributes
         .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
     msg.attributes.push(TcAttribute::Options(vec![
@@ -714,17 +726,13 @@ pub async fn add_marked_clsact(t: &Target, link: &str, ifindex: u32) -> Result<(
         return Ok(());
     }
     let fd = bpf::load_tc_program("koko_clsact", &bpf::pass_program())?;
-    let mut msg = TcMessage::with_index(ifindex as i32);
-    msg.header.parent = Hook::Ingress.parent();
-    msg.header.handle = 1.into();
-    msg.header.info = ((CLSACT_MARK_PRIORITY as u32) << 16) | PROTOCOL_ALL as u32;
-    msg.attributes
-        .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
-    msg.attributes.push(TcAttribute::Options(vec![
-        TcOption::Bpf(TcFilterBpfOption::ProgFd(fd.as_raw_fd() as u32)),
-        TcOption::Bpf(TcFilterBpfOption::ProgName(CLSACT_MARK_NAME.into())),
-        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
-    ]));
+    let msg = bpf_filter_request(
+        ifindex,
+        Hook::Ingress,
+        CLSACT_MARK_PRIORITY,
+        fd.as_raw_fd() as u32,
+        CLSACT_MARK_NAME.into(),
+    );
     t.socket
         .ack(
             RouteNetlinkMessage::NewTrafficFilter(msg),
