@@ -530,9 +530,44 @@ fn netem_loss_duplication_and_corruption_stay_inside_binomial_bounds() {
         Duration::from_micros(200),
         4,
     );
+    // Loss and duplication together interact inside netem (a duplicate
+    // can itself be dropped, a dropped original can survive as its
+    // duplicate): P(lost) = 0.1 * 0.9 = 0.09, P(an extra copy) = 0.081.
+    within_binomial("lost (with duplication)", n - d.distinct, n, 0.09);
+    within_binomial("duplicated (with loss)", d.total - d.distinct, n, 0.081);
+    // Each alone is exactly its probability.
+    let set = |tag: &str, body: &str| {
+        let file = write_script(tag, "s.rhai", body);
+        run(&sb, &[&file.to_string_lossy()]).ok();
+    };
+    set(
+        "netem-loss-only",
+        "netns(\"a\").link(\"la\").impair(#{loss_pct: 10});",
+    );
+    let d = udp_stream(
+        &na,
+        &nb,
+        addr("10.9.0.2:6503"),
+        n,
+        Duration::from_micros(200),
+        4,
+    );
     within_binomial("lost", n - d.distinct, n, 0.10);
-    // netem duplicates what it did not drop.
-    within_binomial("duplicated", d.total - d.distinct, d.distinct, 0.10);
+    assert_eq!(d.total, d.distinct, "duplicates without duplicate_pct");
+    set(
+        "netem-dup-only",
+        "netns(\"a\").link(\"la\").impair(#{duplicate_pct: 10});",
+    );
+    let d = udp_stream(
+        &na,
+        &nb,
+        addr("10.9.0.2:6504"),
+        n,
+        Duration::from_micros(200),
+        4,
+    );
+    assert_eq!(d.distinct, n, "losses without loss_pct");
+    within_binomial("duplicated", d.total - d.distinct, n, 0.10);
     // Corruption flips a bit; the receiver's checksums drop the datagram
     // (1000-byte payloads, so a flip where nothing checks is rare).
     let file = write_script(
