@@ -226,14 +226,15 @@ impl Impairment {
 
     /// The tbf qdisc for this impairment's rate: a burst of 10 ms of
     /// traffic (at least two full-size frames), a queue of `limit` packets
-    /// or else 100 ms of traffic.
+    /// or else 200 ms of traffic (room for TCP's window to overshoot
+    /// without losses that would stall it below the rate).
     fn tbf(&self, rate: Rate) -> kernel::Tbf {
         let bytes = (rate.0 / 8).max(1);
         let burst = (bytes / 100).max(2 * 1514);
         let limit = if self.limit > 0 {
             self.limit as u64 * 1514
         } else {
-            (bytes / 10).max(burst * 2)
+            (bytes / 5).max(burst * 2)
         };
         kernel::Tbf {
             rate_bytes: bytes,

@@ -263,6 +263,9 @@ pub fn udp_rtts(client_ns: &Path, server_ns: &Path, to: SocketAddr, n: u32) -> V
     rtts
 }
 
+/// How long [`tcp_goodput`] lets a connection settle before it counts.
+const WARM_UP: Duration = Duration::from_millis(500);
+
 /// TCP goodput from `client_ns` to a listener on `addr` in `server_ns`:
 /// the client sends as fast as it can for `duration`; the result is the
 /// bytes the server read per second of that time, in bits per second.
@@ -279,19 +282,24 @@ pub fn tcp_goodput(
         let (mut conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
-        let mut first: Option<std::time::Instant> = None;
+        let mut start: Option<std::time::Instant> = None;
         let mut last = std::time::Instant::now();
         while let Ok(n) = conn.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            // Time from the first byte to the last: the connection's
-            // set-up is not part of the rate.
-            first.get_or_insert_with(std::time::Instant::now);
-            total += n as u64;
-            last = std::time::Instant::now();
+            // The steady state only: from WARM_UP after the first byte
+            // (TCP's slow start overshooting a shaped link, and the
+            // connection's set-up, are not the rate) to the last byte.
+            let now = std::time::Instant::now();
+            let begin = *start.get_or_insert(now + WARM_UP);
+            if now >= begin {
+                total += n as u64;
+            }
+            last = now;
         }
-        (total, last - first.unwrap_or(last))
+        let begin = start.unwrap_or(last);
+        (total, last.saturating_duration_since(begin))
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     in_netns(client_ns, move || {
