@@ -126,6 +126,9 @@ pub fn send_udp(from: &Path, to_ns: &Path, to: SocketAddr, n: usize) {
     }
 }
 
+/// The number of [`udp_stream`]'s priming datagrams.
+const PRIME: u32 = u32::MAX;
+
 /// What a numbered UDP stream delivered (see [`udp_stream`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
@@ -177,28 +180,45 @@ pub fn udp_stream(
     .join()
     .unwrap();
     let len = len.max(4);
-    in_netns(from, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        let mut packet = vec![0x6bu8; len];
-        for i in 0..n {
-            packet[..4].copy_from_slice(&i.to_be_bytes());
-            s.send_to(&packet, to).unwrap();
-            std::thread::sleep(gap);
+    // A socket belongs to the namespace it was made in, whichever thread
+    // uses it later.
+    let sender = in_netns(from, || UdpSocket::bind("0.0.0.0:0").unwrap())
+        .join()
+        .unwrap();
+    // Prime the path first: until the sender's neighbour entry for `to` is
+    // resolved, the kernel holds only a few packets and drops the rest —
+    // and on an impaired link the ARP exchange itself may be lost. Up to a
+    // second of "prime" datagrams (numbered u32::MAX, not counted), until
+    // one arrives (never, through a blackhole).
+    let mut buf = vec![0u8; len.max(16)];
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    for _ in 0..20 {
+        sender.send_to(&PRIME.to_be_bytes(), to).unwrap();
+        if matches!(receiver.recv(&mut buf), Ok(4) if buf[..4] == PRIME.to_be_bytes()) {
+            break;
         }
-    })
-    .join()
-    .unwrap();
+    }
+    let mut packet = vec![0x6bu8; len];
+    for i in 0..n {
+        packet[..4].copy_from_slice(&i.to_be_bytes());
+        sender.send_to(&packet, to).unwrap();
+        std::thread::sleep(gap);
+    }
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut seen = std::collections::HashSet::new();
     let (mut total, mut out_of_order, mut highest) = (0, 0, None::<u32>);
-    let mut buf = vec![0u8; len.max(16)];
     while let Ok(got) = receiver.recv(&mut buf) {
         if got < 4 {
             continue;
         }
         let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        if i == PRIME {
+            continue;
+        }
         total += 1;
         seen.insert(i);
         if highest.is_some_and(|h| i < h) {
