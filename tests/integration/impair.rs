@@ -174,7 +174,7 @@ fn random_loss_stays_inside_the_binomial_bound_and_clears() {
         &nb,
         addr("10.9.0.2:6001"),
         n,
-        Duration::from_micros(100),
+        Duration::from_micros(300),
     );
     let lost = n - got;
     // 99.9 % two-sided binomial bound for p = 0.3, n = 2000: 600 +- 67.
@@ -187,7 +187,7 @@ fn random_loss_stays_inside_the_binomial_bound_and_clears() {
             &na,
             addr("10.9.0.1:6002"),
             500,
-            Duration::from_micros(100)
+            Duration::from_micros(300)
         ),
         500
     );
@@ -208,7 +208,7 @@ fn random_loss_stays_inside_the_binomial_bound_and_clears() {
             &nb,
             addr("10.9.0.2:6003"),
             500,
-            Duration::from_micros(100)
+            Duration::from_micros(300)
         ),
         500
     );
@@ -229,7 +229,7 @@ fn blackhole_drops_everything_while_both_ends_stay_up() {
             &nb,
             addr("10.9.0.2:6101"),
             200,
-            Duration::from_micros(100)
+            Duration::from_micros(300)
         ),
         0
     );
@@ -239,7 +239,7 @@ fn blackhole_drops_everything_while_both_ends_stay_up() {
             &na,
             addr("10.9.0.1:6102"),
             200,
-            Duration::from_micros(100)
+            Duration::from_micros(300)
         ),
         0
     );
