@@ -53,6 +53,9 @@ const LOSS_NAME: &str = "koko-loss";
 const BLACKHOLE_NAME: &str = "koko-blackhole";
 const CLSACT_MARK_NAME: &str = "koko-clsact";
 
+/// The kernel feature koko's drop filters and clsact mark need.
+const BPF_CLASSIFIER: &str = "the bpf classifier (CONFIG_NET_CLS_BPF)";
+
 /// The priority of the filter that marks a clsact qdisc as koko's: last,
 /// after everything (it only passes packets on).
 const CLSACT_MARK_PRIORITY: u16 = 0xfffe;
@@ -574,7 +577,7 @@ pub async fn set_drop_filter(
                 ),
                 errno: Some(errno),
             },
-            _ => tc::refusal(what(), errno, "the bpf classifier (CONFIG_NET_CLS_BPF)"),
+            _ => tc::refusal(what(), errno, BPF_CLASSIFIER),
         })
 }
 
@@ -733,21 +736,18 @@ pub async fn add_marked_clsact(t: &Target, link: &str, ifindex: u32) -> Result<(
         fd.as_raw_fd() as u32,
         CLSACT_MARK_NAME.into(),
     );
-    t.socket
-        .ack(
-            RouteNetlinkMessage::NewTrafficFilter(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .await
-        .map_err(|errno| {
-            Error::kernel(
-                format!(
-                    "marking the clsact qdisc koko added to '{link}' in {}",
-                    t.ns
-                ),
-                errno,
+    tc::add_filter(
+        t,
+        msg,
+        || {
+            format!(
+                "marking the clsact qdisc koko added to '{link}' in {}",
+                t.ns
             )
-        })
+        },
+        BPF_CLASSIFIER,
+    )
+    .await
 }
 
 /// The names of the bpf filters on `hook` of `ifindex`, and how many
@@ -859,19 +859,13 @@ pub async fn ensure_ifb(t: &Target, link: &str, ifindex: u32) -> Result<(u32, bo
             true,
             IFB_COOKIE,
         );
-        t.socket
-            .ack(
-                RouteNetlinkMessage::NewTrafficFilter(msg),
-                NLM_F_CREATE | NLM_F_EXCL,
-            )
-            .await
-            .map_err(|errno| {
-                tc::refusal(
-                    format!("redirecting what '{link}' receives to '{name}' in {}", t.ns),
-                    errno,
-                    "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)",
-                )
-            })?;
+        tc::add_filter(
+            t,
+            msg,
+            || format!("redirecting what '{link}' receives to '{name}' in {}", t.ns),
+            tc::U32_MIRRED,
+        )
+        .await?;
     }
     Ok((ifb.index, created))
 }

@@ -327,6 +327,28 @@ pub(in crate::net) fn refusal(what: String, errno: Errno, feature: &str) -> Erro
     }
 }
 
+/// The kernel features koko's u32 + mirred filters need.
+pub(in crate::net) const U32_MIRRED: &str =
+    "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)";
+
+/// Add a new filter (`msg`, built by this module or net::impair); a
+/// refusal names `what` was being done and, for an unknown kind,
+/// `feature`.
+pub(in crate::net) async fn add_filter(
+    t: &Target,
+    msg: TcMessage,
+    what: impl FnOnce() -> String,
+    feature: &str,
+) -> Result<()> {
+    t.socket
+        .ack(
+            RouteNetlinkMessage::NewTrafficFilter(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+        .map_err(|errno| refusal(what(), errno, feature))
+}
+
 /// Every qdisc of `t`'s namespace, as dumped.
 pub(in crate::net) async fn qdisc_messages(t: &Target) -> Result<Vec<TcMessage>> {
     let answers = t
@@ -425,19 +447,19 @@ pub async fn add_mirror_filters(
     target_index: u32,
 ) -> Result<()> {
     for hook in dir.hooks() {
-        t.socket
-            .ack(
-                RouteNetlinkMessage::NewTrafficFilter(mirror_filter_request(src_index, hook, target_index)),
-                NLM_F_CREATE | NLM_F_EXCL,
-            )
-            .await
-            .map_err(|errno| {
-                refusal(
-                    format!("mirroring {} traffic of '{source}' to '{target}' in {}", hook.as_str(), t.ns),
-                    errno,
-                    "the u32 classifier and mirred action (CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED)",
+        add_filter(
+            t,
+            mirror_filter_request(src_index, hook, target_index),
+            || {
+                format!(
+                    "mirroring {} traffic of '{source}' to '{target}' in {}",
+                    hook.as_str(),
+                    t.ns
                 )
-            })?;
+            },
+            U32_MIRRED,
+        )
+        .await?;
     }
     Ok(())
 }

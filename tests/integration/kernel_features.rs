@@ -38,18 +38,7 @@ const VLAN_PROBE: &str =
     "ip link add kokoprobe0 type veth peer name kokoprobe1 && ip link add link kokoprobe0 name kokoprobe0.3 type vlan id 3; r=$?; ip link del kokoprobe0; exit $r";
 const DUMMY_PROBE: &str = "ip link add kokoprobe0 type dummy && ip link del kokoprobe0";
 
-/// hostA and hostB joined by a veth underlay "eth1" (10.9.0.1/24,
-/// 10.9.0.2/24), a container namespace on each (ca, cb).
-fn two_hosts() -> Sandbox {
-    let sb = Sandbox::new();
-    sb.netns_add(&["hostA", "hostB", "ca", "cb"]);
-    sb.sh(
-        "ip link add eth1 netns hostA type veth peer name eth1 netns hostB \
-         && ip -n hostA addr add 10.9.0.1/24 dev eth1 && ip -n hostB addr add 10.9.0.2/24 dev eth1 \
-         && ip -n hostA link set eth1 up && ip -n hostB link set eth1 up",
-    );
-    sb
-}
+use crate::tunnels::two_hosts;
 
 fn assert_vlan(sb: &Sandbox, ns: &str, name: &str, id: u64) {
     let l = sb

@@ -11,7 +11,7 @@ use crate::support::{kernel_lacks, send_udp, Sandbox};
 
 /// hostA and hostB joined by a veth underlay "eth1" (10.9.0.1/24,
 /// 10.9.0.2/24), a container namespace on each (ca, cb).
-fn two_hosts() -> Sandbox {
+pub(crate) fn two_hosts() -> Sandbox {
     let sb = Sandbox::new();
     sb.netns_add(&["hostA", "hostB", "ca", "cb"]);
     sb.sh(
