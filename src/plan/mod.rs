@@ -18,6 +18,9 @@
 pub mod koro;
 pub mod oneshot;
 
+#[cfg(test)]
+mod fuzz;
+
 use serde::Serialize;
 
 use crate::connect::{self, EndReport, EndRequest, MirrorReport, MirrorRequest};
