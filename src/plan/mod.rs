@@ -200,13 +200,19 @@ pub fn execute(session: &Session, journal: &mut Journal, request: Request) -> Re
     Ok(Report::new(outcome))
 }
 
-/// Run `work` with a fresh journal; if it fails, undo what it created before
-/// returning the error. An undo failure is reported with the original
-/// error, never instead of it.
+/// Run `work` with a fresh journal, on disk under /run/koko while it runs
+/// (so a killed koko's half-done command can be undone by `koko undo`);
+/// if it fails, undo what it created before returning the error. An undo
+/// failure is reported with the original error, never instead of it. On
+/// success the journal is closed: what was made is the user's now.
 pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
-    let mut journal = Journal::new();
+    let mut journal = Journal::for_run(crate::runs::RunKind::Oneshot)?;
     match work(&mut journal) {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            journal.clear();
+            journal.close();
+            Ok(v)
+        }
         Err(e) => {
             for undo_error in journal.undo_all(session) {
                 eprintln!("koko: while rolling back: {undo_error}");
