@@ -93,7 +93,7 @@ pub fn undo_main(args: &[String]) -> i32 {
     if let Some(flag) = ids.iter().find(|a| a.starts_with('-')) {
         return usage(format!("koko undo: unknown option '{flag}'"));
     }
-    if dead == !ids.is_empty() {
+    if dead != ids.is_empty() {
         return usage("koko undo: name the runs to undo, or --dead (not both)".into());
     }
     for id in &ids {
