@@ -1210,6 +1210,201 @@ mod tests {
         assert!(!already_gone(&restore_route, &kernel(Errno::ESRCH)));
     }
 
+    /// Every kind of step that can be written, as a dead run's journal
+    /// would hold it.
+    fn every_disk_step() -> Vec<Undo> {
+        let ns = Namespace::current().unwrap();
+        let route = RouteRequest {
+            dest: "10.0.3.0/24".parse().unwrap(),
+            via: Some("10.0.1.1".parse().unwrap()),
+            dev: Some("link1".into()),
+            metric: Some(7),
+            table: Some(100),
+        };
+        vec![
+            Undo::DeleteLink {
+                ns: ns.clone(),
+                name: "vx0".into(),
+            },
+            Undo::DeleteVeth {
+                ns: ns.clone(),
+                name: "l1".into(),
+                peer_ns: ns.clone(),
+            },
+            Undo::DeleteAddress {
+                ns: ns.clone(),
+                link: "l1".into(),
+                addr: "2001:db8::1/64".parse().unwrap(),
+            },
+            Undo::DeleteNamespace { name: "a".into() },
+            Undo::RestoreSysctl {
+                ns: ns.clone(),
+                key: "net.ipv4.ip_forward".into(),
+                value: "0".into(),
+            },
+            Undo::DeleteMirror {
+                ns: ns.clone(),
+                source: "eth0".into(),
+                target_index: 4,
+                remove_qdisc: true,
+            },
+            Undo::DeleteRoute {
+                ns: ns.clone(),
+                route: route.clone(),
+            },
+            Undo::RestoreRoute {
+                ns: ns.clone(),
+                route: route.clone(),
+            },
+            Undo::RestoreLink {
+                ns: ns.clone(),
+                link: "l1".into(),
+                change: link::LinkChange {
+                    up: Some(false),
+                    mtu: Some(1400),
+                },
+            },
+            Undo::RestoreTc {
+                ns: ns.clone(),
+                snapshot: snapshot(),
+            },
+            Undo::Unblackhole {
+                ns: ns.clone(),
+                snapshot: snapshot(),
+                hook: tc::Hook::Egress,
+            },
+            Undo::RemoveIfb {
+                ns: ns.clone(),
+                link: "l1".into(),
+                ifindex: 9,
+            },
+            Undo::Plug {
+                ns,
+                link: "l1".into(),
+                routes: vec![route],
+            },
+        ]
+    }
+
+    fn snapshot() -> impair::TcSnapshot {
+        impair::sample_snapshot()
+    }
+
+    #[test]
+    fn every_step_survives_the_trip_to_disk_and_back() {
+        let steps = every_disk_step();
+        let mut text = String::new();
+        let header = RunHeader::this_process(RunKind::Script).unwrap();
+        text += &serde_json::to_string(&Line::Run(header.clone())).unwrap();
+        text.push('\n');
+        for (seq, undo) in steps.iter().enumerate() {
+            let line = Line::Step {
+                seq: seq as u64,
+                what: format!("step {seq}"),
+                undo: Some(undo.clone()),
+                netns_id: None,
+            };
+            text += &serde_json::to_string(&line).unwrap();
+            text.push('\n');
+        }
+        let run = parse_run(&header.id, &text).unwrap();
+        assert_eq!(run.header, header);
+        assert_eq!(run.steps.len(), steps.len());
+        for (back, undo) in run.steps.iter().zip(&steps) {
+            // Debug shows every field (a TcMessage included).
+            assert_eq!(format!("{:?}", back.undo), format!("{undo:?}"));
+        }
+        // The handle read back names the same namespace, by identity.
+        let Undo::DeleteLink { ns, .. } = &run.steps[0].undo else {
+            panic!("order kept");
+        };
+        assert!(ns.exists());
+    }
+
+    #[test]
+    fn a_dead_runs_journal_reads_back_what_is_left_to_undo() {
+        let ns = Namespace::current().unwrap();
+        let header = RunHeader::this_process(RunKind::Oneshot).unwrap();
+        let link = |name: &str| Undo::DeleteLink {
+            ns: ns.clone(),
+            name: name.into(),
+        };
+        let intent = |name: &str| Intent::Link {
+            ns: ns.clone(),
+            name: name.into(),
+        };
+        let lines = [
+            Line::Run(header.clone()),
+            Line::Intent {
+                seq: 0,
+                make: intent("gone"),
+            },
+            Line::Step {
+                seq: 1,
+                what: "gone".into(),
+                undo: Some(link("gone")),
+                netns_id: None,
+            },
+            Line::Step {
+                seq: 2,
+                what: "kept".into(),
+                undo: Some(link("kept")),
+                netns_id: None,
+            },
+            Line::Kept,
+            Line::Intent {
+                seq: 3,
+                make: intent("a"),
+            },
+            Line::Step {
+                seq: 4,
+                what: "a".into(),
+                undo: Some(link("a")),
+                netns_id: None,
+            },
+            Line::Step {
+                seq: 5,
+                what: "server".into(),
+                undo: None,
+                netns_id: None,
+            },
+            Line::Step {
+                seq: 6,
+                what: "b".into(),
+                undo: Some(link("b")),
+                netns_id: None,
+            },
+            Line::Undone(6),
+            Line::Intent {
+                seq: 7,
+                make: intent("c"),
+            },
+        ];
+        let mut text: String = lines
+            .iter()
+            .map(|l| serde_json::to_string(l).unwrap() + "\n")
+            .collect();
+        // A write cut short by the crash: ignored.
+        text += "{\"step\":{\"seq\":8,";
+        let run = parse_run(&header.id, &text).unwrap();
+        let left: Vec<&str> = run.steps.iter().map(|e| e.what.as_str()).collect();
+        assert_eq!(
+            left,
+            vec!["a"],
+            "kept and undone steps are not the run's to undo"
+        );
+        assert_eq!(run.died, vec!["server"]);
+        let intents: Vec<String> = run.intents.iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            intents,
+            vec![format!("link 'c' in {ns}")],
+            "'a' is settled by its step"
+        );
+        // A damaged line in the middle is an error, not a silent skip.
+        let damaged = text.replacen("\"kept\"", "\"kep", 1);
+        assert!(parse_run(&header.id, &damaged).is_err());
+    }
+
     #[test]
     fn undoing_a_namespace_that_never_existed_is_done() {
         let session = Session::new().unwrap();

@@ -358,9 +358,11 @@ mod handle_serde {
 /// A tc message on disk (a run's journal): its netlink bytes, so a later
 /// process re-creates exactly what was saved.
 mod message_serde {
-    use netlink_packet_core::{Emitable, Parseable};
+    use netlink_packet_core::{Emitable, Nla, Parseable};
     use netlink_packet_route::tc::TcMessage;
     use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    const TCA_OPTIONS: u16 = 2;
 
     pub fn serialize<S: Serializer>(m: &TcMessage, s: S) -> Result<S::Ok, S::Error> {
         let mut bytes = vec![0u8; m.buffer_len()];
@@ -369,9 +371,24 @@ mod message_serde {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TcMessage, D::Error> {
+        use netlink_packet_route::tc::{TcAttribute, TcOption};
         let bytes = Vec::<u8>::deserialize(d)?;
-        TcMessage::parse(bytes.as_slice())
-            .map_err(|e| D::Error::custom(format!("a saved tc message: {e}")))
+        let mut msg = TcMessage::parse(bytes.as_slice())
+            .map_err(|e| D::Error::custom(format!("a saved tc message: {e}")))?;
+        // The options of a qdisc kind netlink-packet-route does not know
+        // (netem) parse as one opaque option that would be emitted inside
+        // a second TCA_OPTIONS header: put them back as the raw attribute
+        // they were saved from, so the same bytes go to the kernel again.
+        for attr in &mut msg.attributes {
+            if let TcAttribute::Options(opts) = attr {
+                if let [TcOption::Other(raw)] = opts.as_slice() {
+                    if raw.kind() == TCA_OPTIONS {
+                        *attr = TcAttribute::Other(raw.clone());
+                    }
+                }
+            }
+        }
+        Ok(msg)
     }
 }
 
@@ -681,6 +698,41 @@ pub struct TcSnapshot {
     pub root: Option<RootInfo>,
     pub drops: Vec<(Hook, Vec<Drop>)>,
     pub clsact: bool,
+}
+
+/// A snapshot with every field set (a user's root qdisc to re-create
+/// included), for tests of what holds one (the journal on disk).
+#[cfg(test)]
+pub fn sample_snapshot() -> TcSnapshot {
+    TcSnapshot {
+        link: "l1".into(),
+        ifindex: 3,
+        root: Some(RootInfo {
+            kind: "tbf".into(),
+            handle: TcHandle {
+                major: 0x8010,
+                minor: 0,
+            },
+            koko: Some(RootQdisc::Tbf(Tbf {
+                rate_bytes: 125_000,
+                burst: 1600,
+                limit: 3000,
+            })),
+            recreate: root_qdisc_request(
+                3,
+                &RootQdisc::Netem(Netem {
+                    latency_ns: 20_000_000,
+                    loss: 42,
+                    ..Default::default()
+                }),
+            ),
+        }),
+        drops: vec![
+            (Hook::Ingress, vec![Drop::Random(1 << 30)]),
+            (Hook::Egress, vec![Drop::All]),
+        ],
+        clsact: true,
+    }
 }
 
 /// Save the tc state of `link` (ifindex `ifindex`).
