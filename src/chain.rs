@@ -136,6 +136,9 @@ pub fn build(
     // inside it (no extra namespace switch: hundreds of nodes would pay two
     // setns each otherwise); undo deletes the namespace, so nothing to
     // journal.
+    for name in &missing_names {
+        journal.intend(crate::journal::Intent::Netns { name: name.clone() })?;
+    }
     let created = named::create_many(&missing_names, |k| {
         let i = missing[k];
         if i == 0 || i == last {
@@ -144,6 +147,14 @@ pub fn build(
             sysctl::set_forwarding_here(true)
         }
     })?;
+    // Marked first, then recorded (see crate::journal).
+    if let Err(e) = crate::journal::mark_netns_many(session, journal, &created) {
+        for (ns, name) in created.iter().zip(&missing_names) {
+            session.forget(ns);
+            let _ = named::delete(name);
+        }
+        return Err(e);
+    }
     for (k, ns) in created.into_iter().enumerate() {
         journal.record(
             format!("netns '{}'", missing_names[k]),

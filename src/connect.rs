@@ -10,7 +10,7 @@
 use ipnet::IpNet;
 
 use crate::error::{Error, Object, Result};
-use crate::journal::{Journal, Undo};
+use crate::journal::{Intent, Journal, Undo};
 use crate::net::link::{self, VethError, VethOptions};
 use crate::net::tc::{self, MirrorDir};
 use crate::net::tunnel::{self, TunnelKind};
@@ -85,6 +85,10 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         options.index = next;
         options.peer_index = next + 1;
     }
+    journal.intend(Intent::Link {
+        ns: a.ns.clone(),
+        name: a.name.clone(),
+    })?;
     let mut created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &options));
     if matches!(created, Err(VethError::Kernel(nix::errno::Errno::EBUSY))) {
         // Someone took one of those indexes meanwhile: let the kernel choose.
@@ -218,6 +222,10 @@ pub fn veth_many(
     for chunk in reqs.chunks(batch::CHUNK) {
         let mut fds = HashMap::new();
         for req in chunk {
+            journal.intend(Intent::Link {
+                ns: req.a.ns.clone(),
+                name: req.a.name.clone(),
+            })?;
             if let Entry::Vacant(slot) = fds.entry(req.b.ns.id()) {
                 slot.insert(req.b.ns.open()?);
             }
@@ -392,6 +400,10 @@ pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> 
     req.kind.validate()?;
     let pt = session.target(&req.parent_ns)?;
     let t = session.target(&end.ns)?;
+    journal.intend(Intent::Link {
+        ns: end.ns.clone(),
+        name: end.name.clone(),
+    })?;
     session.block_on(tunnel::create(&pt, &req.parent, &t, &end.name, &req.kind))?;
     journal.record(
         format!(

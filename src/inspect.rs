@@ -46,6 +46,11 @@ pub struct LinkReport {
     /// (None: nothing of koko's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impairment: Option<ImpairmentReport>,
+    /// The koko run that created this link, from the ownership mark the
+    /// kernel keeps for it (its alias `koko:RUNID`); on `lo`, the run that
+    /// created the namespace. None: not koko's (or made before marks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub koko_run: Option<String>,
 }
 
 /// koko's impairments found on one link: what shapes what it sends (its
@@ -175,6 +180,11 @@ pub fn inspect(session: &Session, ns: &Namespace) -> Result<NsReport> {
             mtu: l.mtu,
             peer,
             impairment: impairment_of(session, &t, l.index)?,
+            koko_run: l
+                .alias
+                .as_deref()
+                .and_then(crate::runs::run_of_mark)
+                .map(str::to_string),
         });
     }
     let addresses = addrs
@@ -253,6 +263,9 @@ impl NsReport {
             }
             if let Some(i) = &l.impairment {
                 line += &format!(" impaired: {}", i.describe());
+            }
+            if let Some(run) = &l.koko_run {
+                line += &format!(" (koko run {run})");
             }
             out.push(line);
         }

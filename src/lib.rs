@@ -36,6 +36,7 @@ pub mod net;
 pub mod ns;
 pub mod plan;
 pub mod probe;
+pub mod runs;
 pub mod script;
 
 pub use error::{Error, Result};

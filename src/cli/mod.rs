@@ -5,6 +5,7 @@
 //! call of it and its report (or error) into text, JSON and an exit code.
 
 pub mod koro;
+pub mod runs;
 pub mod show;
 
 use serde_json::json;
@@ -31,6 +32,8 @@ Usage:
   koko repl                               interactive prompt with the script API
   koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
   koko show TARGET                        links, addresses and routes of a namespace
+  koko runs [--json]                      runs with a journal in /run/koko: alive or dead
+  koko undo RUN... | --dead               undo what a dead (killed, crashed) run left
   koko -h | -v
 
 ENDPOINT:
@@ -76,6 +79,8 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("repl") => repl_command(&rest[1..]),
         Some("ip") => koro::main(&rest[1..]),
         Some("show") => show::main(&rest[1..]),
+        Some("runs") => runs::runs_main(&rest[1..]),
+        Some("undo") => runs::undo_main(&rest[1..]),
         _ => oneshot_main(rest),
     }
 }

@@ -55,6 +55,8 @@ pub enum Op {
     AddRoute { route: RouteRequest, oif: u32 },
     /// Dump every link of the namespace.
     ListLinks,
+    /// Set link `name`'s alias (koko's ownership mark).
+    SetAlias { name: String, alias: String },
 }
 
 /// One request of a batch: an operation in a namespace.
@@ -102,12 +104,21 @@ pub(in crate::net) fn message(op: &Op) -> (RouteNetlinkMessage, u16) {
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             NLM_F_DUMP,
         ),
+        Op::SetAlias { name, alias } => (
+            RouteNetlinkMessage::SetLink(link::alias_request(name, alias)),
+            NLM_F_ACK,
+        ),
     }
 }
 
 async fn one(request: Request) -> Result<Answer, Errno> {
     let (msg, flags) = message(&request.op);
     let answers = request.target.socket.request(msg, flags).await?;
+    if let Op::CreateVeth { name, .. } = &request.op {
+        // The first end carries the owner mark (it is the end a run
+        // records and deletes; the peer goes with it).
+        link::mark_new(&request.target, name).await?;
+    }
     Ok(match request.op {
         Op::ListLinks => Answer::Links(
             answers

@@ -78,7 +78,7 @@ pub fn percent(p: u32) -> f64 {
 
 /// netem's parameters (times in nanoseconds, rates in bytes per second,
 /// probabilities as fractions of 2^32, the queue limit in packets).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Netem {
     pub latency_ns: u64,
     pub jitter_ns: u64,
@@ -91,7 +91,7 @@ pub struct Netem {
 }
 
 /// tbf's parameters (rate in bytes per second; burst and limit in bytes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tbf {
     pub rate_bytes: u64,
     pub burst: u32,
@@ -99,7 +99,7 @@ pub struct Tbf {
 }
 
 /// A root qdisc koko manages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RootQdisc {
     Netem(Netem),
     Tbf(Tbf),
@@ -327,15 +327,69 @@ pub fn root_qdisc_request(ifindex: u32, q: &RootQdisc) -> TcMessage {
 }
 
 /// The root qdisc of a link, as dumped.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RootInfo {
     pub kind: String,
+    #[serde(with = "handle_serde")]
     pub handle: TcHandle,
     /// koko's qdisc, decoded (None: someone else's, or not tbf/netem).
     pub koko: Option<RootQdisc>,
     /// The message to re-create it (kind and options only), for putting
     /// a user's own root qdisc back.
+    #[serde(with = "message_serde")]
     pub recreate: TcMessage,
+}
+
+/// A tc handle on disk (a run's journal): `[major, minor]`.
+mod handle_serde {
+    use netlink_packet_route::tc::TcHandle;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &TcHandle, s: S) -> Result<S::Ok, S::Error> {
+        [h.major, h.minor].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TcHandle, D::Error> {
+        let [major, minor] = <[u16; 2]>::deserialize(d)?;
+        Ok(TcHandle { major, minor })
+    }
+}
+
+/// A tc message on disk (a run's journal): its netlink bytes, so a later
+/// process re-creates exactly what was saved.
+mod message_serde {
+    use netlink_packet_core::{Emitable, Nla, Parseable};
+    use netlink_packet_route::tc::TcMessage;
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    const TCA_OPTIONS: u16 = 2;
+
+    pub fn serialize<S: Serializer>(m: &TcMessage, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = vec![0u8; m.buffer_len()];
+        m.emit(&mut bytes);
+        bytes.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TcMessage, D::Error> {
+        use netlink_packet_route::tc::{TcAttribute, TcOption};
+        let bytes = Vec::<u8>::deserialize(d)?;
+        let mut msg = TcMessage::parse(bytes.as_slice())
+            .map_err(|e| D::Error::custom(format!("a saved tc message: {e}")))?;
+        // The options of a qdisc kind netlink-packet-route does not know
+        // (netem) parse as one opaque option that would be emitted inside
+        // a second TCA_OPTIONS header: put them back as the raw attribute
+        // they were saved from, so the same bytes go to the kernel again.
+        for attr in &mut msg.attributes {
+            if let TcAttribute::Options(opts) = attr {
+                if let [TcOption::Other(raw)] = opts.as_slice() {
+                    if raw.kind() == TCA_OPTIONS {
+                        *attr = TcAttribute::Other(raw.clone());
+                    }
+                }
+            }
+        }
+        Ok(msg)
+    }
 }
 
 impl RootInfo {
@@ -462,7 +516,7 @@ pub async fn restore_root(t: &Target, saved: &TcMessage) -> Result<()> {
 }
 
 /// What a drop filter drops.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Drop {
     /// Each packet with this probability (fraction of 2^32).
     Random(u32),
@@ -637,13 +691,48 @@ pub async fn remove_drop_filter(t: &Target, ifindex: u32, hook: Hook, priority: 
 /// What koko may change on one link, saved before it changes it: the root
 /// qdisc, koko's drop filter on each clsact hook, and whether a clsact
 /// qdisc was there. [`restore`] puts exactly this back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TcSnapshot {
     pub link: String,
     pub ifindex: u32,
     pub root: Option<RootInfo>,
     pub drops: Vec<(Hook, Vec<Drop>)>,
     pub clsact: bool,
+}
+
+/// A snapshot with every field set (a user's root qdisc to re-create
+/// included), for tests of what holds one (the journal on disk).
+#[cfg(test)]
+pub fn sample_snapshot() -> TcSnapshot {
+    TcSnapshot {
+        link: "l1".into(),
+        ifindex: 3,
+        root: Some(RootInfo {
+            kind: "tbf".into(),
+            handle: TcHandle {
+                major: 0x8010,
+                minor: 0,
+            },
+            koko: Some(RootQdisc::Tbf(Tbf {
+                rate_bytes: 125_000,
+                burst: 1600,
+                limit: 3000,
+            })),
+            recreate: root_qdisc_request(
+                3,
+                &RootQdisc::Netem(Netem {
+                    latency_ns: 20_000_000,
+                    loss: 42,
+                    ..Default::default()
+                }),
+            ),
+        }),
+        drops: vec![
+            (Hook::Ingress, vec![Drop::Random(1 << 30)]),
+            (Hook::Egress, vec![Drop::All]),
+        ],
+        clsact: true,
+    }
 }
 
 /// Save the tc state of `link` (ifindex `ifindex`).
@@ -836,6 +925,9 @@ pub async fn ensure_ifb(t: &Target, link: &str, ifindex: u32) -> Result<(u32, bo
                         "ifb devices (CONFIG_IFB)",
                     )
                 })?;
+            super::link::mark_new(t, &name).await.map_err(|errno| {
+                Error::kernel(format!("marking ifb '{name}' in {} as koko's", t.ns), errno)
+            })?;
             true
         }
     };

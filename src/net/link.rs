@@ -68,6 +68,11 @@ pub struct LinkState {
     /// The peer's namespace as this namespace's nsid, if it is elsewhere.
     pub link_netnsid: Option<i32>,
     pub group: u32,
+    /// IFLA_IFALIAS, the free-text alias (`ip link set X alias TEXT`).
+    /// koko marks the links it creates with `koko:RUNID` (see
+    /// [`owner_mark`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 impl LinkState {
@@ -83,6 +88,7 @@ impl LinkState {
             link_index: None,
             link_netnsid: None,
             group: 0,
+            alias: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -94,6 +100,7 @@ impl LinkState {
                 LinkAttribute::Link(i) => state.link_index = Some(*i),
                 LinkAttribute::LinkNetNsId(id) => state.link_netnsid = Some(*id),
                 LinkAttribute::Group(g) => state.group = *g,
+                LinkAttribute::IfAlias(a) if !a.is_empty() => state.alias = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -200,7 +207,85 @@ pub async fn create_veth(
         .ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
         .await;
     drop(peer_fd);
-    result.map_err(VethError::Kernel)
+    result.map_err(VethError::Kernel)?;
+    // Both ends carry the mark (deleting the first end takes its peer).
+    mark_new(a, name).await.map_err(VethError::Kernel)?;
+    mark_new(b, peer).await.map_err(VethError::Kernel)
+}
+
+// ------------------------------------------------------------ ownership
+
+// Every link koko creates carries a mark the kernel keeps for it: its alias
+// (IFLA_IFALIAS) reads `koko:RUNID`, naming the run that made it. A later
+// process (`koko undo` of a run that died, `koko show`) can then tell koko's
+// links from anybody else's, and an undo deletes a link only if it still
+// carries its run's mark: a same-name link someone made meanwhile is not
+// koko's to delete.
+//
+// The kernel ignores IFLA_IFALIAS in RTM_NEWLINK (verified on 6.18: a link
+// created with an alias has none), so the mark is a second request, an
+// RTM_SETLINK on the same socket right after the creation is acknowledged.
+// If the mark cannot be set, the new link is deleted again and the creation
+// fails: an unmarked link would be one koko could no longer undo.
+
+static OWNER_MARK: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Set (or clear) the mark every link created from now on carries: the
+/// journal of a run on disk sets `koko:RUNID` when it starts. Without one
+/// (unit tests, in-memory journals) links are not marked.
+pub fn set_owner_mark(mark: Option<String>) {
+    if let Ok(mut m) = OWNER_MARK.write() {
+        *m = mark;
+    }
+}
+
+/// The mark links created now get, if any.
+pub fn owner_mark() -> Option<String> {
+    OWNER_MARK.read().ok().and_then(|m| m.clone())
+}
+
+/// The RTM_SETLINK that sets link `name`'s alias.
+pub(in crate::net) fn alias_request(name: &str, alias: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_string()),
+        LinkAttribute::IfAlias(alias.to_string()),
+    ];
+    msg
+}
+
+/// Set link `name`'s alias (the ownership mark, or a namespace's mark on
+/// its `lo`).
+pub async fn set_alias(t: &Target, name: &str, alias: &str) -> Result<()> {
+    t.socket
+        .ack(RouteNetlinkMessage::SetLink(alias_request(name, alias)), 0)
+        .await
+        .map_err(|errno| {
+            Error::kernel(
+                format!("marking link '{name}' in {} as koko's ('{alias}')", t.ns),
+                errno,
+            )
+        })
+}
+
+/// Give the link `name` koko just created in `t` the owner mark, if there
+/// is one; if that fails, delete the link again (see above) and return the
+/// errno.
+pub(in crate::net) async fn mark_new(t: &Target, name: &str) -> Result<(), Errno> {
+    let Some(mark) = owner_mark() else {
+        return Ok(());
+    };
+    let set = t
+        .socket
+        .ack(RouteNetlinkMessage::SetLink(alias_request(name, &mark)), 0)
+        .await;
+    if let Err(errno) = set {
+        let mut del = LinkMessage::default();
+        del.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let _ = t.socket.ack(RouteNetlinkMessage::DelLink(del), 0).await;
+        return Err(errno);
+    }
+    Ok(())
 }
 
 /// Why [`create_veth`] failed.
@@ -283,7 +368,7 @@ pub async fn list(t: &Target) -> Result<Vec<LinkState>> {
 }
 
 /// A change to an existing link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkChange {
     pub up: Option<bool>,
     pub mtu: Option<u32>,

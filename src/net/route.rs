@@ -30,7 +30,7 @@ pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
 
 /// A route to add, delete or replace.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteRequest {
     /// Destination network; `0.0.0.0/0` or `::/0` for `default`.
     pub dest: IpNet,

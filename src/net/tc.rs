@@ -101,7 +101,7 @@ impl std::str::FromStr for MirrorDir {
 }
 
 /// One of clsact's two hooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Hook {
     Ingress,
     Egress,

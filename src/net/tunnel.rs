@@ -302,7 +302,10 @@ pub async fn create(
         .await;
     drop(fd);
     let errno = match result {
-        Ok(()) => return Ok(()),
+        Ok(()) => match link::mark_new(target, name).await {
+            Ok(()) => return Ok(()),
+            Err(errno) => errno,
+        },
         Err(errno) => errno,
     };
     let what = format!(

@@ -70,7 +70,7 @@ impl fmt::Display for NsSpec {
 }
 
 /// What kind of thing a namespace belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NsKind {
     Netns,
@@ -94,14 +94,19 @@ impl NsKind {
 
 /// The identity of a namespace: the (device, inode) pair of its nsfs file.
 /// Two paths refer to the same namespace exactly when their ids are equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NsId {
     pub dev: u64,
     pub ino: u64,
 }
 
 /// A handle on a network namespace that exists. Cheap to clone; holds no fd.
-#[derive(Debug, Clone)]
+///
+/// It serialises (for a run's journal on disk) with its identity: a
+/// handle read back by another process refers to the very namespace that
+/// was looked up, and [`Namespace::open`] / [`Namespace::exists`] refuse
+/// whatever its path refers to now if that is another one.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Namespace {
     kind: NsKind,
     name: String,

@@ -203,13 +203,19 @@ pub fn execute(session: &Session, journal: &mut Journal, request: Request) -> Re
     Ok(Report::new(outcome))
 }
 
-/// Run `work` with a fresh journal; if it fails, undo what it created before
-/// returning the error. An undo failure is reported with the original
-/// error, never instead of it.
+/// Run `work` with a fresh journal, on disk under /run/koko while it runs
+/// (so a killed koko's half-done command can be undone by `koko undo`);
+/// if it fails, undo what it created before returning the error. An undo
+/// failure is reported with the original error, never instead of it. On
+/// success the journal is closed: what was made is the user's now.
 pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
-    let mut journal = Journal::new();
+    let mut journal = Journal::for_run(crate::runs::RunKind::Oneshot)?;
     match work(&mut journal) {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            journal.clear();
+            journal.close();
+            Ok(v)
+        }
         Err(e) => {
             for undo_error in journal.undo_all(session) {
                 eprintln!("koko: while rolling back: {undo_error}");
@@ -248,6 +254,10 @@ fn veth(
         .chain(mirror_requests(&req.b, b))
         .collect();
     let ends = connect::veth(session, journal, &req)?;
+    test_pause(
+        "KOKO_TEST_PAUSE_AFTER_CREATE_MS",
+        "the veth pair is created",
+    );
     let mirrors = add_mirrors(session, journal, &mirrors)?;
     Ok(VethReport {
         action: "create",
@@ -368,11 +378,17 @@ fn add_mirrors(
 /// before creating anything. Tests use it to kill a container in exactly that
 /// window and prove that nothing is left behind.
 fn test_pause_after_resolve() {
-    if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
+    test_pause("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS", "endpoints resolved");
+}
+
+/// Test-only hooks, not user options: with `var`=N koko announces on
+/// stderr "test hook: `moment`" and sleeps N ms. Besides the one above,
+/// KOKO_TEST_PAUSE_AFTER_CREATE_MS pauses a one-shot veth right after the
+/// pair is created (its journal on disk says so): tests SIGKILL koko there
+/// and prove that `koko undo` recovers it.
+fn test_pause(var: &str, moment: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        eprintln!("koko: test hook: {moment}, pausing {ms} ms");
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }

@@ -76,9 +76,23 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         "netns",
         /// an `ip netns` namespace; created (visible to `ip netns list`) if missing
         move |name: &str| -> R<NsRef> {
+            if Namespace::netns(name).is_err() {
+                // Written down before it is made (see crate::journal).
+                let intent = crate::journal::Intent::Netns { name: name.into() };
+                w.borrow_mut().journal.intend(intent).map_err(fail)?;
+            }
             let (ns, created) = named::ensure(name).map_err(fail)?;
             if created {
-                w.borrow_mut().journal.record(
+                let mut world = w.borrow_mut();
+                let world = &mut *world;
+                // Marked first, then recorded: a namespace koko cannot mark
+                // is one a later undo would not recognise as its own.
+                if let Err(e) = crate::journal::mark_netns(&world.session, &world.journal, &ns) {
+                    world.session.forget(&ns);
+                    let _ = named::delete(name);
+                    return Err(fail(e));
+                }
+                world.journal.record(
                     format!("netns '{name}'"),
                     Undo::DeleteNamespace {
                         name: name.to_string(),

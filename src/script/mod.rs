@@ -114,10 +114,16 @@ pub struct World {
 pub type SharedWorld = Rc<RefCell<World>>;
 
 impl World {
-    /// Check privileges and create a world; on failure, report it and
+    /// Check privileges and create the world of a run of `kind`, its
+    /// journal on disk (see [`crate::journal`]); on failure, report it and
     /// return the exit code.
-    pub fn start() -> std::result::Result<SharedWorld, i32> {
-        match crate::ns::check_privileges().and_then(|_| World::new()) {
+    pub fn start(kind: crate::runs::RunKind) -> std::result::Result<SharedWorld, i32> {
+        let world = crate::ns::check_privileges().and_then(|_| World::new());
+        let world = world.and_then(|w| {
+            w.borrow_mut().journal = Journal::for_run(kind)?;
+            Ok(w)
+        });
+        match world {
             Ok(w) => Ok(w),
             Err(e) => {
                 eprintln!("koko: {e}");
@@ -380,7 +386,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             return 2;
         }
     };
-    let world = match World::start() {
+    let world = match World::start(crate::runs::RunKind::Script) {
         Ok(w) => w,
         Err(code) => return code,
     };
@@ -435,6 +441,8 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     } else if code != 0 && opts.keep {
         eprintln!("koko: --keep: leaving what the script created in place");
     }
+    // The run is over: its journal file goes (what is left is kept).
+    world.borrow_mut().journal.close();
     clear_interrupt();
     final_code
 }

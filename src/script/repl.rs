@@ -226,7 +226,7 @@ impl Session {
 
 /// Run the REPL; returns the exit code.
 pub fn run(history: Option<PathBuf>) -> i32 {
-    let world = match World::start() {
+    let world = match World::start(crate::runs::RunKind::Repl) {
         Ok(w) => w,
         Err(code) => return code,
     };
@@ -320,6 +320,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     if left > 0 {
         println!("leaving {left} object(s) created in this session in place (call cleanup() before :quit to undo them)");
     }
+    world.borrow_mut().journal.close();
     0
 }
 

@@ -25,6 +25,7 @@ mod impair;
 mod kernel_features;
 mod koro;
 mod monitor_flood;
+mod recovery;
 mod repl;
 mod scale;
 mod script;

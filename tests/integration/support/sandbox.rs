@@ -81,11 +81,14 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new() -> Sandbox {
         std::fs::create_dir_all("/run/netns").expect("mkdir /run/netns");
+        std::fs::create_dir_all("/run/koko").expect("mkdir /run/koko");
         // /run/netns gets a tmpfs inside the private mount namespace, so
-        // `ip netns add` and koko's named namespaces stay in the sandbox.
+        // `ip netns add` and koko's named namespaces stay in the sandbox;
+        // so does /run/koko, so each test sees only its own runs'
+        // journals (`koko runs`, `koko undo --dead`).
         let mut holder = Command::new("unshare")
             .args(["--net", "--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("mount -t tmpfs koko-test /run/netns && ip link set lo up && echo ready && exec sleep 3600")
+            .arg("mount -t tmpfs koko-test /run/netns && mount -t tmpfs -o mode=0700 koko-runs /run/koko && ip link set lo up && echo ready && exec sleep 3600")
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
