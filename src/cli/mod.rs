@@ -86,61 +86,89 @@ fn oneshot_main(args: &[String]) -> i32 {
         Ok(line) => line,
         Err(e) => return finish(Err(e), json),
     };
-    finish(oneshot_command(line.action), line.json)
-}
-
-fn oneshot_command(action: Action) -> Result<Output> {
-    match action {
-        Action::Help => Ok(Output {
-            lines: vec![HELP.trim_end().to_string()],
-            json: json!({"ok": true, "help": HELP}),
-        }),
-        Action::Version => Ok(Output {
-            lines: vec![format!("koko {VERSION}")],
-            json: json!({"ok": true, "version": VERSION}),
-        }),
-        action => {
-            ns::check_privileges()?;
-            execute(Request::Oneshot(action))
-        }
+    match line.action {
+        Action::Help => finish(
+            Ok(Output {
+                lines: vec![HELP.trim_end().to_string()],
+                json: json!({"ok": true, "help": HELP}),
+            }),
+            line.json,
+        ),
+        Action::Version => finish(
+            Ok(Output {
+                lines: vec![format!("koko {VERSION}")],
+                json: json!({"ok": true, "version": VERSION}),
+            }),
+            line.json,
+        ),
+        action => finish_printed(
+            ns::check_privileges().and_then(|_| execute(Request::Oneshot(action), line.json)),
+            line.json,
+        ),
     }
 }
 
-/// Execute a request the one-shot way: a fresh session and journal, rolled
-/// back if the request fails.
-pub(crate) fn execute(request: Request) -> Result<Output> {
+/// Execute a request the one-shot way and print its report: a fresh
+/// session and journal, rolled back if the request fails, if a stop signal
+/// (SIGINT, SIGTERM, SIGHUP) arrives before the report is out, or if the
+/// report cannot be written — a command that exits non-zero leaves
+/// nothing behind.
+pub(crate) fn execute(request: Request, json: bool) -> Result<()> {
+    crate::interrupt::install();
     let session = Session::new()?;
-    let report = plan::atomically(&session, |journal| {
-        plan::execute(&session, journal, request)
-    })?;
-    Ok(Output::from(report))
+    let outcome = plan::atomically(&session, |journal| {
+        let report = plan::execute(&session, journal, request)?;
+        crate::interrupt::test_pause("BEFORE_REPORT")?;
+        crate::interrupt::check()?;
+        print_output(&Output::from(report), json)
+    });
+    if let Err(e) = &outcome {
+        if e.is_interrupted() || matches!(e, Error::Io { what, .. } if what == OUTPUT) {
+            eprintln!("koko: {e}: what the command had done is undone");
+        }
+    }
+    outcome
+}
+
+/// What [`crate::output`] calls a failed write to stdout.
+const OUTPUT: &str = "writing to standard output";
+
+/// Print a successful command's output (its lines, or its JSON).
+fn print_output(out: &Output, json: bool) -> Result<()> {
+    if json {
+        crate::output::line(&out.json.to_string())
+    } else {
+        out.lines.iter().try_for_each(|l| crate::output::line(l))
+    }
 }
 
 /// Print the outcome and return the exit code.
 pub(crate) fn finish(outcome: Result<Output>, json: bool) -> i32 {
-    match outcome {
-        Ok(out) => {
-            if json {
-                println!("{}", out.json);
-            } else {
-                for line in &out.lines {
-                    println!("{line}");
-                }
-            }
-            0
-        }
-        Err(failure) => {
-            let code = failure.exit_code();
-            eprintln!("koko: {failure}");
-            if code == 2 {
-                eprintln!("Run 'koko -h' for usage.");
-            }
-            if json {
-                println!("{}", json!({"ok": false, "error": failure.to_json()}));
-            }
-            code
-        }
+    finish_printed(outcome.and_then(|out| print_output(&out, json)), json)
+}
+
+/// Report the failure of a command whose output was already printed (or
+/// could not be), and return the exit code.
+pub(crate) fn finish_printed(outcome: Result<()>, json: bool) -> i32 {
+    let failure = match outcome {
+        Ok(()) => return 0,
+        Err(failure) => failure,
+    };
+    let code = failure.exit_code();
+    // A reader that went away (`| head`) closed the pipe on purpose:
+    // no message, and nothing more to write to it.
+    if crate::output::is_broken_pipe(&failure) {
+        return code;
     }
+    eprintln!("koko: {failure}");
+    if code == 2 {
+        eprintln!("Run 'koko -h' for usage.");
+    }
+    let stdout_failed = matches!(&failure, Error::Io { what, .. } if what == OUTPUT);
+    if json && !stdout_failed {
+        let _ = crate::output::line(&json!({"ok": false, "error": failure.to_json()}).to_string());
+    }
+    code
 }
 
 /// What a successful command prints: one line per action, or one JSON value.
@@ -182,8 +210,12 @@ fn parse_sub<T: clap::Parser>(name: &str, args: &[String]) -> std::result::Resul
     let argv = std::iter::once(format!("koko {name}")).chain(args.iter().cloned());
     T::try_parse_from(argv).map_err(|e| {
         let code = if e.use_stderr() { 2 } else { 0 };
-        let _ = e.print();
-        code
+        // Help that cannot be written (`| head -1`, `> /dev/full`) is
+        // not a success.
+        match e.print() {
+            Ok(()) => code,
+            Err(_) => code.max(1),
+        }
     })
 }
 

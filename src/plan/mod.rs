@@ -200,12 +200,15 @@ pub fn execute(session: &Session, journal: &mut Journal, request: Request) -> Re
     Ok(Report::new(outcome))
 }
 
-/// Run `work` with a fresh journal; if it fails, undo what it created before
-/// returning the error. An undo failure is reported with the original
-/// error, never instead of it.
+/// Run `work` with a fresh journal; if it fails, or a stop signal
+/// (SIGINT, SIGTERM, SIGHUP: see [`crate::interrupt`]) arrived while it
+/// ran, undo what it created before returning the error. An undo failure
+/// is reported with the original error, never instead of it.
 pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
     let mut journal = Journal::new();
-    match work(&mut journal) {
+    // A signal that arrived during the last step (no check after it) must
+    // still undo: the user asked for the command not to happen.
+    match work(&mut journal).and_then(|v| crate::interrupt::check().map(|_| v)) {
         Ok(v) => Ok(v),
         Err(e) => {
             for undo_error in journal.undo_all(session) {
@@ -239,7 +242,7 @@ fn veth(
             ..VethOptions::default()
         },
     };
-    test_pause_after_resolve();
+    test_pause_after_resolve()?;
     let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, a)
         .into_iter()
         .chain(mirror_requests(&req.b, b))
@@ -363,15 +366,18 @@ fn add_mirrors(
 /// Test-only hook, not a user option: with KOKO_TEST_PAUSE_AFTER_RESOLVE_MS=N
 /// koko announces on stderr that it resolved its endpoints, then sleeps N ms
 /// before creating anything. Tests use it to kill a container in exactly that
-/// window and prove that nothing is left behind.
-fn test_pause_after_resolve() {
+/// window and prove that nothing is left behind, or to deliver a signal
+/// there (the pause is interruptible). See [`crate::interrupt::test_pause`]
+/// for the other points.
+fn test_pause_after_resolve() -> Result<()> {
     if let Some(ms) = std::env::var("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
         eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        crate::interrupt::sleep(std::time::Duration::from_millis(ms))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

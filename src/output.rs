@@ -1,0 +1,75 @@
+//! Writing to standard output without panicking.
+//!
+//! Rust's `println!` panics when the write fails, and two failures are
+//! ordinary on a command line: the reader went away (`koko ... | head -1`:
+//! EPIPE, since Rust ignores SIGPIPE) and the disk is full (`> /dev/full`:
+//! ENOSPC). A panic is exit 101, and a panic in the middle of a script skips
+//! its undo. So every line koko prints goes through [`line`] (or [`text`]),
+//! which returns the failure as an [`Error::Io`] for the caller to handle
+//! like any other: a one-shot command undoes its work, a script stops and
+//! undoes.
+//!
+//! Script `print` and `debug` calls cannot return an error through Rhai's
+//! print callback, so a failed write there is remembered ([`failed`]) and
+//! the runner's progress callback stops the script at the next operation.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The first write that failed in a script's print callback.
+static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+/// Write `s` and a newline to stdout, and flush.
+pub fn line(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .map_err(write_error)
+}
+
+/// Write `s` as it is to stdout, and flush.
+pub fn text(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(write_error)
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    Error::io("writing to standard output", e)
+}
+
+/// Is this the reader having gone away (EPIPE)? Not worth a message: the
+/// user closed the pipe on purpose (`| head`).
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A script's `print`: write the line, or remember why it could not be.
+pub fn script_line(s: &str) {
+    if failed().is_some() {
+        return;
+    }
+    if let Err(e) = line(s) {
+        *FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+}
+
+/// Why a script's output could not be written, if it could not.
+pub fn failed() -> Option<String> {
+    FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The stdout failure of a script as an error (for the runner).
+pub fn check() -> Result<()> {
+    match failed() {
+        Some(why) => Err(Error::Io {
+            what: "the script's output".into(),
+            source: std::io::Error::other(why),
+        }),
+        None => Ok(()),
+    }
+}
