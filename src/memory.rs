@@ -82,14 +82,12 @@ pub fn set_budget(bytes: usize) {
 /// `Err(Error::Limit)` if the heap is over the budget.
 pub fn check() -> Result<()> {
     let budget = BUDGET.load(Ordering::Relaxed);
-    let used = in_use();
-    if budget != 0 && used > budget {
+    if budget != 0 && in_use() > budget {
         return Err(Error::Limit {
             limit: "memory",
             what: "the script holds too much memory".into(),
             cause: format!(
-                "{} in use, the limit is {}; raise it with --max-memory",
-                human(used),
+                "it holds more than {} (--max-memory)",
                 human(budget)
             ),
         });

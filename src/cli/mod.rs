@@ -27,7 +27,7 @@ Usage:
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
   koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
-  koko run FILE [--keep|--cleanup] [-- ARGS...]   run a Rhai script
+  koko run FILE [--keep|--cleanup] [--max-memory SIZE] [-- ARGS...]   run a Rhai script
   koko repl                               interactive prompt with the script API
   koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
   koko show TARGET                        links, addresses and routes of a namespace
@@ -201,9 +201,17 @@ struct RunArgs {
     /// Stop the script after this many operations (runaway loops).
     #[arg(long, value_name = "N")]
     max_ops: Option<u64>,
+    /// The heap the whole run may hold (e.g. 256M, 2G; default 512M):
+    /// past it the script stops with an error and its work is undone.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<usize>,
     /// Arguments for the script (the ARGS array).
     #[arg(last = true)]
     args: Vec<String>,
+}
+
+fn parse_memory(text: &str) -> std::result::Result<usize, String> {
+    crate::memory::parse_size(text)
 }
 
 fn parse_sub<T: clap::Parser>(name: &str, args: &[String]) -> std::result::Result<T, i32> {
@@ -231,6 +239,9 @@ fn run_command(args: &[String]) -> i32 {
     let mut limits = crate::script::Limits::default();
     if let Some(n) = parsed.max_ops {
         limits.max_operations = n;
+    }
+    if let Some(bytes) = parsed.max_memory {
+        limits.max_memory = bytes;
     }
     crate::script::run_file(&crate::script::RunOptions {
         file: parsed.file,

@@ -170,9 +170,30 @@ impl Session {
     }
 
     /// The socket for `ns`, opened on first use.
+    ///
+    /// A cached socket keeps its namespace alive, so it would happily keep
+    /// serving a namespace that was deleted from outside (`ip netns del`,
+    /// `docker kill`) — and keep it from dying. Before reusing one, check
+    /// that the namespace's file still refers to it; if not, drop the
+    /// socket (the namespace can then die) and report it gone.
     pub fn socket(&self, ns: &Namespace) -> Result<Socket> {
-        if let Some((_, socket, _)) = self.sockets.borrow().get(&ns.id()) {
-            return Ok(socket.clone());
+        let cached = self
+            .sockets
+            .borrow()
+            .get(&ns.id())
+            .map(|(_, socket, _)| socket.clone());
+        if let Some(socket) = cached {
+            if ns.exists() {
+                return Ok(socket);
+            }
+            drop(socket);
+            self.forget(ns);
+            // open() says why: gone, or its name now another namespace.
+            ns.open()?;
+            return Err(Error::namespace_not_found(
+                crate::error::Object::namespace(ns),
+                "is gone",
+            ));
         }
         let _context = self.runtime.enter();
         let (socket, task) = Socket::open(ns)?;
