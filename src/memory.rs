@@ -86,10 +86,7 @@ pub fn check() -> Result<()> {
         return Err(Error::Limit {
             limit: "memory",
             what: "the script holds too much memory".into(),
-            cause: format!(
-                "it holds more than {} (--max-memory)",
-                human(budget)
-            ),
+            cause: format!("it holds more than {} (--max-memory)", human(budget)),
         });
     }
     Ok(())

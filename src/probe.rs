@@ -462,8 +462,11 @@ fn collect_output(child: &mut std::process::Child, max: usize) -> Result<(Vec<u8
     ];
     let mut bufs = [Vec::new(), Vec::new()];
     for fd in pipes.iter().flatten() {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-            .map_err(|e| Error::kernel("reading a program's output", e))?;
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::kernel("reading a program's output", e))?;
     }
     let mut chunk = vec![0u8; 64 << 10];
     while pipes.iter().any(Option::is_some) {

@@ -425,10 +425,7 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
                     return Err(e);
                 }
                 let source = ctx.call_source().unwrap_or("<script>");
-                let message = format!(
-                    "{what} failed: {}",
-                    super::format_runtime_error(source, &e)
-                );
+                let message = format!("{what} failed: {}", super::format_runtime_error(source, &e));
                 let failure: Box<EvalAltResult> =
                     EvalAltResult::ErrorRuntime(message.clone().into(), Position::NONE).into();
                 if !keep_going {
@@ -443,12 +440,7 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
 
 /// "the hook 'on_down' (link_down of link1 in a)", for errors.
 fn describe_event(callback: &FnPtr, event: &Map) -> String {
-    let field = |k: &str| {
-        event
-            .get(k)
-            .filter(|v| !v.is_unit())
-            .map(|v| v.to_string())
-    };
+    let field = |k: &str| event.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string());
     let kind = field("kind").unwrap_or_else(|| "event".into());
     let on = match (field("link"), field("namespace")) {
         (Some(link), Some(ns)) => format!(" of {link} in {ns}"),

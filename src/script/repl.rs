@@ -310,10 +310,8 @@ pub fn run(history: Option<PathBuf>) -> i32 {
             }
             if let Some(rest) = cmd.strip_prefix(":help") {
                 let name = rest.trim();
-                out = crate::output::line(&help(
-                    &session.engine,
-                    (!name.is_empty()).then_some(name),
-                ));
+                out =
+                    crate::output::line(&help(&session.engine, (!name.is_empty()).then_some(name)));
                 continue;
             }
             if cmd.is_empty() {
