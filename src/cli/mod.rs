@@ -58,7 +58,8 @@ Examples:
   ip netns exec hostA koko -n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42
   koko -n a,mir0,mirror:both:eth0 -n monitor,tap0
 
-Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong.
+Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong;
+128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP), what was done undone.
 ";
 
 /// Run koko with `args` (including the program name); returns the exit code.
