@@ -134,7 +134,7 @@ pub fn describe(signal: Signal) -> String {
 pub fn test_pause(point: &str) -> Result<()> {
     let var = format!("KOKO_TEST_PAUSE_{point}_MS");
     if let Some(ms) = std::env::var(&var).ok().and_then(|v| v.parse::<u64>().ok()) {
-        eprintln!(
+        crate::say!(
             "koko: test hook: {}, pausing {ms} ms",
             point.to_lowercase().replace('_', " ")
         );

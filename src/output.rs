@@ -16,6 +16,17 @@
 use std::io::Write;
 use std::sync::Mutex;
 
+/// `eprintln!` that never panics: a message to stderr, dropped if stderr
+/// is gone (`koko run s.rhai 2>&1 | head -1`). `eprintln!` would panic
+/// there — before the undo that follows the message.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use crate::error::{Error, Result};
 
 /// The first write that failed in a script's print callback.

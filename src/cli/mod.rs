@@ -125,7 +125,7 @@ pub(crate) fn execute(request: Request, json: bool) -> Result<()> {
     });
     if let Err(e) = &outcome {
         if e.is_interrupted() || matches!(e, Error::Io { what, .. } if what == OUTPUT) {
-            eprintln!("koko: {e}: what the command had done is undone");
+            crate::say!("koko: {e}: what the command had done is undone");
         }
     }
     outcome
@@ -161,9 +161,9 @@ pub(crate) fn finish_printed(outcome: Result<()>, json: bool) -> i32 {
     if crate::output::is_broken_pipe(&failure) {
         return code;
     }
-    eprintln!("koko: {failure}");
+    crate::say!("koko: {failure}");
     if code == 2 {
-        eprintln!("Run 'koko -h' for usage.");
+        crate::say!("Run 'koko -h' for usage.");
     }
     let stdout_failed = matches!(&failure, Error::Io { what, .. } if what == OUTPUT);
     if json && !stdout_failed {
@@ -234,7 +234,7 @@ fn run_command(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     if parsed.keep && parsed.cleanup {
-        eprintln!("koko run: --keep and --cleanup contradict each other");
+        crate::say!("koko run: --keep and --cleanup contradict each other");
         return 2;
     }
     let mut limits = crate::script::Limits::default();

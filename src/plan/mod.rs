@@ -212,7 +212,7 @@ pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Resul
         Ok(v) => Ok(v),
         Err(e) => {
             for undo_error in journal.undo_all(session) {
-                eprintln!("koko: while rolling back: {undo_error}");
+                crate::say!("koko: while rolling back: {undo_error}");
             }
             Err(e)
         }
@@ -374,7 +374,7 @@ fn test_pause_after_resolve() -> Result<()> {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        eprintln!("koko: test hook: endpoints resolved, pausing {ms} ms");
+        crate::say!("koko: test hook: endpoints resolved, pausing {ms} ms");
         crate::interrupt::sleep(std::time::Duration::from_millis(ms))?;
     }
     Ok(())

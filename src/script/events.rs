@@ -431,14 +431,15 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
                 if !keep_going {
                     return Err(failure);
                 }
-                eprintln!("koko: {message}");
+                crate::say!("koko: {message}");
                 first_failure.get_or_insert(failure);
             }
         }
     }
 }
 
-/// "the hook 'on_down' (link_down of link1 in a)", for errors.
+/// "the hook 'repair' (link_down of link1 in a)", or "the hook on
+/// link_down of link1 in a" for a closure, for errors.
 fn describe_event(callback: &FnPtr, event: &Map) -> String {
     let field = |k: &str| event.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string());
     let kind = field("kind").unwrap_or_else(|| "event".into());
@@ -447,7 +448,11 @@ fn describe_event(callback: &FnPtr, event: &Map) -> String {
         (None, Some(ns)) => format!(" of {ns}"),
         _ => String::new(),
     };
-    format!("the hook '{}' ({kind}{on})", callback.fn_name())
+    match callback.fn_name() {
+        // A closure: Rhai's generated name says nothing to the user.
+        name if name.starts_with("anon$") => format!("the hook on {kind}{on}"),
+        name => format!("the hook '{name}' ({kind}{on})"),
+    }
 }
 
 /// Wait up to `ms` for the first successful probe started at or after `t`.

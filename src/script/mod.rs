@@ -124,7 +124,7 @@ impl World {
         match crate::ns::check_privileges().and_then(|_| World::new()) {
             Ok(w) => Ok(w),
             Err(e) => {
-                eprintln!("koko: {e}");
+                crate::say!("koko: {e}");
                 Err(1)
             }
         }
@@ -383,7 +383,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     let source = match std::fs::read_to_string(&opts.file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("koko: cannot read script {file}: {e}");
+            crate::say!("koko: cannot read script {file}: {e}");
             return 2;
         }
     };
@@ -396,7 +396,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     let mut ast: AST = match engine.compile(&source) {
         Ok(ast) => ast,
         Err(e) => {
-            eprintln!("koko: {}", format_parse_error(&file, &source, &e));
+            crate::say!("koko: {}", format_parse_error(&file, &source, &e));
             return 2;
         }
     };
@@ -414,13 +414,13 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             // A signal (or a failed print) during the last statement, which
             // no progress check followed: the run did not finish.
             Some(e) => {
-                eprintln!("koko: {file}: {e}");
+                crate::say!("koko: {file}: {e}");
                 e.exit_code()
             }
             None => 0,
         },
         Err(e) => {
-            eprintln!("koko: {}", format_runtime_error(&file, e));
+            crate::say!("koko: {}", format_runtime_error(&file, e));
             if let Some(signal) = crate::interrupt::pending() {
                 crate::Error::Interrupted { signal }.exit_code()
             } else if error_kind(e).as_deref() == Some("syntax") {
@@ -437,7 +437,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
         let count = world.borrow().journal.entries().len();
         let errors = undo_world(&world);
         if code != 0 && count > 0 {
-            eprintln!(
+            crate::say!(
                 "koko: undid {count} step(s) the script had done{}",
                 if opts.keep {
                     ""
@@ -447,13 +447,13 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             );
         }
         for e in &errors {
-            eprintln!("koko: while undoing: {e}");
+            crate::say!("koko: while undoing: {e}");
         }
         if !errors.is_empty() && final_code == 0 {
             final_code = 1;
         }
     } else if code != 0 && opts.keep {
-        eprintln!("koko: --keep: leaving what the script created in place");
+        crate::say!("koko: --keep: leaving what the script created in place");
     }
     crate::interrupt::clear();
     final_code

@@ -250,7 +250,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     let mut editor: Editor<KokoHelper, DefaultHistory> = match Editor::new() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("koko: cannot start the line editor: {e}");
+            crate::say!("koko: cannot start the line editor: {e}");
             return 1;
         }
     };
@@ -276,7 +276,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
             // stdout is gone (a closed pipe, a full disk): nobody can see
             // the session any more.
             if !crate::output::is_broken_pipe(&e) {
-                eprintln!("koko: {e}");
+                crate::say!("koko: {e}");
             }
             code = 1;
             break None;
@@ -291,7 +291,15 @@ pub fn run(history: Option<PathBuf>) -> i32 {
         let line = editor.readline(prompt);
         crate::interrupt::at_prompt(None);
         match crate::interrupt::pending() {
-            Some(nix::sys::signal::Signal::SIGINT) | None => {}
+            None => {}
+            // Ctrl-C as a signal while reading (piped input; a terminal
+            // in raw mode sends it as a key, below): clear the input, as
+            // at a terminal, rather than let it stop the next one.
+            Some(nix::sys::signal::Signal::SIGINT) => {
+                crate::interrupt::clear();
+                buffer.clear();
+                continue;
+            }
             Some(signal) => break Some(signal),
         }
         let line = match line {
@@ -330,7 +338,7 @@ pub fn run(history: Option<PathBuf>) -> i32 {
         match session.eval(&input) {
             Ok(Some(v)) => out = crate::output::line(&format!("=> {v}")),
             Ok(None) => {}
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => crate::say!("error: {e}"),
         }
         // A print() that failed inside the input.
         out = out.and_then(|_| crate::output::check());
@@ -353,12 +361,12 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     if let Some(signal) = stopped_by {
         // SIGTERM or SIGHUP: nobody will type cleanup() any more.
         let errors = super::undo_world(&world);
-        eprintln!(
+        crate::say!(
             "koko: {}: undid {left} step(s) this session had done",
             crate::Error::Interrupted { signal }
         );
         for e in &errors {
-            eprintln!("koko: while undoing: {e}");
+            crate::say!("koko: while undoing: {e}");
         }
         crate::interrupt::clear();
         return crate::Error::Interrupted { signal }.exit_code();

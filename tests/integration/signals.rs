@@ -325,6 +325,25 @@ fn a_signal_at_any_point_of_a_script_undoes_it_and_kills_its_programs() {
 }
 
 #[test]
+fn stopping_a_probe_with_a_long_interval_does_not_wait_for_it() {
+    let sb = Sandbox::new();
+    let file = long_script(
+        "probe",
+        "let p = probe_start(a, \"10.9.0.1\", 9, #{interval_ms: 600000, timeout_ms: 100});\n\
+         sleep(100);\nlet t = now_ms();\np.stop();\n\
+         print(`stopped in ${now_ms() - t} ms`);\nexit();",
+    );
+    let r = run(&sb, &[&file]);
+    let ms: f64 = r
+        .line("stopped in")
+        .trim_start_matches("stopped in ")
+        .trim_end_matches(" ms")
+        .parse()
+        .unwrap();
+    assert!(ms < 1000.0, "probe.stop() took {ms} ms");
+}
+
+#[test]
 fn programs_started_by_exec_die_with_a_killed_koko() {
     let sb = Sandbox::new();
     let marker = "4999.75";
@@ -403,6 +422,24 @@ fn a_script_whose_output_cannot_be_written_stops_and_undoes() {
         assert!(err.contains("undid"), "{how}: {err}");
         assert_clean(&sb, how);
     }
+}
+
+#[test]
+fn a_failing_script_whose_stderr_is_gone_still_undoes() {
+    let sb = Sandbox::new();
+    let file = long_script(
+        "stderr",
+        "for i in 0..2000 { debug(`noise ${i}`); }\nthrow \"boom\";",
+    );
+    let out = sb
+        .command(koko_bin())
+        .args(["run", &file])
+        .stdout(Stdio::null())
+        .stderr(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_clean(&sb, "stderr gone");
 }
 
 #[test]
