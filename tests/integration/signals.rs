@@ -515,3 +515,60 @@ fn sigterm_and_sighup_at_the_repl_prompt_undo_the_session() {
         let _ = out.finish();
     }
 }
+
+/// The same on a pseudo-terminal, where the line editor holds the terminal
+/// in raw mode and restarts its reads after a signal.
+#[test]
+fn sigterm_at_the_repl_prompt_on_a_terminal_undoes_the_session() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        crate::support::skip("no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let sb = Sandbox::new();
+    let history = crate::support::script::tmp_dir("repl-pty-term").join("h");
+    let cmd = format!(
+        "{} repl --history {}",
+        koko_bin().display(),
+        history.display()
+    );
+    let mut child = sb
+        .command("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    let out = Tail::new(child.stdout.take().unwrap());
+    out.wait_for_text("koko> ", Duration::from_secs(10));
+    keys.write_all(b"let a = netns(\"a\"); print(\"made a\");\r")
+        .unwrap();
+    out.wait_for_text("made a", Duration::from_secs(10));
+    out.wait_until("a fresh prompt", Duration::from_secs(10), |t| {
+        t.rsplit("made a").next().unwrap_or("").contains("koko> ")
+    });
+    let marker = history.display().to_string();
+    let koko = processes_with(&marker)
+        .into_iter()
+        .find(|p| p.contains(&format!("{} repl", koko_bin().display())) && !p.contains("-qfec"))
+        .expect("koko's process");
+    let pid: u32 = koko.split(':').next().unwrap().parse().unwrap();
+    send(pid, "SIGTERM");
+    let status = wait_exit(
+        &mut child,
+        "script around koko repl",
+        Duration::from_secs(5),
+    );
+    drop(keys);
+    let text = out.finish();
+    assert!(text.contains("interrupted by SIGTERM"), "{text}");
+    // `script` exits with its child's status (-e).
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert_clean(&sb, "SIGTERM at a terminal prompt");
+}
