@@ -342,6 +342,12 @@ pub fn run(history: Option<PathBuf>) -> i32 {
         }
         // A print() that failed inside the input.
         out = out.and_then(|_| crate::output::check());
+        if let Err(e) = crate::memory::check() {
+            // What holds the memory is the session's variables; kept, they
+            // would stop every later input at its first operation.
+            session.scope.clear();
+            crate::say!("koko: {e}: the session's variables are cleared (what it created stays; cleanup() undoes it)");
+        }
         match crate::interrupt::pending() {
             Some(nix::sys::signal::Signal::SIGINT) => crate::interrupt::clear(),
             Some(signal) => break Some(signal),
