@@ -572,3 +572,32 @@ fn sigterm_at_the_repl_prompt_on_a_terminal_undoes_the_session() {
     assert_eq!(status.code(), Some(143), "{text}");
     assert_clean(&sb, "SIGTERM at a terminal prompt");
 }
+
+/// A container engine that accepts the connection and never answers: a
+/// signal ends the wait at once (the engine's timeouts are 3 and 15 s).
+#[test]
+fn a_signal_ends_a_wait_for_a_silent_container_engine() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["b"]);
+    let dir = crate::support::script::tmp_dir("silent-engine");
+    let socket = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let koko = Running::start(
+        &sb,
+        &["-d", "ctr,l1", "-n", "b,l2"],
+        &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
+    );
+    // koko is connected and waiting for an answer that never comes.
+    let (_conn, _) = listener.accept().unwrap();
+    let sent = Instant::now();
+    send(koko.pid(), "SIGTERM");
+    let (code, _, err) = koko.exit("koko waiting for a silent engine");
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "took {:?}: {err}",
+        sent.elapsed()
+    );
+    assert_eq!(code, 143, "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(sb.link(Some("b"), "l2").is_none());
+}
