@@ -375,6 +375,14 @@ fn a_memory_bomb_ends_with_exit_1_naming_the_limit_and_leaves_nothing() {
             "memory limit",
         ),
         (
+            // Rhai counts the strings inside a map or an array against its
+            // own limits, but not those a closure captured.
+            "maps captured by closures",
+            "let s = \"x\"; for i in 0..18 { s += s; }\nlet keep = [];\n\
+             loop { let m = #{v: s + keep.len()}; keep.push(|| m); }",
+            "memory limit",
+        ),
+        (
             "exec output",
             "let r = a.exec([\"sh\", \"-c\", \"while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\"]);",
             "exec output limit",
@@ -470,6 +478,7 @@ fn a_namespace_deleted_from_outside_is_reported_gone_and_not_kept_alive() {
          print(`links in x: ${x.links().len()}`);\n\
          a.exec([\"ip\", \"netns\", \"del\", \"x\"]);\n\
          try { x.links(); print(\"x still answers\"); } catch (e) { print(`x: ${e.message}`); }\n\
+         try { x.ip(\"link set lo up\"); print(\"x.ip works\"); } catch (e) { print(`x.ip: ${e.kind}`); }\n\
          // koko dropped its socket: the kernel destroys x, and the veth with it.\n\
          let t = now_ms();\n\
          while a.links().filter(|l| l.name == \"va\").len() > 0 && now_ms() - t < 5000 { sleep(10); }\n\
@@ -482,6 +491,7 @@ fn a_namespace_deleted_from_outside_is_reported_gone_and_not_kept_alive() {
         r.line("x: "),
         "x: netns 'x': is gone (No such file or directory (os error 2))"
     );
+    assert_eq!(r.line("x.ip: "), "x.ip: not_found");
     assert_eq!(r.line("va left"), "va left in a: 0");
     assert_clean(&sb, "dead namespace");
 }
