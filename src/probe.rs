@@ -379,6 +379,8 @@ pub fn exec(ns: &Namespace, argv: &[String]) -> Result<ExecResult> {
 /// * it gets `PR_SET_PDEATHSIG` = SIGKILL, so the kernel kills it when
 ///   koko dies, even by SIGKILL (a grandchild is then orphaned, but its
 ///   group is the child's, which a process supervisor can kill as one).
+///   The kernel sends it when the *thread* that forked exits: call this
+///   from a thread that lives as long as the run (scripts' main thread).
 ///
 /// The output is read as it comes (poll on both pipes, in slices of at
 /// most 50 ms), so a stop signal is seen at once and a program that

@@ -496,11 +496,16 @@ fn a_namespace_deleted_from_outside_is_reported_gone_and_not_kept_alive() {
     assert_clean(&sb, "dead namespace");
 }
 
-/// The REPL: SIGTERM and SIGHUP at the prompt undo the session and exit
-/// 128+signo; its output goes through the same fallible writer.
+/// The REPL: SIGTERM and SIGHUP at the prompt, or while an input runs,
+/// undo the session and exit 128+signo.
 #[test]
 fn sigterm_and_sighup_at_the_repl_prompt_undo_the_session() {
-    for (signal, signo) in [("SIGTERM", 15), ("SIGHUP", 1)] {
+    for (signal, signo, during) in [
+        ("SIGTERM", 15, ""),
+        ("SIGHUP", 1, ""),
+        ("SIGTERM", 15, " sleep(60000);"),
+        ("SIGHUP", 1, " sleep(60000);"),
+    ] {
         let sb = Sandbox::new();
         let mut cmd = sb.command(koko_bin());
         cmd.args(["repl", "--history", "/dev/null"])
@@ -511,10 +516,10 @@ fn sigterm_and_sighup_at_the_repl_prompt_undo_the_session() {
         let mut stdin = child.stdin.take().unwrap();
         let out = Tail::new(child.stdout.take().unwrap());
         let err = Tail::new(child.stderr.take().unwrap());
-        writeln!(stdin, "let a = netns(\"a\"); print(\"made a\");").unwrap();
+        writeln!(stdin, "let a = netns(\"a\"); print(\"made a\");{during}").unwrap();
         out.wait_for_text("made a", Duration::from_secs(10));
         assert_eq!(sb.netns_list(), vec!["a"]);
-        // The REPL now waits at its prompt, stdin still open.
+        // The REPL now waits at its prompt (stdin still open), or in sleep.
         send(child.id(), signal);
         let status = wait_exit(&mut child, "koko repl", Duration::from_secs(5));
         drop(stdin);
