@@ -189,11 +189,6 @@ pub fn stop_reason() -> Option<crate::Error> {
         .err()
 }
 
-/// Whether a stop signal arrived (and was not yet acknowledged).
-pub fn interrupted() -> bool {
-    crate::interrupt::pending().is_some()
-}
-
 /// The `max_exec_output` of the current run's limits, for `ns.exec()`.
 pub(crate) static EXEC_OUTPUT_CAP: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(16 << 20);
