@@ -34,8 +34,13 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 extern "C" fn on_signal(signo: libc::c_int) {
-    // Keep the first signal: it is the one the user sent to stop the run.
-    let _ = PENDING.compare_exchange(0, signo, Ordering::SeqCst, Ordering::SeqCst);
+    if signo == libc::SIGINT {
+        // Ctrl-C may be cleared (the REPL goes on): it never hides another.
+        let _ = PENDING.compare_exchange(0, signo, Ordering::SeqCst, Ordering::SeqCst);
+    } else {
+        // SIGTERM and SIGHUP end even the REPL: they win over a Ctrl-C.
+        PENDING.store(signo, Ordering::SeqCst);
+    }
     let hook = REPL_HOOK.load(Ordering::SeqCst);
     if hook >= 0 && signo != libc::SIGINT {
         // A line editor waiting at a prompt restarts its read on EINTR and

@@ -288,7 +288,12 @@ pub fn run(history: Option<PathBuf>) -> i32 {
             "  ... "
         };
         crate::interrupt::at_prompt(devnull.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        let line = editor.readline(prompt);
+        // A SIGTERM/SIGHUP that came just before the hook was set found
+        // nothing to wake: do not start a read it would not end.
+        let line = match crate::interrupt::pending() {
+            Some(s) if s != nix::sys::signal::Signal::SIGINT => Err(ReadlineError::Eof),
+            _ => editor.readline(prompt),
+        };
         crate::interrupt::at_prompt(None);
         match crate::interrupt::pending() {
             None => {}
