@@ -422,20 +422,37 @@ pub fn exec_capped(ns: &Namespace, argv: &[String], max_output: usize) -> Result
     let mut child = cmd.spawn().map_err(|e| Error::io(what(), e))?;
     // The namespace fd was only for the child's setns.
     drop(fd);
-    let collected = collect_output(&mut child, max_output);
-    if collected.is_err() {
-        // Stop the program and everything it started, then reap it.
+    let kill_group = |child: &std::process::Child| {
+        // Stop the program and everything it started.
         // SAFETY: kill on the child's own process group (its pid).
         unsafe {
             libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
         }
+    };
+    let mut collected = collect_output(&mut child, max_output);
+    if collected.is_err() {
+        kill_group(&child);
     }
+    // Reap it. A program that closed its output and runs on is waited for
+    // in slices: waitpid restarts after a signal and would not let go.
+    let mut pause = Duration::from_micros(200);
     let status = loop {
-        match child.wait() {
-            Ok(status) => break status,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io(what(), e)),
         }
+        if collected.is_ok() {
+            if let Err(e) = crate::interrupt::check() {
+                kill_group(&child);
+                collected = Err(e);
+            }
+        }
+        // Usually the program exits with its output: look again soon,
+        // then less and less often.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
     let (out, err) = collected.map_err(|e| match e {
         Error::Limit { limit, cause, .. } => Error::Limit {

@@ -267,6 +267,11 @@ fn script_points(n: usize) -> Vec<(&'static str, String, Option<String>)> {
             Some(marker.clone()),
         ),
         (
+            "exec of a program that closed its output",
+            format!("a.exec([\"sh\", \"-c\", \"exec >&- 2>&-; sleep {marker}2\"]);"),
+            Some(format!("{marker}2")),
+        ),
+        (
             "the last statement",
             format!("a.exec([\"sleep\", \"{marker}1\"])"),
             Some(format!("{marker}1")),
