@@ -9,11 +9,16 @@
 //! like any other: a one-shot command undoes its work, a script stops and
 //! undoes.
 //!
-//! Script `print` and `debug` calls cannot return an error through Rhai's
-//! print callback, so a failed write there is remembered ([`failed`]) and
-//! the runner's progress callback stops the script at the next operation.
+//! Script `print` calls cannot return an error through Rhai's print
+//! callback, so a failed write there is remembered ([`failed`]) and the
+//! runner's progress callback stops the script at the next operation.
+//!
+//! Messages to stderr go through [`say!`](crate::say): `eprintln!` panics
+//! too when stderr is a closed pipe (`2>&1 | head -1`), and the message
+//! that panics is usually the one just before an undo.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// `eprintln!` that never panics: a message to stderr, dropped if stderr
@@ -29,8 +34,11 @@ macro_rules! say {
 
 use crate::error::{Error, Result};
 
-/// The first write that failed in a script's print callback.
+/// The first write that failed in a script's print callback, and a flag
+/// for it: the runner asks after every operation, so asking must be one
+/// atomic load.
 static FAILED: Mutex<Option<String>> = Mutex::new(None);
+static HAS_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Write `s` and a newline to stdout, and flush.
 pub fn line(s: &str) -> Result<()> {
@@ -66,11 +74,15 @@ pub fn script_line(s: &str) {
     }
     if let Err(e) = line(s) {
         *FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        HAS_FAILED.store(true, Ordering::SeqCst);
     }
 }
 
 /// Why a script's output could not be written, if it could not.
 pub fn failed() -> Option<String> {
+    if !HAS_FAILED.load(Ordering::SeqCst) {
+        return None;
+    }
     FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
