@@ -4,7 +4,7 @@
 //! ordinary on a command line: the reader went away (`koko ... | head -1`:
 //! EPIPE, since Rust ignores SIGPIPE) and the disk is full (`> /dev/full`:
 //! ENOSPC). A panic is exit 101, and a panic in the middle of a script skips
-//! its undo. So every line koko prints goes through [`line`] (or [`text`]),
+//! its undo. So every line koko prints goes through [`line()`] (or [`text`]),
 //! which returns the failure as an [`Error::Io`] for the caller to handle
 //! like any other: a one-shot command undoes its work, a script stops and
 //! undoes.
