@@ -4,7 +4,7 @@
 //! ordinary on a command line: the reader went away (`koko ... | head -1`:
 //! EPIPE, since Rust ignores SIGPIPE) and the disk is full (`> /dev/full`:
 //! ENOSPC). A panic is exit 101, and a panic in the middle of a script skips
-//! its undo. So every line koko prints goes through [`line()`] (or [`text`]),
+//! its undo. So every line koko prints goes through [`line()`],
 //! which returns the failure as an [`Error::Io`] for the caller to handle
 //! like any other: a one-shot command undoes its work, a script stops and
 //! undoes.
@@ -45,14 +45,6 @@ pub fn line(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())
         .and_then(|_| out.write_all(b"\n"))
-        .and_then(|_| out.flush())
-        .map_err(write_error)
-}
-
-/// Write `s` as it is to stdout, and flush.
-pub fn text(s: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(s.as_bytes())
         .and_then(|_| out.flush())
         .map_err(write_error)
 }
