@@ -184,6 +184,9 @@ pub fn build(
     };
     let mut k = 0;
     while k < last {
+        // A long chain stops between windows on a stop signal; what it
+        // built so far is in the journal, for the caller's undo.
+        crate::interrupt::check()?;
         let e = (k + WINDOW).min(last);
         let mut reqs = Vec::with_capacity(e - k);
         for i in k..e {

@@ -95,7 +95,12 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &req.options));
     }
     match created {
-        Ok(()) => record_veth(journal, req),
+        Ok(()) => {
+            record_veth(journal, req);
+            // Test hook: a signal delivered here finds a veth without its
+            // addresses, the half-built state an undo must take away.
+            crate::interrupt::test_pause("AFTER_LINK")?;
+        }
         Err(VethError::Namespace(e)) => return Err(e),
         Err(VethError::Kernel(errno)) => {
             return Err(explain_veth_failure(session, req, errno));
@@ -418,6 +423,7 @@ pub fn tunnel(session: &Session, journal: &mut Journal, req: &TunnelRequest) -> 
             name: end.name.clone(),
         },
     );
+    crate::interrupt::test_pause("AFTER_LINK")?;
     let state = session.block_on(link::require(&t, &end.name))?;
     if let TunnelKind::Vxlan(tunnel::VxlanOptions {
         mtu: Some(asked), ..

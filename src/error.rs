@@ -137,6 +137,21 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// A stop signal (SIGINT, SIGTERM, SIGHUP) arrived: the run stopped
+    /// where it was and its work is undone (unless `--keep`). Exit 128 +
+    /// the signal's number, as a shell reports a process the signal killed.
+    #[error("interrupted by {}", crate::interrupt::describe(*signal))]
+    Interrupted { signal: nix::sys::signal::Signal },
+
+    /// A limit of the run was reached (`limit` names it: "memory",
+    /// "exec output"); the run stopped and its work is undone.
+    #[error("{what}: over the {limit} limit ({cause})")]
+    Limit {
+        limit: &'static str,
+        what: String,
+        cause: String,
+    },
+
     /// A file-system or other I/O failure while doing `what`.
     #[error("{what}: {source}")]
     Io {
@@ -161,6 +176,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::NotSupported(_) => 2,
+            Error::Interrupted { signal } => 128 + *signal as i32,
             _ => 1,
         }
     }
@@ -180,6 +196,8 @@ impl Error {
             Error::Probe { .. } => "probe",
             Error::Undo(_) => "undo",
             Error::Internal(_) => "internal",
+            Error::Interrupted { .. } => "interrupted",
+            Error::Limit { .. } => "limit",
             Error::Io { .. } => "io",
         }
     }
@@ -265,6 +283,14 @@ impl Error {
                 fields.insert("what".into(), what.clone().into());
                 fields.insert("cause".into(), cause.clone().into());
             }
+            Error::Interrupted { signal } => {
+                fields.insert("signal".into(), signal.as_str().into());
+            }
+            Error::Limit { limit, what, cause } => {
+                fields.insert("limit".into(), (*limit).into());
+                fields.insert("what".into(), what.clone().into());
+                fields.insert("cause".into(), cause.clone().into());
+            }
             Error::Undo(errors) => {
                 let list: Vec<_> = errors.iter().map(Error::to_json).collect();
                 fields.insert("errors".into(), list.into());
@@ -288,6 +314,11 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+
+    /// Did a stop signal end the work (see [`crate::interrupt`])?
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted { .. })
     }
 
     /// The errno behind a kernel refusal, if this is one.

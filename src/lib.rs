@@ -19,6 +19,9 @@
 //! * [`net`] — the only place netlink messages are built: links, addresses,
 //!   routes, tc, nsids, sysctls, batches, event sources
 //! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
+//! * [`interrupt`] — SIGINT/SIGTERM/SIGHUP as a flag every wait checks
+//! * [`memory`] — the byte count behind `koko run --max-memory`
+//! * [`output`] — stdout writes that fail instead of panicking
 //!
 //! Layers only call down (cli, script → plan → connect/ipcmd/inspect →
 //! journal → net → ns); `.ci/layering.sh` checks the two rules that are
@@ -30,10 +33,13 @@ pub mod connect;
 pub mod error;
 pub mod impair;
 pub mod inspect;
+pub mod interrupt;
 pub mod ipcmd;
 pub mod journal;
+pub mod memory;
 pub mod net;
 pub mod ns;
+pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod runs;

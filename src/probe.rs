@@ -364,34 +364,172 @@ pub struct ExecResult {
 }
 
 /// Run a host program inside `ns` (network namespace only) and collect its
-/// output.
+/// output, at most 16 MiB of it (see [`exec_capped`]).
 pub fn exec(ns: &Namespace, argv: &[String]) -> Result<ExecResult> {
+    exec_capped(ns, argv, 16 << 20)
+}
+
+/// Run a host program inside `ns` and collect its output, keeping at most
+/// `max_output` bytes of stdout and stderr together.
+///
+/// The program must never outlive koko or keep koko's namespaces alive:
+/// * it runs in a process group of its own, and every way out of this
+///   function that leaves it running (a stop signal, too much output)
+///   kills the whole group, grandchildren included;
+/// * it gets `PR_SET_PDEATHSIG` = SIGKILL, so the kernel kills it when
+///   koko dies, even by SIGKILL (a grandchild is then orphaned, but its
+///   group is the child's, which a process supervisor can kill as one).
+///   The kernel sends it when the *thread* that forked exits: call this
+///   from a thread that lives as long as the run (scripts' main thread).
+///
+/// The output is read as it comes (poll on both pipes, in slices of at
+/// most 50 ms), so a stop signal is seen at once and a program that
+/// writes forever is stopped at the cap with [`Error::Limit`] instead of
+/// exhausting koko's memory.
+pub fn exec_capped(ns: &Namespace, argv: &[String], max_output: usize) -> Result<ExecResult> {
     use std::os::unix::process::CommandExt;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("exec needs a program to run".into()))?;
+    let what = || format!("running '{program}' in {ns}");
     let fd = ns.open()?;
     let raw = fd.as_raw_fd();
+    // The child checks that its parent is still the process that forked
+    // it: koko may die between fork and prctl, and then no signal comes.
+    let parent = std::process::id() as libc::pid_t;
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
-    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    // SAFETY: setns, prctl, getppid and kill are async-signal-safe; the
+    // closure allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
             if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(format!("running '{program}' in {ns}"), e))?;
+    let mut child = cmd.spawn().map_err(|e| Error::io(what(), e))?;
+    // The namespace fd was only for the child's setns.
     drop(fd);
+    let kill_group = |child: &std::process::Child| {
+        // Stop the program and everything it started.
+        // SAFETY: kill on the child's own process group (its pid).
+        unsafe {
+            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+        }
+    };
+    let mut collected = collect_output(&mut child, max_output);
+    if collected.is_err() {
+        kill_group(&child);
+    }
+    // Reap it. A program that closed its output and runs on is waited for
+    // in slices: waitpid restarts after a signal and would not let go.
+    let mut pause = Duration::from_micros(200);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(what(), e)),
+        }
+        if collected.is_ok() {
+            if let Err(e) = crate::interrupt::check() {
+                kill_group(&child);
+                collected = Err(e);
+            }
+        }
+        // Usually the program exits with its output: look again soon,
+        // then less and less often.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    let (out, err) = collected.map_err(|e| match e {
+        Error::Limit { limit, cause, .. } => Error::Limit {
+            limit,
+            what: what(),
+            cause,
+        },
+        other => other,
+    })?;
     Ok(ExecResult {
-        code: out.status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&out.stdout).into_owned(),
-        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        }),
+        out: String::from_utf8_lossy(&out).into_owned(),
+        err: String::from_utf8_lossy(&err).into_owned(),
     })
+}
+
+/// Read a child's stdout and stderr until both close, at most `max`
+/// bytes together; stops early with an error on a stop signal or the cap.
+fn collect_output(child: &mut std::process::Child, max: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    let mut bufs = [Vec::new(), Vec::new()];
+    for fd in pipes.iter().flatten() {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::kernel("reading a program's output", e))?;
+    }
+    let mut chunk = vec![0u8; 64 << 10];
+    while pipes.iter().any(Option::is_some) {
+        crate::interrupt::check()?;
+        let mut fds: Vec<PollFd> = pipes
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::kernel("waiting for a program's output", e)),
+        }
+        drop(fds);
+        for (slot, buf) in pipes.iter_mut().zip(bufs.iter_mut()) {
+            let Some(fd) = slot else { continue };
+            loop {
+                match nix::unistd::read(&*fd, &mut chunk) {
+                    Ok(0) => {
+                        *slot = None;
+                        break;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(Errno::EAGAIN) | Err(Errno::EINTR) => break,
+                    Err(e) => return Err(Error::kernel("reading a program's output", e)),
+                }
+                if buf.len() > max {
+                    break;
+                }
+            }
+        }
+        if bufs[0].len() + bufs[1].len() > max {
+            return Err(Error::Limit {
+                limit: "exec output",
+                what: String::new(),
+                cause: format!(
+                    "the program wrote more than {} (stdout and stderr together); it was stopped",
+                    crate::memory::human(max)
+                ),
+            });
+        }
+    }
+    let [out, err] = bufs;
+    Ok((out, err))
 }
 
 #[cfg(test)]
@@ -574,8 +712,14 @@ impl OutageProbe {
                         }
                     }
                 }
-                if let Some(rest) = interval.checked_sub(tick.elapsed()) {
-                    std::thread::sleep(rest);
+                // In slices, so stop() never waits for a long interval.
+                while !flag.load(Ordering::SeqCst) {
+                    match interval.checked_sub(tick.elapsed()) {
+                        Some(rest) if !rest.is_zero() => {
+                            std::thread::sleep(rest.min(Duration::from_millis(10)))
+                        }
+                        _ => break,
+                    }
                 }
             }
         });
@@ -614,10 +758,18 @@ impl OutageProbe {
         self.report.lock().expect("probe report").clone()
     }
 
-    /// Stop probing and return the final report.
+    /// Stop probing and return the final report. The thread finishes its
+    /// current attempt first (at most the probe's timeout); a stop signal
+    /// ends the wait at once and leaves the thread to finish on its own.
     pub fn stop(&mut self) -> OutageReport {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            while !t.is_finished() {
+                if crate::interrupt::pending().is_some() {
+                    return self.report();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let _ = t.join();
         }
         self.report()

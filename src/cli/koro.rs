@@ -62,11 +62,11 @@ pub fn main(args: &[String]) -> i32 {
             json,
         );
     }
-    super::finish(run(&words), json)
+    super::finish_printed(run(&words, json), json)
 }
 
-fn run(words: &[String]) -> Result<Output> {
+fn run(words: &[String], json: bool) -> Result<()> {
     let request = plan::koro::parse(words)?;
     ns::check_privileges()?;
-    super::execute(Request::Koro(request))
+    super::execute(Request::Koro(request), json)
 }

@@ -28,7 +28,7 @@ Usage:
   koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
   koko DELETE...                          delete links (a veth's peer goes with it)
   koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
-  koko run FILE [--keep|--cleanup] [-- ARGS...]   run a Rhai script
+  koko run FILE [--keep|--cleanup] [--max-memory SIZE] [-- ARGS...]   run a Rhai script
   koko repl                               interactive prompt with the script API
   koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
   koko show TARGET                        links, addresses and routes of a namespace
@@ -61,7 +61,8 @@ Examples:
   ip netns exec hostA koko -n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42
   koko -n a,mir0,mirror:both:eth0 -n monitor,tap0
 
-Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong.
+Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong;
+128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP), what was done undone.
 ";
 
 /// Run koko with `args` (including the program name); returns the exit code.
@@ -91,61 +92,89 @@ fn oneshot_main(args: &[String]) -> i32 {
         Ok(line) => line,
         Err(e) => return finish(Err(e), json),
     };
-    finish(oneshot_command(line.action), line.json)
-}
-
-fn oneshot_command(action: Action) -> Result<Output> {
-    match action {
-        Action::Help => Ok(Output {
-            lines: vec![HELP.trim_end().to_string()],
-            json: json!({"ok": true, "help": HELP}),
-        }),
-        Action::Version => Ok(Output {
-            lines: vec![format!("koko {VERSION}")],
-            json: json!({"ok": true, "version": VERSION}),
-        }),
-        action => {
-            ns::check_privileges()?;
-            execute(Request::Oneshot(action))
-        }
+    match line.action {
+        Action::Help => finish(
+            Ok(Output {
+                lines: vec![HELP.trim_end().to_string()],
+                json: json!({"ok": true, "help": HELP}),
+            }),
+            line.json,
+        ),
+        Action::Version => finish(
+            Ok(Output {
+                lines: vec![format!("koko {VERSION}")],
+                json: json!({"ok": true, "version": VERSION}),
+            }),
+            line.json,
+        ),
+        action => finish_printed(
+            ns::check_privileges().and_then(|_| execute(Request::Oneshot(action), line.json)),
+            line.json,
+        ),
     }
 }
 
-/// Execute a request the one-shot way: a fresh session and journal, rolled
-/// back if the request fails.
-pub(crate) fn execute(request: Request) -> Result<Output> {
+/// Execute a request the one-shot way and print its report: a fresh
+/// session and journal, rolled back if the request fails, if a stop signal
+/// (SIGINT, SIGTERM, SIGHUP) arrives before the report is out, or if the
+/// report cannot be written — a command that exits non-zero leaves
+/// nothing behind.
+pub(crate) fn execute(request: Request, json: bool) -> Result<()> {
+    crate::interrupt::install();
     let session = Session::new()?;
-    let report = plan::atomically(&session, |journal| {
-        plan::execute(&session, journal, request)
-    })?;
-    Ok(Output::from(report))
+    let outcome = plan::atomically(&session, |journal| {
+        let report = plan::execute(&session, journal, request)?;
+        crate::interrupt::test_pause("BEFORE_REPORT")?;
+        crate::interrupt::check()?;
+        print_output(&Output::from(report), json)
+    });
+    if let Err(e) = &outcome {
+        if e.is_interrupted() || matches!(e, Error::Io { what, .. } if what == OUTPUT) {
+            crate::say!("koko: {e}: what the command had done is undone");
+        }
+    }
+    outcome
+}
+
+/// What [`crate::output`] calls a failed write to stdout.
+const OUTPUT: &str = "writing to standard output";
+
+/// Print a successful command's output (its lines, or its JSON).
+fn print_output(out: &Output, json: bool) -> Result<()> {
+    if json {
+        crate::output::line(&out.json.to_string())
+    } else {
+        out.lines.iter().try_for_each(|l| crate::output::line(l))
+    }
 }
 
 /// Print the outcome and return the exit code.
 pub(crate) fn finish(outcome: Result<Output>, json: bool) -> i32 {
-    match outcome {
-        Ok(out) => {
-            if json {
-                println!("{}", out.json);
-            } else {
-                for line in &out.lines {
-                    println!("{line}");
-                }
-            }
-            0
-        }
-        Err(failure) => {
-            let code = failure.exit_code();
-            eprintln!("koko: {failure}");
-            if code == 2 {
-                eprintln!("Run 'koko -h' for usage.");
-            }
-            if json {
-                println!("{}", json!({"ok": false, "error": failure.to_json()}));
-            }
-            code
-        }
+    finish_printed(outcome.and_then(|out| print_output(&out, json)), json)
+}
+
+/// Report the failure of a command whose output was already printed (or
+/// could not be), and return the exit code.
+pub(crate) fn finish_printed(outcome: Result<()>, json: bool) -> i32 {
+    let failure = match outcome {
+        Ok(()) => return 0,
+        Err(failure) => failure,
+    };
+    let code = failure.exit_code();
+    // A reader that went away (`| head`) closed the pipe on purpose:
+    // no message, and nothing more to write to it.
+    if crate::output::is_broken_pipe(&failure) {
+        return code;
     }
+    crate::say!("koko: {failure}");
+    if code == 2 {
+        crate::say!("Run 'koko -h' for usage.");
+    }
+    let stdout_failed = matches!(&failure, Error::Io { what, .. } if what == OUTPUT);
+    if json && !stdout_failed {
+        let _ = crate::output::line(&json!({"ok": false, "error": failure.to_json()}).to_string());
+    }
+    code
 }
 
 /// What a successful command prints: one line per action, or one JSON value.
@@ -178,17 +207,29 @@ struct RunArgs {
     /// Stop the script after this many operations (runaway loops).
     #[arg(long, value_name = "N")]
     max_ops: Option<u64>,
+    /// The heap the whole run may hold (e.g. 256M, 2G; default 512M):
+    /// past it the script stops with an error and its work is undone.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<usize>,
     /// Arguments for the script (the ARGS array).
     #[arg(last = true)]
     args: Vec<String>,
+}
+
+fn parse_memory(text: &str) -> std::result::Result<usize, String> {
+    crate::memory::parse_size(text)
 }
 
 fn parse_sub<T: clap::Parser>(name: &str, args: &[String]) -> std::result::Result<T, i32> {
     let argv = std::iter::once(format!("koko {name}")).chain(args.iter().cloned());
     T::try_parse_from(argv).map_err(|e| {
         let code = if e.use_stderr() { 2 } else { 0 };
-        let _ = e.print();
-        code
+        // Help that cannot be written (`| head -1`, `> /dev/full`) is
+        // not a success.
+        match e.print() {
+            Ok(()) => code,
+            Err(_) => code.max(1),
+        }
     })
 }
 
@@ -198,12 +239,15 @@ fn run_command(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     if parsed.keep && parsed.cleanup {
-        eprintln!("koko run: --keep and --cleanup contradict each other");
+        crate::say!("koko run: --keep and --cleanup contradict each other");
         return 2;
     }
     let mut limits = crate::script::Limits::default();
     if let Some(n) = parsed.max_ops {
         limits.max_operations = n;
+    }
+    if let Some(bytes) = parsed.max_memory {
+        limits.max_memory = bytes;
     }
     crate::script::run_file(&crate::script::RunOptions {
         file: parsed.file,

@@ -43,6 +43,17 @@ use crate::error::{Error, Result};
 use crate::ns::docker::Engine;
 use crate::ns::{with_netns, Namespace, NsId, NsSpec};
 
+/// Resolves when a stop signal has arrived (checked every 20 ms: the
+/// signal handler cannot wake a future itself).
+async fn stop_signal() -> nix::sys::signal::Signal {
+    loop {
+        if let Some(signal) = crate::interrupt::pending() {
+            return signal;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A route-netlink socket bound (by birth) to one namespace.
 #[derive(Clone)]
 pub struct Socket {
@@ -145,7 +156,7 @@ impl Session {
         if let Some(engine) = self.engine.borrow().as_ref() {
             return Ok(engine.clone());
         }
-        let engine = Rc::new(self.block_on(Engine::connect(for_container))?);
+        let engine = Rc::new(self.block_on_interruptible(Engine::connect(for_container))?);
         *self.engine.borrow_mut() = Some(engine.clone());
         Ok(engine)
     }
@@ -156,7 +167,7 @@ impl Session {
         match spec {
             NsSpec::Docker(name) => {
                 let engine = self.engine(name)?;
-                self.block_on(engine.resolve(name))
+                self.block_on_interruptible(engine.resolve(name))
             }
             other => Namespace::resolve(other),
         }
@@ -166,13 +177,34 @@ impl Session {
     /// stopped.
     pub fn kill_container(&self, name: &str) -> Result<()> {
         let engine = self.engine(name)?;
-        self.block_on(engine.kill(name))
+        self.block_on_interruptible(engine.kill(name))
     }
 
     /// The socket for `ns`, opened on first use.
+    ///
+    /// A cached socket keeps its namespace alive, so it would happily keep
+    /// serving a namespace that was deleted from outside (`ip netns del`,
+    /// `docker kill`) — and keep it from dying. Before reusing one, check
+    /// that the namespace's file still refers to it; if not, drop the
+    /// socket (the namespace can then die) and report it gone.
     pub fn socket(&self, ns: &Namespace) -> Result<Socket> {
-        if let Some((_, socket, _)) = self.sockets.borrow().get(&ns.id()) {
-            return Ok(socket.clone());
+        let cached = self
+            .sockets
+            .borrow()
+            .get(&ns.id())
+            .map(|(_, socket, _)| socket.clone());
+        if let Some(socket) = cached {
+            if ns.exists() {
+                return Ok(socket);
+            }
+            drop(socket);
+            self.forget(ns);
+            // open() says why: gone, or its name now another namespace.
+            ns.open()?;
+            return Err(Error::namespace_not_found(
+                crate::error::Object::namespace(ns),
+                "is gone",
+            ));
         }
         let _context = self.runtime.enter();
         let (socket, task) = Socket::open(ns)?;
@@ -226,5 +258,18 @@ impl Session {
     /// Run a future to completion on this session's runtime.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// Run a future that may wait long (a container engine's answer, up
+    /// to its timeouts) to completion, or until a stop signal arrives
+    /// ([`Error::Interrupted`]; the future is dropped, which cancels it).
+    /// Netlink requests, answered at once, need not be interruptible.
+    pub fn block_on_interruptible<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        self.runtime.block_on(async {
+            tokio::select! {
+                outcome = future => outcome,
+                signal = stop_signal() => Err(Error::Interrupted { signal }),
+            }
+        })
     }
 }

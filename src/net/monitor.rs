@@ -135,12 +135,12 @@ impl LinkMonitor {
         }
         if overrun {
             if std::env::var_os("KOKO_DEBUG_EVENTS").is_some() {
-                eprintln!("monitor {}: notifications lost, resynchronising", self.ns);
+                crate::say!("monitor {}: notifications lost, resynchronising", self.ns);
             }
             events.extend(self.resync()?);
         }
         if std::env::var_os("KOKO_DEBUG_EVENTS").is_some() && !events.is_empty() {
-            eprintln!("monitor {}: {events:?}", self.ns);
+            crate::say!("monitor {}: {events:?}", self.ns);
         }
         Ok(events)
     }

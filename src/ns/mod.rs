@@ -255,7 +255,7 @@ impl Namespace {
     /// different namespace than the one that was looked up (a recycled pid,
     /// a re-created netns): work must never land in the wrong place.
     pub fn open(&self) -> Result<OwnedFd> {
-        let file = File::open(&self.path).map_err(|e| {
+        let file = open_ns_file(&self.path).map_err(|e| {
             Error::namespace_not_found(Object::namespace(self), format!("is gone ({e})"))
         })?;
         let meta = file
@@ -275,8 +275,17 @@ impl Namespace {
     }
 
     /// Still there? (Its file exists and refers to the same namespace.)
+    /// One stat: the (device, inode) pair was checked to be a network
+    /// namespace's when the handle was made, and no other file has it.
+    /// Cheap enough to ask before every reuse of a cached socket.
     pub fn exists(&self) -> bool {
-        identify(&self.path).ok() == Some(self.id)
+        std::fs::metadata(&self.path)
+            .map(|m| NsId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .ok()
+            == Some(self.id)
     }
 }
 
@@ -302,7 +311,7 @@ impl fmt::Display for Namespace {
 /// Stat a namespace file and check that it is a network namespace.
 /// `Err(None)` means "does not exist"; `Err(Some(cause))` anything else.
 fn identify(path: &Path) -> std::result::Result<NsId, Option<String>> {
-    let file = match File::open(path) {
+    let file = match open_ns_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
         Err(e) => return Err(Some(format!("cannot open {}: {e}", path.display()))),
@@ -328,6 +337,40 @@ fn identify(path: &Path) -> std::result::Result<NsId, Option<String>> {
         dev: meta.dev(),
         ino: meta.ino(),
     })
+}
+
+/// Open a file that should be a namespace file, without ever blocking.
+///
+/// Namespace files (nsfs inodes, and bind mounts of them) are regular
+/// files. Anything else is refused before it is opened: opening a FIFO
+/// for reading blocks until a writer comes (koko would hang forever), and
+/// opening a device can have effects of its own. O_NONBLOCK covers the
+/// race of a path replaced between the stat and the open.
+fn open_ns_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let meta = std::fs::metadata(path)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a namespace file"),
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 /// The namespace type of an nsfs fd (ioctl NS_GET_NSTYPE).

@@ -205,12 +205,16 @@ pub fn execute(session: &Session, journal: &mut Journal, request: Request) -> Re
 
 /// Run `work` with a fresh journal, on disk under /run/koko while it runs
 /// (so a killed koko's half-done command can be undone by `koko undo`);
-/// if it fails, undo what it created before returning the error. An undo
-/// failure is reported with the original error, never instead of it. On
-/// success the journal is closed: what was made is the user's now.
+/// if it fails, or a stop signal (SIGINT, SIGTERM, SIGHUP: see
+/// [`crate::interrupt`]) arrived while it ran, undo what it created before
+/// returning the error. An undo failure is reported with the original
+/// error, never instead of it. On success the journal is closed: what was
+/// made is the user's now.
 pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
     let mut journal = Journal::for_run(crate::runs::RunKind::Oneshot)?;
-    match work(&mut journal) {
+    // A signal that arrived during the last step (no check after it) must
+    // still undo: the user asked for the command not to happen.
+    match work(&mut journal).and_then(|v| crate::interrupt::check().map(|_| v)) {
         Ok(v) => {
             journal.clear();
             journal.close();
@@ -218,7 +222,7 @@ pub fn atomically<T>(session: &Session, work: impl FnOnce(&mut Journal) -> Resul
         }
         Err(e) => {
             for undo_error in journal.undo_all(session) {
-                eprintln!("koko: while rolling back: {undo_error}");
+                crate::say!("koko: while rolling back: {undo_error}");
             }
             Err(e)
         }
@@ -248,7 +252,7 @@ fn veth(
             ..VethOptions::default()
         },
     };
-    test_pause_after_resolve();
+    test_pause_after_resolve()?;
     let mirrors: Vec<MirrorRequest> = mirror_requests(&req.a, a)
         .into_iter()
         .chain(mirror_requests(&req.b, b))
@@ -257,7 +261,7 @@ fn veth(
     test_pause(
         "KOKO_TEST_PAUSE_AFTER_CREATE_MS",
         "the veth pair is created",
-    );
+    )?;
     let mirrors = add_mirrors(session, journal, &mirrors)?;
     Ok(VethReport {
         action: "create",
@@ -376,21 +380,24 @@ fn add_mirrors(
 /// Test-only hook, not a user option: with KOKO_TEST_PAUSE_AFTER_RESOLVE_MS=N
 /// koko announces on stderr that it resolved its endpoints, then sleeps N ms
 /// before creating anything. Tests use it to kill a container in exactly that
-/// window and prove that nothing is left behind.
-fn test_pause_after_resolve() {
-    test_pause("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS", "endpoints resolved");
+/// window and prove that nothing is left behind, or to deliver a signal
+/// there (the pause is interruptible). See [`crate::interrupt::test_pause`]
+/// for the other points.
+fn test_pause_after_resolve() -> Result<()> {
+    test_pause("KOKO_TEST_PAUSE_AFTER_RESOLVE_MS", "endpoints resolved")
 }
 
 /// Test-only hooks, not user options: with `var`=N koko announces on
-/// stderr "test hook: `moment`" and sleeps N ms. Besides the one above,
-/// KOKO_TEST_PAUSE_AFTER_CREATE_MS pauses a one-shot veth right after the
-/// pair is created (its journal on disk says so): tests SIGKILL koko there
-/// and prove that `koko undo` recovers it.
-fn test_pause(var: &str, moment: &str) {
+/// stderr "test hook: `moment`" and sleeps N ms (interruptibly). Besides
+/// the one above, KOKO_TEST_PAUSE_AFTER_CREATE_MS pauses a one-shot veth
+/// right after the pair is created (its journal on disk says so): tests
+/// SIGKILL koko there and prove that `koko undo` recovers it.
+fn test_pause(var: &str, moment: &str) -> Result<()> {
     if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
-        eprintln!("koko: test hook: {moment}, pausing {ms} ms");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        crate::say!("koko: test hook: {moment}, pausing {ms} ms");
+        crate::interrupt::sleep(std::time::Duration::from_millis(ms))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

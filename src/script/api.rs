@@ -49,6 +49,11 @@ pub use super::events::{Events, Hook, HookKind};
 /// Turn a koko error into a catchable Rhai error: a map of the error's
 /// fields (kind, message, object, place, cause...) a script can inspect.
 pub fn fail(e: Error) -> Box<EvalAltResult> {
+    // A stop signal or a limit ends the run: a termination, which a
+    // script's `try`/`catch` cannot swallow.
+    if matches!(e, Error::Interrupted { .. } | Error::Limit { .. }) {
+        return EvalAltResult::ErrorTerminated(e.to_string().into(), Position::NONE).into();
+    }
     EvalAltResult::ErrorRuntime(to_value(&e.to_json()), Position::NONE).into()
 }
 
@@ -119,18 +124,18 @@ pub(crate) fn query<T>(
     world.session.block_on(ask(&t)).map_err(fail)
 }
 
-/// Stop with "interrupted (Ctrl-C)" if Ctrl-C was pressed. A probe cut short
-/// by the signal (its poll returns EINTR) must not look like a timeout.
+/// Stop the script if it must stop (a stop signal, the memory budget, a
+/// dead stdout: see [`super::stop_reason`]). A probe cut short by a signal
+/// (its poll returns EINTR) must not look like a timeout. The error is a
+/// termination, which `try`/`catch` cannot swallow.
 pub(crate) fn stop_if_interrupted() -> R<()> {
-    if super::interrupted() {
-        return Err(
-            EvalAltResult::ErrorTerminated("interrupted (Ctrl-C)".into(), Position::NONE).into(),
-        );
+    match super::stop_reason() {
+        Some(e) => Err(EvalAltResult::ErrorTerminated(e.to_string().into(), Position::NONE).into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Sleep in short slices so Ctrl-C is noticed.
+/// Sleep in short slices so a stop signal is noticed.
 pub fn interruptible_sleep(d: Duration) -> R<()> {
     let end = std::time::Instant::now() + d;
     loop {

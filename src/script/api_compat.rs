@@ -64,7 +64,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     sys!(
         engine,
         "sleep",
-        /// wait ms milliseconds (Ctrl-C stops it)
+        /// wait ms milliseconds (Ctrl-C, SIGTERM or SIGHUP stop it and the run)
         |ms: i64| -> R<()> { interruptible_sleep(super::api::ms(ms, "sleep")?) }
     );
     sys!(

@@ -4,6 +4,10 @@
 //! library's own types ([`probe::PingResult`], [`probe::ExecResult`]) as
 //! maps.
 //!
+//! `exec` runs the program in its own process group, killed with it on a
+//! stop signal, on too much output (the run's `max_exec_output`) and when
+//! koko dies (see [`probe::exec_capped`]).
+//!
 //! Each probe checks for Ctrl-C after it returns: the signal cuts its
 //! `poll` short, and that must stop the script rather than look like a
 //! timeout.
@@ -136,7 +140,10 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         |ns: &mut NsRef, argv: Array| -> R<Map> {
             let argv: Vec<String> = rhai::serde::from_dynamic(&argv.into())
                 .map_err(|_| invalid("exec(): the command must be an array of strings"))?;
-            probe::exec(&ns.0, &argv).map(|r| to_map(&r)).map_err(fail)
+            let cap = super::EXEC_OUTPUT_CAP.load(std::sync::atomic::Ordering::SeqCst);
+            let r = probe::exec_capped(&ns.0, &argv, cap);
+            stop_if_interrupted()?;
+            r.map(|r| to_map(&r)).map_err(fail)
         }
     );
 }

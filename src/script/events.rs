@@ -393,7 +393,12 @@ fn add_link_hook(world: &SharedWorld, ns: &Namespace, name: &str, f: FnPtr, down
     Ok(())
 }
 
-fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: bool) -> R<i64> {
+/// Dispatch events until `ms` pass or `stop_watch()`. A hook that fails
+/// fails the watch, and so the run (non-zero exit, undone unless `--keep`):
+/// at once, or with `keep_going` after the watch's time is up (the first
+/// failure). A stop signal or a limit ends it at once, whatever the hook
+/// was doing.
+fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool) -> R<i64> {
     let ms = u64::try_from(ms).map_err(|_| {
         fail(Error::Invalid(format!(
             "watch: {ms} is not a number of milliseconds"
@@ -402,31 +407,51 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, stop_on_error: b
     let deadline = Instant::now() + Duration::from_millis(ms);
     world.borrow_mut().events.stopped = false;
     let mut dispatched = 0;
+    let mut first_failure: Option<Box<EvalAltResult>> = None;
     loop {
-        if super::interrupted() {
-            return Err(EvalAltResult::ErrorTerminated(
-                "interrupted (Ctrl-C)".into(),
-                Position::NONE,
-            )
-            .into());
-        }
+        super::api::stop_if_interrupted()?;
         if world.borrow().events.stopped || Instant::now() >= deadline {
-            return Ok(dispatched);
+            return match first_failure {
+                Some(e) => Err(e),
+                None => Ok(dispatched),
+            };
         }
         let fired = collect(&mut world.borrow_mut(), deadline).map_err(fail)?;
         for (callback, event) in fired {
             dispatched += 1;
+            let what = describe_event(&callback, &event);
             if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
-                let source = ctx.call_source().unwrap_or("<script>");
-                eprintln!(
-                    "koko: a hook failed: {}",
-                    super::format_runtime_error(source, &e)
-                );
-                if stop_on_error {
+                if matches!(*e, EvalAltResult::ErrorTerminated(..)) {
                     return Err(e);
                 }
+                let source = ctx.call_source().unwrap_or("<script>");
+                let message = format!("{what} failed: {}", super::format_runtime_error(source, &e));
+                let failure: Box<EvalAltResult> =
+                    EvalAltResult::ErrorRuntime(message.clone().into(), Position::NONE).into();
+                if !keep_going {
+                    return Err(failure);
+                }
+                crate::say!("koko: {message}");
+                first_failure.get_or_insert(failure);
             }
         }
+    }
+}
+
+/// "the hook 'repair' (link_down of link1 in a)", or "the hook on
+/// link_down of link1 in a" for a closure, for errors.
+fn describe_event(callback: &FnPtr, event: &Map) -> String {
+    let field = |k: &str| event.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string());
+    let kind = field("kind").unwrap_or_else(|| "event".into());
+    let on = match (field("link"), field("namespace")) {
+        (Some(link), Some(ns)) => format!(" of {link} in {ns}"),
+        (None, Some(ns)) => format!(" of {ns}"),
+        _ => String::new(),
+    };
+    match callback.fn_name() {
+        // A closure: Rhai's generated name says nothing to the user.
+        name if name.starts_with("anon$") => format!("the hook on {kind}{on}"),
+        name => format!("the hook '{name}' ({kind}{on})"),
     }
 }
 
@@ -449,10 +474,20 @@ fn wait_success_after(probe: &ProbeRef, t: f64, ms: i64) -> R<Dynamic> {
 pub struct ProbeRef(Rc<RefCell<OutageProbe>>);
 
 /// `watch(ms, #{...})`'s options.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct WatchOpts {
+    /// A failing hook ends the watch at once (true, the default) or when
+    /// its time is up (false). Either way the watch fails.
     stop_on_error: bool,
+}
+
+impl Default for WatchOpts {
+    fn default() -> WatchOpts {
+        WatchOpts {
+            stop_on_error: true,
+        }
+    }
 }
 
 /// `probe_start(ns, ip, port, #{...})`'s options.
@@ -580,17 +615,17 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     sys!(
         engine,
         "watch",
-        /// dispatch events for up to ms (or until stop_watch()); returns how many hooks ran
+        /// dispatch events for up to ms (or until stop_watch()); returns how many hooks ran; a failing hook ends the watch (and the run) with its error
         move |ctx: NativeCallContext, ms: i64| -> R<i64> { watch(&ctx, &w, ms, false) }
     );
     let w = world.clone();
     sys!(
         engine,
         "watch",
-        /// the same with options #{stop_on_error}: a failing hook ends the watch with its error
+        /// the same with options #{stop_on_error}: false keeps dispatching after a failing hook, and the watch fails with the first error when its time is up
         move |ctx: NativeCallContext, ms: i64, opts: Map| -> R<i64> {
             let o: WatchOpts = super::options::from_map("watch", &opts)?;
-            watch(&ctx, &w, ms, o.stop_on_error)
+            watch(&ctx, &w, ms, !o.stop_on_error)
         }
     );
     let w = world.clone();

@@ -11,9 +11,14 @@
 //! Functions that touch the system are registered *volatile*, so the
 //! optimizer never runs them at compile time. Limits (operations, call depth,
 //! string/array/map sizes) are set explicitly: Rhai's debug-build defaults
-//! are tiny. Ctrl-C sets a flag that the engine's progress callback and
-//! koko's long-running functions (`sleep`, `watch`) check, so a script stops
-//! cleanly and its journal is undone.
+//! are tiny, and they do not bound what a script holds in total, so the
+//! runner also keeps the whole heap under a budget (`--max-memory`, see
+//! [`crate::memory`]). SIGINT (Ctrl-C), SIGTERM and SIGHUP set a flag
+//! ([`crate::interrupt`]); the engine's progress callback and koko's
+//! long-running functions (`sleep`, `watch`, `exec`, probes) check it, with
+//! the memory budget and the state of stdout ([`stop_reason`]), so a script
+//! stops cleanly, its journal is undone and the exit code says why
+//! (128 + the signal's number for a signal).
 
 /// Register a documented binding. Its doc comment (`///` lines before the
 /// closure, or `#[doc = text]` when a loop registers several) and the
@@ -96,7 +101,6 @@ pub mod resolver;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
@@ -126,7 +130,7 @@ impl World {
         match world {
             Ok(w) => Ok(w),
             Err(e) => {
-                eprintln!("koko: {e}");
+                crate::say!("koko: {e}");
                 Err(1)
             }
         }
@@ -161,6 +165,11 @@ pub struct Limits {
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
+    /// The heap the whole run may hold, in bytes (`--max-memory`).
+    pub max_memory: usize,
+    /// How much output (stdout and stderr together) `ns.exec()` keeps from
+    /// one program before it stops it.
+    pub max_exec_output: usize,
 }
 
 impl Default for Limits {
@@ -171,39 +180,24 @@ impl Default for Limits {
             max_string_size: 1 << 20,
             max_array_size: 100_000,
             max_map_size: 100_000,
+            max_memory: crate::memory::DEFAULT_BUDGET,
+            max_exec_output: 16 << 20,
         }
     }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Whether Ctrl-C was pressed (and not yet acknowledged).
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+/// Why a running script must stop now, if it must: a stop signal, the heap
+/// over its budget, or stdout that can no longer be written.
+pub fn stop_reason() -> Option<crate::Error> {
+    crate::interrupt::check()
+        .and_then(|_| crate::memory::check())
+        .and_then(|_| crate::output::check())
+        .err()
 }
 
-pub fn clear_interrupt() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
-}
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Route SIGINT to the interrupt flag instead of killing the process, so a
-/// script can be stopped and undone cleanly.
-pub fn install_interrupt_handler() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_sigint),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &action);
-    }
-}
+/// The `max_exec_output` of the current run's limits, for `ns.exec()`.
+pub(crate) static EXEC_OUTPUT_CAP: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(16 << 20);
 
 /// Build an engine with koko's API, the module resolver and the limits.
 pub fn build_engine(world: &SharedWorld, limits: Limits, script_dir: Option<PathBuf>) -> Engine {
@@ -216,12 +210,20 @@ pub fn build_engine(world: &SharedWorld, limits: Limits, script_dir: Option<Path
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
     engine.set_max_modules(256);
-    engine.on_progress(|_ops| {
-        if interrupted() {
-            Some(Dynamic::from("interrupted (Ctrl-C)"))
-        } else {
-            None
-        }
+    crate::memory::set_budget(limits.max_memory);
+    EXEC_OUTPUT_CAP.store(limits.max_exec_output, std::sync::atomic::Ordering::SeqCst);
+    engine.on_progress(|_ops| stop_reason().map(|e| Dynamic::from(e.to_string())));
+    // print() to a closed or full stdout stops the script (at the next
+    // operation) instead of panicking; debug() goes to stderr, best effort.
+    engine.on_print(crate::output::script_line);
+    engine.on_debug(|text, source, pos| {
+        use std::io::Write;
+        let at = match (source, pos.line()) {
+            (Some(src), Some(line)) => format!("{src}:{line}: "),
+            (None, Some(line)) => format!("line {line}: "),
+            _ => String::new(),
+        };
+        let _ = writeln!(std::io::stderr(), "{at}{text}");
     });
     engine.set_module_resolver(resolver::Resolver::new(script_dir));
     api::register(&mut engine, world);
@@ -382,7 +384,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     let source = match std::fs::read_to_string(&opts.file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("koko: cannot read script {file}: {e}");
+            crate::say!("koko: cannot read script {file}: {e}");
             return 2;
         }
     };
@@ -395,7 +397,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     let mut ast: AST = match engine.compile(&source) {
         Ok(ast) => ast,
         Err(e) => {
-            eprintln!("koko: {}", format_parse_error(&file, &source, &e));
+            crate::say!("koko: {}", format_parse_error(&file, &source, &e));
             return 2;
         }
     };
@@ -403,14 +405,27 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     let mut scope = Scope::new();
     let args: rhai::Array = opts.args.iter().cloned().map(Dynamic::from).collect();
     scope.push_constant("ARGS", args);
-    install_interrupt_handler();
+    crate::interrupt::install();
     let result = engine.run_ast_with_scope(&mut scope, &ast);
+    // What the script holds is freed before the undo runs (a script
+    // stopped by the memory limit holds the most).
+    drop(scope);
     let code = match &result {
-        Ok(()) => 0,
+        Ok(()) => match stop_reason() {
+            // A signal (or a failed print) during the last statement, which
+            // no progress check followed: the run did not finish.
+            Some(e) => {
+                crate::say!("koko: {file}: {e}");
+                e.exit_code()
+            }
+            None => 0,
+        },
         Err(e) => {
-            eprintln!("koko: {}", format_runtime_error(&file, e));
-            // A syntax error in an imported module is a parse error too.
-            if error_kind(e).as_deref() == Some("syntax") {
+            crate::say!("koko: {}", format_runtime_error(&file, e));
+            if let Some(signal) = crate::interrupt::pending() {
+                crate::Error::Interrupted { signal }.exit_code()
+            } else if error_kind(e).as_deref() == Some("syntax") {
+                // A syntax error in an imported module is a parse error too.
                 2
             } else {
                 1
@@ -423,7 +438,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
         let count = world.borrow().journal.entries().len();
         let errors = undo_world(&world);
         if code != 0 && count > 0 {
-            eprintln!(
+            crate::say!(
                 "koko: undid {count} step(s) the script had done{}",
                 if opts.keep {
                     ""
@@ -433,16 +448,16 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             );
         }
         for e in &errors {
-            eprintln!("koko: while undoing: {e}");
+            crate::say!("koko: while undoing: {e}");
         }
-        if !errors.is_empty() {
+        if !errors.is_empty() && final_code == 0 {
             final_code = 1;
         }
     } else if code != 0 && opts.keep {
-        eprintln!("koko: --keep: leaving what the script created in place");
+        crate::say!("koko: --keep: leaving what the script created in place");
     }
     // The run is over: its journal file goes (what is left is kept).
     world.borrow_mut().journal.close();
-    clear_interrupt();
+    crate::interrupt::clear();
     final_code
 }

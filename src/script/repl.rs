@@ -7,7 +7,10 @@
 //!   on the next line with a `...` prompt.
 //! * Tab completes functions, methods, namespace names and link names.
 //! * `:help [name]` lists the API or explains one function; `:quit` leaves.
-//! * An error is printed and the session goes on.
+//! * An error is printed and the session goes on. Ctrl-C at the prompt
+//!   clears the line, during an input stops it; SIGTERM and SIGHUP (a
+//!   closed terminal) undo what the session created and end it with
+//!   128 + the signal's number.
 //! * History persists in ~/.koko_history (or `--history FILE`).
 //!
 //! Works on a terminal (rustyline) and on piped input (one line at a time).
@@ -237,12 +240,17 @@ pub fn run(history: Option<PathBuf>) -> i32 {
         functions: AST::empty(),
         resolver: super::resolver::Resolver::new(cwd),
     };
-    super::install_interrupt_handler();
+    crate::interrupt::install();
+    // What SIGTERM/SIGHUP put on stdin so a prompt waiting for a line
+    // returns (see interrupt::at_prompt); the terminal's settings, to
+    // restore them on the original stdin afterwards.
+    let devnull = std::fs::File::open("/dev/null").ok();
+    let terminal = Terminal::save();
     let vars = Rc::new(RefCell::new(Vec::new()));
     let mut editor: Editor<KokoHelper, DefaultHistory> = match Editor::new() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("koko: cannot start the line editor: {e}");
+            crate::say!("koko: cannot start the line editor: {e}");
             return 1;
         }
     };
@@ -256,36 +264,67 @@ pub fn run(history: Option<PathBuf>) -> i32 {
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    println!(
+    let mut code = 0;
+    let banner = format!(
         "koko {} — the script API at a prompt. :help lists it, :quit leaves.",
         crate::plan::VERSION
     );
+    let mut out = crate::output::line(&banner);
     let mut buffer = String::new();
-    loop {
+    let stopped_by = loop {
+        if let Err(e) = out {
+            // stdout is gone (a closed pipe, a full disk): nobody can see
+            // the session any more.
+            if !crate::output::is_broken_pipe(&e) {
+                crate::say!("koko: {e}");
+            }
+            code = 1;
+            break None;
+        }
+        out = Ok(());
         let prompt = if buffer.is_empty() {
             "koko> "
         } else {
             "  ... "
         };
-        let line = match editor.readline(prompt) {
-            Ok(l) => l,
-            Err(ReadlineError::Interrupted) => {
+        crate::interrupt::at_prompt(devnull.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
+        // A SIGTERM/SIGHUP that came just before the hook was set found
+        // nothing to wake: do not start a read it would not end.
+        let line = match crate::interrupt::pending() {
+            Some(s) if s != nix::sys::signal::Signal::SIGINT => Err(ReadlineError::Eof),
+            _ => editor.readline(prompt),
+        };
+        crate::interrupt::at_prompt(None);
+        match crate::interrupt::pending() {
+            None => {}
+            // Ctrl-C as a signal while reading (piped input; a terminal
+            // in raw mode sends it as a key, below): clear the input, as
+            // at a terminal, rather than let it stop the next one.
+            Some(nix::sys::signal::Signal::SIGINT) => {
+                crate::interrupt::clear();
                 buffer.clear();
                 continue;
             }
-            Err(_) => break,
+            Some(signal) => break Some(signal),
+        }
+        let line = match line {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                crate::interrupt::clear();
+                continue;
+            }
+            Err(_) => break None,
         };
         if buffer.is_empty() {
             let cmd = line.trim();
             if cmd == ":quit" || cmd == ":q" || cmd == "exit" {
-                break;
+                break None;
             }
             if let Some(rest) = cmd.strip_prefix(":help") {
                 let name = rest.trim();
-                println!(
-                    "{}",
-                    help(&session.engine, (!name.is_empty()).then_some(name))
-                );
+                out =
+                    crate::output::line(&help(&session.engine, (!name.is_empty()).then_some(name)));
                 continue;
             }
             if cmd.is_empty() {
@@ -302,26 +341,93 @@ pub fn run(history: Option<PathBuf>) -> i32 {
         let input = std::mem::take(&mut buffer);
         let _ = editor.add_history_entry(input.trim_end());
         match session.eval(&input) {
-            Ok(Some(v)) => println!("=> {v}"),
+            Ok(Some(v)) => out = crate::output::line(&format!("=> {v}")),
             Ok(None) => {}
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => crate::say!("error: {e}"),
         }
-        super::clear_interrupt();
+        // A print() that failed inside the input.
+        out = out.and_then(|_| crate::output::check());
+        if let Err(e) = crate::memory::check() {
+            // What holds the memory is the session's variables; kept, they
+            // would stop every later input at its first operation.
+            session.scope.clear();
+            crate::say!("koko: {e}: the session's variables are cleared (what it created stays; cleanup() undoes it)");
+        }
+        match crate::interrupt::pending() {
+            Some(nix::sys::signal::Signal::SIGINT) => crate::interrupt::clear(),
+            Some(signal) => break Some(signal),
+            None => {}
+        }
         *vars.borrow_mut() = session
             .scope
             .iter_raw()
             .map(|(n, _, _)| n.to_string())
             .collect();
-    }
+    };
+    terminal.restore();
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
     let left = world.borrow().journal.entries().len();
-    if left > 0 {
-        println!("leaving {left} object(s) created in this session in place (call cleanup() before :quit to undo them)");
+    if let Some(signal) = stopped_by {
+        // SIGTERM or SIGHUP: nobody will type cleanup() any more.
+        let errors = super::undo_world(&world);
+        crate::say!(
+            "koko: {}: undid {left} step(s) this session had done",
+            crate::Error::Interrupted { signal }
+        );
+        for e in &errors {
+            crate::say!("koko: while undoing: {e}");
+        }
+        crate::interrupt::clear();
+        world.borrow_mut().journal.close();
+        return crate::Error::Interrupted { signal }.exit_code();
     }
+    if left > 0 {
+        let _ = crate::output::line(&format!("leaving {left} object(s) created in this session in place (call cleanup() before :quit to undo them)"));
+    }
+    // The session is over: its journal file goes (what is left is kept).
     world.borrow_mut().journal.close();
-    0
+    code
+}
+
+/// The terminal settings of stdin when the REPL started, with a copy of
+/// the fd they belong to (stdin itself may be replaced by /dev/null when a
+/// signal ends the session while the line editor has the terminal in raw
+/// mode).
+struct Terminal {
+    fd: Option<std::os::fd::OwnedFd>,
+    settings: Option<nix::sys::termios::Termios>,
+}
+
+impl Terminal {
+    fn save() -> Terminal {
+        let fd = std::io::stdin()
+            .as_fd_owned_copy()
+            .filter(|fd| nix::unistd::isatty(fd).unwrap_or(false));
+        let settings = fd
+            .as_ref()
+            .and_then(|fd| nix::sys::termios::tcgetattr(fd).ok());
+        Terminal { fd, settings }
+    }
+
+    fn restore(&self) {
+        if let (Some(fd), Some(settings)) = (&self.fd, &self.settings) {
+            let _ = nix::sys::termios::tcsetattr(fd, nix::sys::termios::SetArg::TCSANOW, settings);
+        }
+    }
+}
+
+/// A private copy of an fd (close-on-exec).
+trait OwnedCopy {
+    fn as_fd_owned_copy(&self) -> Option<std::os::fd::OwnedFd>;
+}
+
+impl OwnedCopy for std::io::Stdin {
+    fn as_fd_owned_copy(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().ok()
+    }
 }
 
 #[cfg(test)]

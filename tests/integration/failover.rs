@@ -99,18 +99,20 @@ fn link_down_and_up_hooks_fire_on_state_changes() {
         b.ip("link set x2 up");
         watch(3000);
         print(seen);
-        // A failing hook is reported and the watch goes on.
+        // With stop_on_error off, a failing hook is reported and the watch
+        // goes on; the watch (and the run) still fails with its error.
         on_link_down(a, "x1", |ev| { throw "hook trouble"; });
         on_link_down(a, "x1", |ev| { print("second hook ran"); stop_watch(); });
         b.ip("link set x2 down");
-        watch(3000);
+        watch(3000, #{stop_on_error: false});
+        print("not reached");
     "#;
     let path = std::env::temp_dir().join(format!("koko-hooks-{}.rhai", std::process::id()));
     std::fs::write(&path, script).unwrap();
     let run = sb.koko(&["run", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
-    run.ok();
+    run.fails(1, "hook trouble");
     run.stdout_has(r#"["link_down", "link_up"]"#);
-    run.stderr_has("hook trouble");
     run.stdout_has("second hook ran");
+    assert!(!run.stdout.contains("not reached"), "{}", run.stdout);
 }

@@ -32,4 +32,5 @@ mod script;
 mod script_options;
 mod scripts_examples;
 mod service_chain;
+mod signals;
 mod tunnels;

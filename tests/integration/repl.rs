@@ -265,6 +265,9 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
         "Ctrl-C did not stop sleep()"
     );
     assert_eq!(status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGINT (Ctrl-C)"),
+        "{stderr}"
+    );
     assert!(stdout.contains("after a"), "{stdout}");
 }

@@ -570,8 +570,8 @@ fn keep_and_cleanup_together_is_a_usage_error() {
 }
 
 /// Start `script_name`, wait for it to print "built", press Ctrl-C (SIGINT),
-/// expect exit 1 within 3 s with "FILE:AT: interrupted (Ctrl-C)" and nothing
-/// left.
+/// expect exit 130 (128 + SIGINT) within 3 s with "FILE:AT: interrupted by
+/// SIGINT (Ctrl-C)" and nothing left.
 fn ctrl_c(script_name: &str, at: &str) {
     let sb = Sandbox::new();
     let mut child = sb
@@ -595,9 +595,11 @@ fn ctrl_c(script_name: &str, at: &str) {
     let status = wait_exit(&mut child, "koko after Ctrl-C", Duration::from_secs(3));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(status.code(), Some(130), "{err}");
     assert!(
-        err.contains(&format!("{script_name}:{at}: interrupted (Ctrl-C)")),
+        err.contains(&format!(
+            "{script_name}:{at}: interrupted by SIGINT (Ctrl-C)"
+        )),
         "{err}"
     );
     assert!(err.contains("undid"), "{err}");

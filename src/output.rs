@@ -1,0 +1,90 @@
+//! Writing to standard output without panicking.
+//!
+//! Rust's `println!` panics when the write fails, and two failures are
+//! ordinary on a command line: the reader went away (`koko ... | head -1`:
+//! EPIPE, since Rust ignores SIGPIPE) and the disk is full (`> /dev/full`:
+//! ENOSPC). A panic is exit 101, and a panic in the middle of a script skips
+//! its undo. So every line koko prints goes through [`line()`],
+//! which returns the failure as an [`Error::Io`] for the caller to handle
+//! like any other: a one-shot command undoes its work, a script stops and
+//! undoes.
+//!
+//! Script `print` calls cannot return an error through Rhai's print
+//! callback, so a failed write there is remembered ([`failed`]) and the
+//! runner's progress callback stops the script at the next operation.
+//!
+//! Messages to stderr go through [`say!`](crate::say): `eprintln!` panics
+//! too when stderr is a closed pipe (`2>&1 | head -1`), and the message
+//! that panics is usually the one just before an undo.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// `eprintln!` that never panics: a message to stderr, dropped if stderr
+/// is gone (`koko run s.rhai 2>&1 | head -1`). `eprintln!` would panic
+/// there — before the undo that follows the message.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+use crate::error::{Error, Result};
+
+/// The first write that failed in a script's print callback, and a flag
+/// for it: the runner asks after every operation, so asking must be one
+/// atomic load.
+static FAILED: Mutex<Option<String>> = Mutex::new(None);
+static HAS_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Write `s` and a newline to stdout, and flush.
+pub fn line(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .map_err(write_error)
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    Error::io("writing to standard output", e)
+}
+
+/// Is this the reader having gone away (EPIPE)? Not worth a message: the
+/// user closed the pipe on purpose (`| head`).
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A script's `print`: write the line, or remember why it could not be.
+pub fn script_line(s: &str) {
+    if failed().is_some() {
+        return;
+    }
+    if let Err(e) = line(s) {
+        *FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        HAS_FAILED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Why a script's output could not be written, if it could not.
+pub fn failed() -> Option<String> {
+    if !HAS_FAILED.load(Ordering::SeqCst) {
+        return None;
+    }
+    FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The stdout failure of a script as an error (for the runner).
+pub fn check() -> Result<()> {
+    match failed() {
+        Some(why) => Err(Error::Io {
+            what: "the script's output".into(),
+            source: std::io::Error::other(why),
+        }),
+        None => Ok(()),
+    }
+}
