@@ -176,7 +176,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<IpCommand> {
         )));
     };
     if is_abbrev(object, "address", 1) {
-        parse_address(&mut w)
+        parse_address(&mut w, family)
     } else if is_abbrev(object, "route", 1) {
         parse_route(&mut w, family)
     } else if is_abbrev(object, "link", 1) {
@@ -255,7 +255,7 @@ fn parse_number(key: &str, text: &str) -> Result<u32> {
         .map_err(|_| Error::Invalid(format!("'{key} {text}': '{text}' is not a whole number")))
 }
 
-fn parse_address(w: &mut Words) -> Result<IpCommand> {
+fn parse_address(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
     let op = match w.next() {
         Some("add") => AddrOp::Add,
         Some("del" | "delete") => AddrOp::Del,
@@ -297,6 +297,16 @@ fn parse_address(w: &mut Words) -> Result<IpCommand> {
     }
     let addr = address
         .ok_or_else(|| Error::Invalid("address: missing ADDR/PREFIX (e.g. 10.0.1.1/24)".into()))?;
+    if let Some(want_v6) = family.filter(|v6| *v6 != addr.addr().is_ipv6()) {
+        return Err(Error::Invalid(format!(
+            "'{}' asks for an {} address, but '{addr}' is not one",
+            if want_v6 { "-6" } else { "-4" },
+            if want_v6 { "IPv6" } else { "IPv4" }
+        )));
+    }
+    if op == AddrOp::Add {
+        addr::check_assignable(addr)?;
+    }
     let dev = dev
         .ok_or_else(|| Error::Invalid(format!("address {addr}: missing 'dev IF' (which link?)")))?;
     Ok(IpCommand::Address { op, addr, dev })
@@ -372,11 +382,32 @@ fn parse_route(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
             op.word()
         ))
     })?;
-    // `default` takes the family of the gateway (or of -4/-6), like `ip
-    // route` does.
-    let v6 = via.map(|v| v.is_ipv6()).or(family).unwrap_or(false);
+    // `default` takes the family of -4/-6, else of the gateway, like `ip
+    // route` does. An explicit family that the gateway or the destination
+    // contradicts is refused: `-6 route add default via 10.0.0.1` must not
+    // quietly add an IPv4 route.
+    let v6 = family.or(via.map(|v| v.is_ipv6())).unwrap_or(false);
+    let dest_net = route::parse_destination(dest, v6)?;
+    if let Some(want_v6) = family {
+        let flag = if want_v6 { "-6" } else { "-4" };
+        let fam = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        if let Some(v) = via.filter(|v| v.is_ipv6() != want_v6) {
+            return Err(Error::Invalid(format!(
+                "'{flag}' asks for an {} route, but gateway '{v}' is an {} address",
+                fam(want_v6),
+                fam(v.is_ipv6())
+            )));
+        }
+        if matches!(dest_net, IpNet::V6(_)) != want_v6 {
+            return Err(Error::Invalid(format!(
+                "'{flag}' asks for an {} route, but destination '{dest}' is {}",
+                fam(want_v6),
+                fam(!want_v6)
+            )));
+        }
+    }
     let route = RouteRequest {
-        dest: route::parse_destination(dest, v6)?,
+        dest: dest_net,
         via,
         dev,
         metric,
@@ -705,6 +736,17 @@ pub fn apply(
         IpCommand::LinkSet { dev, change } => {
             let t = session.target(ns)?;
             let before = session.block_on(link::require(&t, dev))?;
+            // Setting a link down makes the kernel flush its routes (and
+            // its IPv6 addresses); save them so the undo, which puts the
+            // link back up, puts them back too.
+            let (routes, addrs) = if change.up == Some(false) && before.up {
+                (
+                    session.block_on(route::flushed_by_down(&t, before.index))?,
+                    session.block_on(addr::flushed_by_down(&t, before.index))?,
+                )
+            } else {
+                (Vec::new(), Vec::new())
+            };
             session.block_on(link::set(&t, dev, *change))?;
             let restore = LinkChange {
                 up: change.up.map(|_| before.up),
@@ -716,6 +758,8 @@ pub fn apply(
                     ns: ns.clone(),
                     link: dev.clone(),
                     change: restore,
+                    routes,
+                    addrs,
                 },
             );
             let mut done = change.words();

@@ -488,6 +488,21 @@ pub async fn list(t: &Target) -> Result<Vec<RouteState>> {
     Ok(out)
 }
 
+/// The routes through link `ifindex` that the kernel flushes when the link
+/// goes down and does not bring back when it comes up again: every route
+/// whose outgoing device is the link, except the ones the kernel itself
+/// made for the link's addresses (protocol "kernel"), which return with
+/// the addresses. Saved before a link is set down, so that putting it back
+/// up (an undo, a `plug`) can restore them.
+pub async fn flushed_by_down(t: &Target, ifindex: u32) -> Result<Vec<RouteRequest>> {
+    Ok(list(t)
+        .await?
+        .into_iter()
+        .filter(|r| r.oif == Some(ifindex) && r.protocol != "kernel")
+        .map(|r| r.as_request())
+        .collect())
+}
+
 /// The route `ip route replace` would overwrite for `route`: same
 /// destination, table and metric. Without a metric the kernel uses 0 for
 /// IPv4 (and reports none) and 1024 for IPv6.
