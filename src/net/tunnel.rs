@@ -405,7 +405,7 @@ pub(in crate::net) fn explain_macvlan(
         TunnelKind::Macvlan {
             mode: MacvlanMode::Passthru,
         } => format!(
-            "a passthru macvlan must be the only macvlan on its parent, and '{parent}' already has one (in this or another namespace) ({errno})"
+            "a passthru macvlan must be its parent's only macvlan, and '{parent}' already has macvlans (in this or another namespace) ({errno})"
         ),
         _ => format!(
             "'{parent}' already carries a passthru macvlan, which must be the only macvlan on it ({errno})"
@@ -569,6 +569,7 @@ mod tests {
         assert!(lo.contains("loopback"), "{lo}");
         let second = explain_macvlan("eth1", &passthru, Errno::EINVAL, ether.0, ether.1);
         assert!(second.contains("only macvlan"), "{second}");
+        assert!(second.contains("already has macvlans"), "{second}");
         let after = explain_macvlan("eth1", &bridge, Errno::EINVAL, ether.0, ether.1);
         assert!(after.contains("already carries a passthru"), "{after}");
         let busy = explain_macvlan("eth1", &bridge, Errno::EBUSY, ether.0, ether.1);

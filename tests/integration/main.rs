@@ -17,6 +17,7 @@
 
 mod support;
 
+mod bad_inputs;
 mod cli_errors;
 mod cli_veth;
 mod docker;
