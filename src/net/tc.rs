@@ -48,8 +48,9 @@ pub const KOKO_COOKIE: &[u8] = b"koko-mirror";
 /// clsact is koko's and goes when the last filter on it goes; without it
 /// the clsact is somebody else's (a user's own, empty one, say) and stays.
 /// A later mirror on a koko-made clsact inherits the mark, so it survives
-/// the removal of the first mirror.
-pub const KOKO_COOKIE_OWNS_QDISC: &[u8] = b"koko-mirror+qdisc";
+/// the removal of the first mirror. (A cookie is at most 16 bytes,
+/// TC_COOKIE_MAX_SIZE: a longer one is refused with ERANGE.)
+pub const KOKO_COOKIE_OWNS_QDISC: &[u8] = b"koko-mirror/own";
 
 /// ETH_P_ALL in network byte order, as tcm_info's protocol wants it.
 pub const PROTOCOL_ALL: u16 = 0x0003u16.to_be();
@@ -634,6 +635,24 @@ pub async fn remove_mirrors_to(t: &Target, target_index: u32) -> Result<usize> {
 mod tests {
     use super::*;
     use netlink_packet_core::Emitable;
+
+    #[test]
+    fn cookies_fit_the_kernels_limit_and_say_who_owns_the_qdisc() {
+        const TC_COOKIE_MAX_SIZE: usize = 16;
+        for cookie in [KOKO_COOKIE, KOKO_COOKIE_OWNS_QDISC] {
+            assert!(cookie.len() <= TC_COOKIE_MAX_SIZE, "{cookie:?}");
+        }
+        let owned = FilterEntry::from_message(
+            Hook::Ingress,
+            &mirror_filter_request(5, Hook::Ingress, 9, true),
+        );
+        assert!(owned.is_kokos_mirror_to(9) && owned.marks_kokos_qdisc());
+        let plain = FilterEntry::from_message(
+            Hook::Ingress,
+            &mirror_filter_request(5, Hook::Ingress, 9, false),
+        );
+        assert!(plain.is_kokos_mirror_to(9) && !plain.marks_kokos_qdisc());
+    }
 
     #[test]
     fn protocol_all_is_in_network_byte_order() {
