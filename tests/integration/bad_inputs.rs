@@ -9,12 +9,13 @@
 //! `koko netns`, scripts (`koko run` of a small inline script) and faults
 //! (missing namespaces, taken names, missing or unfit parents, a refusal
 //! after something was already built, which must be rolled back). All
-//! rows share one sandbox with a fixed scene (see [`SCENE`]), run one after
-//! the other; every failure is collected and the test reports them all at
-//! once. Cases already proven in cli_errors.rs and koro.rs are not repeated
+//! rows of a group share one sandbox with a fixed scene (see [`SCENE`]),
+//! run one after the other; every failure is collected and the test
+//! reports them all at once. The four groups run in parallel. Cases already proven in cli_errors.rs and koro.rs are not repeated
 //! here.
 //!
-//! To add a case: append a row to [`cases`] — what to run, the exit code,
+//! To add a case: append a row to its group ([`oneshot_cases`],
+//! [`koro_cases`], [`netns_cases`], [`script_cases`]) — what to run, the exit code,
 //! and fragments the message must contain. If it needs more scenery, add
 //! it to [`SCENE`] (every row sees it, and it must stay put).
 
@@ -134,7 +135,7 @@ fn diff(before: &[String], after: &[String]) -> String {
     out.join("\n")
 }
 
-fn cases() -> Vec<Case> {
+fn oneshot_cases() -> Vec<Case> {
     vec![
         // ---------------------------------------------------- one-shot grammar
         line(
@@ -314,6 +315,11 @@ fn cases() -> Vec<Case> {
             1,
             &["/run/netns is not a namespace file"],
         ),
+    ]
+}
+
+fn koro_cases() -> Vec<Case> {
+    vec![
         // ---------------------------------------------------- koko ip (koro)
         line(
             "ip ipnetns a -6 route add default via 10.1.0.2",
@@ -417,6 +423,11 @@ fn cases() -> Vec<Case> {
         line("ip ipnetns ghost link set la up", 1, &["netns 'ghost'"]),
         line("ip pid 4000000 link set la up", 1, &["pid 4000000"]),
         line("ip ipnetns a sysctl net.ipv4.nope=1", 1, &["net.ipv4.nope"]),
+    ]
+}
+
+fn netns_cases() -> Vec<Case> {
+    vec![
         // ---------------------------------------------------- koko netns
         line(
             "netns add n1 b n3",
@@ -450,6 +461,11 @@ fn cases() -> Vec<Case> {
             2,
             &["is 256 bytes long", "at most 255"],
         ),
+    ]
+}
+
+fn script_cases() -> Vec<Case> {
+    vec![
         // ---------------------------------------------------- scripts
         script(
             r#"on_link_down(netns("a"), "nope", |ev| {});"#,
@@ -499,6 +515,21 @@ fn cases() -> Vec<Case> {
         ),
         script(r#"netns("a/b");"#, 1, &["'a/b' is not a valid netns name"]),
         script("let x = ;", 2, &["syntax"]),
+        script(
+            r#"vxlan(netns("a"), "vx1", #{parent: "up0", remote: "10.9.0.2", vni: 1, port: 1, port: 2});"#,
+            2,
+            &["Duplicated property", "port"],
+        ),
+        script(
+            r#"vxlan(netns("a"), "vx1", #{parent: "up0", remote: "0.0.0.0", vni: 1});"#,
+            1,
+            &["remote 0.0.0.0"],
+        ),
+        script(
+            r#"macvlan(netns("a"), "mv1", #{parent: "q0", mode: "passthru"});"#,
+            1,
+            &["already has macvlans"],
+        ),
         // Undo puts back what a link-down flushed: routes and IPv6 addresses.
         script(
             r#"netns("a").ip("link set la down"); throw "boom";"#,
@@ -526,7 +557,34 @@ fn cases() -> Vec<Case> {
 }
 
 #[test]
-fn every_bad_input_is_refused_clearly_and_changes_nothing() {
+fn the_table_has_at_least_60_rows() {
+    let rows =
+        oneshot_cases().len() + koro_cases().len() + netns_cases().len() + script_cases().len();
+    assert!(rows >= 60, "the table has {rows} rows");
+}
+
+#[test]
+fn bad_oneshot_commands_are_refused_clearly_and_change_nothing() {
+    run_table("oneshot", oneshot_cases());
+}
+
+#[test]
+fn bad_koko_ip_commands_are_refused_clearly_and_change_nothing() {
+    run_table("koro", koro_cases());
+}
+
+#[test]
+fn bad_netns_commands_are_refused_clearly_and_change_nothing() {
+    run_table("netns", netns_cases());
+}
+
+#[test]
+fn bad_scripts_are_refused_clearly_and_change_nothing() {
+    run_table("script", script_cases());
+}
+
+/// Run every row in one sandbox with the scene; collect every failure.
+fn run_table(group: &str, cases: Vec<Case>) {
     let sb = Sandbox::new();
     sb.sh(SCENE);
     // The scene settles (carrier, link-local addresses) before the rows.
@@ -547,15 +605,13 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
             .any(|l| l.contains("10.50.0.0/16 via 10.1.0.2")),
         "the scene has its route: {settled:#?}"
     );
-    let cases = cases();
-    assert!(cases.len() >= 60, "the table has {} rows", cases.len());
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let run = match &case.act {
             Act::Line(l) => sb.koko_line(l),
             Act::Args(a) => sb.koko(a),
             Act::Script(text) => {
-                let path = write_script("bad-inputs", &format!("row{i}.rhai"), text);
+                let path = write_script("bad-inputs", &format!("{group}{i}.rhai"), text);
                 let mut cmd = sb.command(koko_bin());
                 cmd.arg("run").arg(&path).env_remove("KOKO_PATH");
                 Run::of(&mut cmd, format!("koko run <<{text}>>"))
@@ -589,7 +645,7 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
         }
         if !wrong.is_empty() {
             failures.push(format!(
-                "row {i} ({}): {}\nstderr: {}",
+                "{group} row {i} ({}): {}\nstderr: {}",
                 run.what,
                 wrong.join("; "),
                 run.stderr.trim()
@@ -598,7 +654,7 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} rows failed:\n\n{}",
+        "{} of {} {group} rows failed:\n\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n\n")
