@@ -175,3 +175,28 @@ fn an_address_refused_for_a_link_is_never_reported_as_added() {
     .fails(2, "'-6'");
     assert!(sb.route(Some("a"), "default").is_none());
 }
+
+#[test]
+fn destroy_deletes_only_the_namespace_it_names_never_a_new_one_of_that_name() {
+    let sb = Sandbox::new();
+    // Someone else deletes x and makes a new x with a link of their own
+    // while the script holds its handle on the old one.
+    let path = crate::support::script::write_script(
+        "truth",
+        "destroy.rhai",
+        r#"
+        let x = netns("x");
+        let r = x.exec(["sh", "-c", "ip netns del x && ip netns add x && ip -n x link add own0 type veth peer name own1"]);
+        if r.code != 0 { throw `setup failed: ${r.err}`; }
+        try { x.destroy(); print("destroyed"); } catch (e) { print(`refused: ${e.message}`); }
+        "#,
+    );
+    let run = sb.koko(&["run", path.to_str().unwrap()]);
+    run.ok();
+    run.stdout_has("refused: netns 'x': is gone");
+    assert_eq!(sb.netns_list(), vec!["x"]);
+    assert!(
+        sb.link(Some("x"), "own0").is_some(),
+        "the new x was touched"
+    );
+}
