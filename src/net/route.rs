@@ -66,6 +66,20 @@ impl RouteRequest {
     /// requires a gateway or a device (a route must lead somewhere).
     pub fn validate(&self, for_add: bool) -> Result<()> {
         if let Some(via) = self.via {
+            // `via 0.0.0.0` is taken by the kernel as "no gateway": it adds
+            // a device route and says "done", so koko would report a
+            // gateway that is not there. `via ::` and multicast gateways are
+            // refused with a bare EINVAL.
+            if via.is_unspecified() {
+                return Err(Error::Invalid(format!(
+                    "route {self}: gateway '{via}' is the unspecified address (for a route with no gateway, give 'dev IF' alone)"
+                )));
+            }
+            if via.is_multicast() {
+                return Err(Error::Invalid(format!(
+                    "route {self}: gateway '{via}' is a multicast address; a gateway is one neighbour's unicast address"
+                )));
+            }
             if via.is_ipv6() != self.is_ipv6() {
                 return Err(Error::Invalid(format!(
                     "route {self}: gateway '{via}' is an {} address but the destination is {}",

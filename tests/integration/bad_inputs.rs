@@ -379,6 +379,21 @@ fn koro_cases() -> Vec<Case> {
             &["'x' is not a whole number"],
         ),
         line("ip frob a link set la up", 2, &["unknown target 'frob'"]),
+        line(
+            "ip ipnetns a route add default via 0.0.0.0 dev la",
+            2,
+            &["gateway '0.0.0.0' is the unspecified address"],
+        ),
+        line(
+            "ip ipnetns a route add default via :: dev la",
+            2,
+            &["gateway '::' is the unspecified address"],
+        ),
+        line(
+            "ip ipnetns a route add 10.8.0.0/16 via 224.0.0.1 dev la",
+            2,
+            &["gateway '224.0.0.1' is a multicast address"],
+        ),
         // -h is help only as the first word; as a value it is a name.
         line(
             "ip ipnetns a link set -h up",
