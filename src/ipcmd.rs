@@ -1032,6 +1032,49 @@ mod tests {
     }
 
     #[test]
+    fn an_explicit_family_is_never_overridden() {
+        let e = err("-6 route add default via 10.0.0.1");
+        assert!(
+            e.contains("'-6'") && e.contains("'10.0.0.1' is an IPv4"),
+            "{e}"
+        );
+        let e = err("-4 route add default via fd00::1");
+        assert!(e.contains("'-4'") && e.contains("IPv6"), "{e}");
+        let e = err("-6 route add 10.0.0.0/8 dev l1");
+        assert!(e.contains("destination '10.0.0.0/8' is IPv4"), "{e}");
+        let e = err("-6 address add 10.0.0.1/24 dev l1");
+        assert!(e.contains("asks for an IPv6 address"), "{e}");
+        // -6 with a matching gateway, or none, is fine.
+        let IpCommand::Route { route, .. } = parse("-6 route add default via fd00::1").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(route.dest.to_string(), "::/0");
+        let IpCommand::Route { route, .. } = parse("-6 route add default dev l1").unwrap() else {
+            panic!()
+        };
+        assert!(route.is_ipv6());
+    }
+
+    #[test]
+    fn addresses_and_gateways_the_kernel_would_not_honour_are_refused() {
+        for (text, needle) in [
+            ("address add 0.0.0.0/0 dev l1", "silently ignores"),
+            ("address add 0.0.0.0/24 dev l1", "0.0.0.0"),
+            ("address add ::/64 dev l1", "unspecified address ::"),
+            ("address add ff02::1/64 dev l1", "multicast"),
+            ("route add default via 0.0.0.0 dev l1", "unspecified"),
+            ("route add default via :: dev l1", "unspecified"),
+            ("route add 10.0.0.0/8 via 224.0.0.1", "multicast"),
+        ] {
+            assert!(err(text).contains(needle), "{text}: {}", err(text));
+        }
+        // Deleting such an address is not refused (the kernel says it is
+        // not there).
+        assert!(parse("address del 0.0.0.0/0 dev l1").is_ok());
+    }
+
+    #[test]
     fn errors_point_at_the_word() {
         let e = err("route add 10.0.3.0/24 dev link1 foo");
         assert!(e.contains("unexpected word 'foo' after 'dev link1'"), "{e}");

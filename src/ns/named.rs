@@ -380,3 +380,43 @@ pub fn create_many(
     }
     names.iter().map(|n| Namespace::netns(n)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_file_names_of_at_most_255_bytes() {
+        assert!(validate_name("client").is_ok());
+        assert!(validate_name("-dash").is_ok());
+        assert!(validate_name(&"n".repeat(255)).is_ok());
+        let e = validate_name(&"n".repeat(256)).unwrap_err().to_string();
+        assert!(e.contains("256 bytes") && e.contains("255"), "{e}");
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_empty_unmounted_regular_file_is_waited_for() {
+        let dir = std::env::temp_dir().join(format!("koko-named-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        fs::write(&empty, b"").unwrap();
+        let full = dir.join("full");
+        fs::write(&full, b"x").unwrap();
+        assert!(is_unmounted_placeholder(&empty));
+        assert!(!is_unmounted_placeholder(&full), "a non-empty file");
+        assert!(!is_unmounted_placeholder(&dir), "a directory");
+        assert!(!is_unmounted_placeholder(&dir.join("absent")), "nothing");
+        // /proc/self/ns/net is a namespace: never waited for.
+        assert!(!is_unmounted_placeholder(Path::new("/proc/self/ns/net")));
+        let start = std::time::Instant::now();
+        await_mount(&full);
+        assert!(start.elapsed() < MOUNT_WAIT);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -687,6 +687,21 @@ mod tests {
         assert!(err("-n a,v -V eth1,4095").contains("1 to 4094"));
         assert!(err("-n a,v -V eth1,0").contains("1 to 4094"));
         assert!(err("-n a,m -M eth1,fancy").contains("default, private, vepa, bridge, passthru"));
+        let Action::Tunnel {
+            tunnel: TunnelArg::Macvlan { mode, .. },
+            ..
+        } = p("-n a,m -M eth1,BRIDGE").unwrap().action
+        else {
+            panic!()
+        };
+        assert_eq!(mode, MacvlanMode::Bridge);
+        let twice = err("-n a,vx0 -x eth1,10.1.1.1,1,port=4789,port=4790");
+        assert!(
+            twice.contains("'port' is given twice") && twice.contains("port=4789, port=4790"),
+            "{twice}"
+        );
+        assert!(err("-n a,vx0 -x eth1,10.1.1.1,1,learning=on,learning=off").contains("'learning'"));
+        assert!(err("-n a,l1,0.0.0.0/0 -n b,l2").contains("silently ignores"));
     }
 
     #[test]
