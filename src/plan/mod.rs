@@ -361,6 +361,23 @@ fn delete(session: &Session, targets: &[(NsSpec, String)]) -> Result<DeleteRepor
         let state = session
             .block_on(crate::net::link::get(&t, name))?
             .ok_or_else(|| checked(Error::link_not_found(name.clone(), &ns)))?;
+        // A link without a kind (lo, a physical device) is one the kernel
+        // will not delete: say so now, before anything else goes.
+        if state.kind.is_none() {
+            return Err(Error::Kernel {
+                what: format!("deleting link '{name}' in {ns}"),
+                cause: format!(
+                    "it is {}, which cannot be deleted{}",
+                    if name == "lo" {
+                        "the loopback device"
+                    } else {
+                        "a device without a link kind (a physical device?)"
+                    },
+                    if several { "; nothing was deleted" } else { "" }
+                ),
+                errno: None,
+            });
+        }
         found.push((ns, name, state.index));
     }
     let mut deleted: Vec<DeletedLink> = Vec::with_capacity(found.len());

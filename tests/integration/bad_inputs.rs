@@ -315,6 +315,15 @@ fn oneshot_cases() -> Vec<Case> {
             1,
             &["/run/netns is not a namespace file"],
         ),
+        line(
+            "-N a,la -C lo",
+            1,
+            &[
+                "deleting link 'lo'",
+                "cannot be deleted",
+                "nothing was deleted",
+            ],
+        ),
     ]
 }
 
