@@ -540,6 +540,11 @@ fn script_cases() -> Vec<Case> {
         script(r#"netns("a/b");"#, 1, &["'a/b' is not a valid netns name"]),
         script("let x = ;", 2, &["syntax"]),
         script(
+            r#"destroy_all(["a", "ghost"]);"#,
+            1,
+            &["netns 'ghost'", "nothing was destroyed"],
+        ),
+        script(
             r#"vxlan(netns("a"), "vx1", #{parent: "up0", remote: "10.9.0.2", vni: 1, port: 1, port: 2});"#,
             2,
             &["Duplicated property", "port"],
