@@ -304,16 +304,36 @@ fn raise_fd_limit() {
 }
 
 /// Delete many named namespaces (the bulk `ip netns del`): the kernel tears
-/// them down together, in one batch. Sockets koko holds in them are closed
-/// first (they would keep them alive). Every name is tried; the errors are
-/// returned.
+/// them down together, in one batch. Every name is looked up first, so a
+/// missing one (a typo) destroys nothing. Sockets koko holds in them are
+/// closed first (they would keep them alive). Then every one is deleted;
+/// the errors met are returned.
 pub fn destroy_namespaces(session: &Session, names: &[String]) -> Vec<Error> {
-    let mut errors = Vec::new();
+    let mut found = Vec::with_capacity(names.len());
     for name in names {
-        if let Ok(ns) = Namespace::netns(name) {
-            session.forget(&ns);
+        match Namespace::netns(name) {
+            Ok(ns) => found.push(ns),
+            Err(Error::NotFound {
+                object,
+                place,
+                cause,
+            }) => {
+                return vec![Error::NotFound {
+                    object,
+                    place,
+                    cause: Some(format!(
+                        "{}; nothing was destroyed",
+                        cause.unwrap_or_else(|| "does not exist".into())
+                    )),
+                }]
+            }
+            Err(e) => return vec![e],
         }
-        if let Err(e) = named::delete(name) {
+    }
+    let mut errors = Vec::new();
+    for ns in &found {
+        session.forget(ns);
+        if let Err(e) = named::delete(ns.name()) {
             errors.push(e);
         }
     }

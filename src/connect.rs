@@ -154,6 +154,9 @@ fn validate_veth(req: &VethRequest) -> Result<()> {
         )));
     }
     link::check_mtu(req.options.mtu)?;
+    for cidr in a.addrs.iter().chain(&b.addrs) {
+        addr::check_assignable(*cidr)?;
+    }
     Ok(())
 }
 
@@ -535,6 +538,10 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
         })?;
     let dst = session.block_on(link::require(&t, &req.target))?;
     let created = session.block_on(tc::ensure_clsact(&t, &req.source, src.index, req.dir))?;
+    // Whether the clsact is koko's (made now, or by an earlier mirror of
+    // koko's): the filters carry it, so deleting the last mirror removes
+    // koko's clsact and never a user's own.
+    let owns_qdisc = created || session.block_on(tc::clsact_is_kokos(&t, src.index))?;
     journal.record(
         format!(
             "mirror {} of {} to {} in {}",
@@ -557,6 +564,7 @@ pub fn mirror(session: &Session, journal: &mut Journal, req: &MirrorRequest) -> 
         req.dir,
         &req.target,
         dst.index,
+        owns_qdisc,
     ))
 }
 

@@ -30,6 +30,8 @@
 
 use std::fmt;
 
+use ipnet::IpNet;
+
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::net::impair::{self as kernel, Drop, RootQdisc};
@@ -655,16 +657,15 @@ pub fn restore(session: &Session, journal: &mut Journal, pair: &LinkPair) -> Res
     Ok(lifted)
 }
 
-/// The routes through a link that the kernel drops when it goes down and
-/// does not bring back by itself: those made for the link's addresses
-/// (protocol kernel) come back when it is up again; the others need saving.
-fn routes_through(session: &Session, s: &Side) -> Result<Vec<route::RouteRequest>> {
-    Ok(session
-        .block_on(route::list(&s.t))?
-        .into_iter()
-        .filter(|r| r.oif == Some(s.index) && r.protocol != "kernel")
-        .map(|r| r.as_request())
-        .collect())
+/// What the kernel flushes when a link goes down and does not bring back
+/// by itself: the routes through it (except those made for its addresses)
+/// and its IPv6 addresses (see `route::flushed_by_down`,
+/// `addr::flushed_by_down`).
+fn flushed_by_down(session: &Session, s: &Side) -> Result<(Vec<route::RouteRequest>, Vec<IpNet>)> {
+    Ok((
+        session.block_on(route::flushed_by_down(&s.t, s.index))?,
+        session.block_on(crate::net::addr::flushed_by_down(&s.t, s.index))?,
+    ))
 }
 
 /// Pull the cable: set the link down, so its peer loses carrier
@@ -673,13 +674,14 @@ fn routes_through(session: &Session, s: &Side) -> Result<Vec<route::RouteRequest
 /// [`plug`] (or undo).
 pub fn unplug(session: &Session, journal: &mut Journal, end: &End) -> Result<()> {
     let s = side(session, end)?;
-    let routes = routes_through(session, &s)?;
+    let (routes, addrs) = flushed_by_down(session, &s)?;
     journal.record(
         format!("unplugged {end}"),
         Undo::Plug {
             ns: end.ns.clone(),
             link: end.link.clone(),
             routes,
+            addrs,
         },
     );
     session.block_on(link::set(
@@ -787,7 +789,7 @@ pub fn flap(
         )));
     }
     let s = side(session, end)?;
-    let routes = routes_through(session, &s)?;
+    let (routes, addrs) = flushed_by_down(session, &s)?;
     let stop = Arc::new(AtomicBool::new(false));
     let downs = Arc::new(AtomicU32::new(0));
     let (flag, counter, target) = (stop.clone(), downs.clone(), end.clone());
@@ -829,10 +831,10 @@ pub fn flap(
                 result = Err(e);
                 break;
             }
-            for r in &routes {
-                if let Err(e) = session.block_on(route::replace(&t, r)) {
-                    result = Err(e);
-                }
+            if let Err(e) =
+                crate::journal::restore_flushed(&session, &t, &target.link, &addrs, &routes)
+            {
+                result = Err(e);
             }
             if i + 1 < count {
                 pause(up);

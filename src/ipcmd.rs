@@ -176,7 +176,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<IpCommand> {
         )));
     };
     if is_abbrev(object, "address", 1) {
-        parse_address(&mut w)
+        parse_address(&mut w, family)
     } else if is_abbrev(object, "route", 1) {
         parse_route(&mut w, family)
     } else if is_abbrev(object, "link", 1) {
@@ -255,7 +255,7 @@ fn parse_number(key: &str, text: &str) -> Result<u32> {
         .map_err(|_| Error::Invalid(format!("'{key} {text}': '{text}' is not a whole number")))
 }
 
-fn parse_address(w: &mut Words) -> Result<IpCommand> {
+fn parse_address(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
     let op = match w.next() {
         Some("add") => AddrOp::Add,
         Some("del" | "delete") => AddrOp::Del,
@@ -297,6 +297,16 @@ fn parse_address(w: &mut Words) -> Result<IpCommand> {
     }
     let addr = address
         .ok_or_else(|| Error::Invalid("address: missing ADDR/PREFIX (e.g. 10.0.1.1/24)".into()))?;
+    if let Some(want_v6) = family.filter(|v6| *v6 != addr.addr().is_ipv6()) {
+        return Err(Error::Invalid(format!(
+            "'{}' asks for an {} address, but '{addr}' is not one",
+            if want_v6 { "-6" } else { "-4" },
+            if want_v6 { "IPv6" } else { "IPv4" }
+        )));
+    }
+    if op == AddrOp::Add {
+        addr::check_assignable(addr)?;
+    }
     let dev = dev
         .ok_or_else(|| Error::Invalid(format!("address {addr}: missing 'dev IF' (which link?)")))?;
     Ok(IpCommand::Address { op, addr, dev })
@@ -372,11 +382,32 @@ fn parse_route(w: &mut Words, family: Option<bool>) -> Result<IpCommand> {
             op.word()
         ))
     })?;
-    // `default` takes the family of the gateway (or of -4/-6), like `ip
-    // route` does.
-    let v6 = via.map(|v| v.is_ipv6()).or(family).unwrap_or(false);
+    // `default` takes the family of -4/-6, else of the gateway, like `ip
+    // route` does. An explicit family that the gateway or the destination
+    // contradicts is refused: `-6 route add default via 10.0.0.1` must not
+    // quietly add an IPv4 route.
+    let v6 = family.or(via.map(|v| v.is_ipv6())).unwrap_or(false);
+    let dest_net = route::parse_destination(dest, v6)?;
+    if let Some(want_v6) = family {
+        let flag = if want_v6 { "-6" } else { "-4" };
+        let fam = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        if let Some(v) = via.filter(|v| v.is_ipv6() != want_v6) {
+            return Err(Error::Invalid(format!(
+                "'{flag}' asks for an {} route, but gateway '{v}' is an {} address",
+                fam(want_v6),
+                fam(v.is_ipv6())
+            )));
+        }
+        if matches!(dest_net, IpNet::V6(_)) != want_v6 {
+            return Err(Error::Invalid(format!(
+                "'{flag}' asks for an {} route, but destination '{dest}' is {}",
+                fam(want_v6),
+                fam(!want_v6)
+            )));
+        }
+    }
     let route = RouteRequest {
-        dest: route::parse_destination(dest, v6)?,
+        dest: dest_net,
         via,
         dev,
         metric,
@@ -705,6 +736,17 @@ pub fn apply(
         IpCommand::LinkSet { dev, change } => {
             let t = session.target(ns)?;
             let before = session.block_on(link::require(&t, dev))?;
+            // Setting a link down makes the kernel flush its routes (and
+            // its IPv6 addresses); save them so the undo, which puts the
+            // link back up, puts them back too.
+            let (routes, addrs) = if change.up == Some(false) && before.up {
+                (
+                    session.block_on(route::flushed_by_down(&t, before.index))?,
+                    session.block_on(addr::flushed_by_down(&t, before.index))?,
+                )
+            } else {
+                (Vec::new(), Vec::new())
+            };
             session.block_on(link::set(&t, dev, *change))?;
             let restore = LinkChange {
                 up: change.up.map(|_| before.up),
@@ -716,6 +758,8 @@ pub fn apply(
                     ns: ns.clone(),
                     link: dev.clone(),
                     change: restore,
+                    routes,
+                    addrs,
                 },
             );
             let mut done = change.words();
@@ -985,6 +1029,49 @@ mod tests {
             panic!()
         };
         assert_eq!(route.dest.to_string(), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn an_explicit_family_is_never_overridden() {
+        let e = err("-6 route add default via 10.0.0.1");
+        assert!(
+            e.contains("'-6'") && e.contains("'10.0.0.1' is an IPv4"),
+            "{e}"
+        );
+        let e = err("-4 route add default via fd00::1");
+        assert!(e.contains("'-4'") && e.contains("IPv6"), "{e}");
+        let e = err("-6 route add 10.0.0.0/8 dev l1");
+        assert!(e.contains("destination '10.0.0.0/8' is IPv4"), "{e}");
+        let e = err("-6 address add 10.0.0.1/24 dev l1");
+        assert!(e.contains("asks for an IPv6 address"), "{e}");
+        // -6 with a matching gateway, or none, is fine.
+        let IpCommand::Route { route, .. } = parse("-6 route add default via fd00::1").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(route.dest.to_string(), "::/0");
+        let IpCommand::Route { route, .. } = parse("-6 route add default dev l1").unwrap() else {
+            panic!()
+        };
+        assert!(route.is_ipv6());
+    }
+
+    #[test]
+    fn addresses_and_gateways_the_kernel_would_not_honour_are_refused() {
+        for (text, needle) in [
+            ("address add 0.0.0.0/0 dev l1", "silently ignores"),
+            ("address add 0.0.0.0/24 dev l1", "0.0.0.0"),
+            ("address add ::/64 dev l1", "unspecified address ::"),
+            ("address add ff02::1/64 dev l1", "multicast"),
+            ("route add default via 0.0.0.0 dev l1", "unspecified"),
+            ("route add default via :: dev l1", "unspecified"),
+            ("route add 10.0.0.0/8 via 224.0.0.1", "multicast"),
+        ] {
+            assert!(err(text).contains(needle), "{text}: {}", err(text));
+        }
+        // Deleting such an address is not refused (the kernel says it is
+        // not there).
+        assert!(parse("address del 0.0.0.0/0 dev l1").is_ok());
     }
 
     #[test]

@@ -126,11 +126,15 @@ pub enum Undo {
     DeleteRoute { ns: Namespace, route: RouteRequest },
     /// Put back a route this run replaced (`ip route replace` of an existing one).
     RestoreRoute { ns: Namespace, route: RouteRequest },
-    /// Put a link's state (up/down, MTU) back.
+    /// Put a link's state (up/down, MTU) back; when that brings it back
+    /// up, also the routes and IPv6 addresses the kernel flushed when this
+    /// run set it down (empty otherwise).
     RestoreLink {
         ns: Namespace,
         link: String,
         change: link::LinkChange,
+        routes: Vec<RouteRequest>,
+        addrs: Vec<IpNet>,
     },
     /// Put a link's tc state (root qdisc, koko's drop filters, clsact)
     /// back as it was before an impairment.
@@ -155,12 +159,13 @@ pub enum Undo {
     /// Stop a flapping link (it is left up, as it began).
     #[serde(skip)]
     StopFlap(std::sync::Arc<std::sync::Mutex<crate::impair::Flap>>),
-    /// Plug an unplugged link back: up, with the routes the kernel dropped
-    /// when it went down.
+    /// Plug an unplugged link back: up, with the routes (and IPv6
+    /// addresses) the kernel dropped when it went down.
     Plug {
         ns: Namespace,
         link: String,
         routes: Vec<RouteRequest>,
+        addrs: Vec<IpNet>,
     },
 }
 
@@ -1044,7 +1049,9 @@ fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
             let policy = if *remove_qdisc {
                 tc::QdiscPolicy::RemoveIfEmpty
             } else {
-                tc::QdiscPolicy::Keep
+                // A clsact that an earlier mirror of koko's added (its
+                // filters say so) goes with koko's last filter.
+                tc::QdiscPolicy::IfKokos
             };
             session
                 .block_on(tc::remove_mirror_filters(
@@ -1073,12 +1080,15 @@ fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
             ns,
             link: name,
             change,
+            routes,
+            addrs,
         } => {
             if !ns.exists() {
                 return Ok(());
             }
             let t = session.target(ns)?;
-            session.block_on(link::set(&t, name, *change))
+            session.block_on(link::set(&t, name, *change))?;
+            restore_flushed(session, &t, name, addrs, routes)
         }
         Undo::StopFlap(flap) => match flap.lock() {
             Ok(mut f) => f.stop(),
@@ -1125,6 +1135,7 @@ fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
             ns,
             link: name,
             routes,
+            addrs,
         } => {
             if !ns.exists() {
                 return Ok(());
@@ -1135,14 +1146,33 @@ fn undo_step(session: &Session, undo: &Undo) -> Result<()> {
                 mtu: None,
             };
             session.block_on(link::set(&t, name, up))?;
-            // Routes the kernel flushed when the link went down; replace
-            // is idempotent if one is back already.
-            for r in routes {
-                session.block_on(route::replace(&t, r))?;
-            }
-            Ok(())
+            restore_flushed(session, &t, name, addrs, routes)
         }
     }
+}
+
+/// Put back what the kernel flushed when a link went down (see
+/// `addr::flushed_by_down`, `route::flushed_by_down`): addresses first
+/// (an IPv6 gateway is only reachable through its prefix), then routes.
+/// Both are idempotent: an address already back counts as restored, and a
+/// route is replaced.
+pub fn restore_flushed(
+    session: &Session,
+    t: &crate::net::Target,
+    link_name: &str,
+    addrs: &[IpNet],
+    routes: &[RouteRequest],
+) -> Result<()> {
+    for a in addrs {
+        match session.block_on(addr::add(t, link_name, *a)) {
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {}
+            other => other?,
+        }
+    }
+    for r in routes {
+        session.block_on(route::replace(t, r))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ Examples:
 pub fn main(args: &[String]) -> i32 {
     let json = args.iter().any(|a| a == "--json");
     let words: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
-    if words.iter().any(|w| w == "-h" || w == "--help") {
+    // Help only as the first word: anywhere else `-h` is a value (a link
+    // may be called `-h`), and a value must never turn a command into a
+    // help text that exits 0.
+    if matches!(words.first().map(String::as_str), Some("-h" | "--help")) {
         return super::finish(
             Ok(Output {
                 lines: vec![HELP.trim_end().into()],

@@ -75,7 +75,7 @@ pub fn main(args: Vec<String>) -> i32 {
         return koro::main(rest);
     }
     match rest.first().map(String::as_str) {
-        Some("netns") => finish(netns_command(&rest[1..]), false),
+        Some("netns") => netns_main(&rest[1..]),
         Some("run") => run_command(&rest[1..]),
         Some("repl") => repl_command(&rest[1..]),
         Some("ip") => koro::main(&rest[1..]),
@@ -278,12 +278,51 @@ fn repl_command(args: &[String]) -> i32 {
     crate::script::repl::run(parsed.history)
 }
 
+/// `koko netns add|del NAME... | list [--json]`: flags are flags wherever
+/// they stand (`--json`), `--` ends them (a name may then start with '-').
+fn netns_main(args: &[String]) -> i32 {
+    let mut json = false;
+    let mut words = Vec::with_capacity(args.len());
+    let mut flags_done = false;
+    for arg in args {
+        if flags_done {
+            words.push(arg.clone());
+            continue;
+        }
+        match arg.as_str() {
+            "--json" => json = true,
+            "--" => flags_done = true,
+            "-h" | "--help" if words.is_empty() => {
+                return finish(
+                    Ok(Output {
+                        lines: vec![NETNS_USAGE.into()],
+                        json: json!({"ok": true, "help": NETNS_USAGE}),
+                    }),
+                    json,
+                )
+            }
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return finish(
+                    Err(Error::Invalid(format!(
+                        "koko netns: unknown option '{flag}' (to name a netns that starts with '-', put it after --)"
+                    ))),
+                    json,
+                )
+            }
+            _ => words.push(arg.clone()),
+        }
+    }
+    finish(netns_command(&words), json)
+}
+
+const NETNS_USAGE: &str =
+    "usage: koko netns add NAME... | koko netns del NAME... | koko netns list  [--json]";
+
+/// The netns verbs. Multi-name requests are all or nothing: `add` checks
+/// every name, creates them in order and deletes again what it made if one
+/// fails; `del` checks that every one exists before deleting any.
 fn netns_command(args: &[String]) -> Result<Output> {
-    let usage = || {
-        Error::Invalid(
-            "usage: koko netns add NAME... | koko netns del NAME... | koko netns list".into(),
-        )
-    };
+    let usage = || Error::Invalid(NETNS_USAGE.into());
     let (verb, names) = args.split_first().ok_or_else(usage)?;
     match verb.as_str() {
         "list" if names.is_empty() => {
@@ -293,23 +332,70 @@ fn netns_command(args: &[String]) -> Result<Output> {
                 json: json!({"ok": true, "netns": names}),
             })
         }
-        "add" | "del" | "delete" if !names.is_empty() => {
-            ns::check_privileges()?;
-            let mut lines = Vec::new();
+        "add" if !names.is_empty() => {
             for name in names {
-                if verb == "add" {
-                    named::create(name)?;
-                    lines.push(format!("Create netns {name}...done"));
-                } else {
-                    named::delete(name)?;
-                    lines.push(format!("Delete netns {name}...done"));
-                }
+                named::validate_name(name)?;
             }
+            ns::check_privileges()?;
+            named::create_all(names)?;
             Ok(Output {
-                lines,
-                json: json!({"ok": true, "action": verb, "netns": names}),
+                lines: names
+                    .iter()
+                    .map(|n| format!("Create netns {n}...done"))
+                    .collect(),
+                json: json!({"ok": true, "action": "add", "netns": names}),
             })
+        }
+        "del" | "delete" if !names.is_empty() => {
+            ns::check_privileges()?;
+            netns_delete(names)
         }
         _ => Err(usage()),
     }
+}
+
+/// Delete named namespaces: each must exist (checked for all before any is
+/// deleted, so a typo deletes nothing). Should the kernel refuse one half
+/// way, the error says which were deleted and which were not attempted.
+fn netns_delete(names: &[String]) -> Result<Output> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(Error::Invalid(format!(
+            "netns '{dup}' is named twice in one request"
+        )));
+    }
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        match ns::Namespace::netns(name) {
+            Ok(ns) => found.push(ns),
+            Err(e) if names.len() > 1 => return Err(plan::nothing_done(e, "nothing was deleted")),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut lines = Vec::with_capacity(found.len());
+    for (i, ns) in found.iter().enumerate() {
+        if let Err(e) = named::delete(ns.name()) {
+            let quote = |list: &[ns::Namespace]| {
+                list.iter()
+                    .map(|n| format!("'{}'", n.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if i > 0 {
+                eprintln!(
+                    "koko: deleted before the failure: netns {}",
+                    quote(&found[..i])
+                );
+            }
+            if i + 1 < found.len() {
+                eprintln!("koko: not attempted: netns {}", quote(&found[i + 1..]));
+            }
+            return Err(e);
+        }
+        lines.push(format!("Delete netns {}...done", ns.name()));
+    }
+    Ok(Output {
+        lines,
+        json: json!({"ok": true, "action": "del", "netns": names}),
+    })
 }

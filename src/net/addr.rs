@@ -42,6 +42,32 @@ pub fn parse_prefix(addr: &str, len: &str, what: &str) -> Result<IpNet> {
     Ok(IpNet::new(ip, len).expect("length checked against the family"))
 }
 
+/// Refuse, up front, an address the kernel would not put on a link as
+/// asked:
+///
+/// - IPv4 `0.0.0.0/N`: the kernel answers "done" and silently adds nothing
+///   (`__inet_insert_ifa` drops an all-zero local address), so koko would
+///   report an address that is not there;
+/// - IPv6 `::/N` (unspecified) and multicast: refused with a bare
+///   EADDRNOTAVAIL.
+pub fn check_assignable(addr: IpNet) -> Result<()> {
+    let why = match addr.addr() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            "it is the unspecified address 0.0.0.0, which the kernel silently ignores"
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            "it is the unspecified address ::, which the kernel refuses"
+        }
+        IpAddr::V6(ip) if ip.is_multicast() => {
+            "it is a multicast address; a link joins a group, it does not own its address"
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::Invalid(format!(
+        "address {addr} cannot be put on a link: {why}"
+    )))
+}
+
 /// The RTM_NEWADDR / RTM_DELADDR body for `addr` on link `index`.
 pub(in crate::net) fn address_message(index: u32, addr: IpNet) -> AddressMessage {
     let mut msg = AddressMessage::default();
@@ -73,6 +99,7 @@ pub(in crate::net) fn address_message(index: u32, addr: IpNet) -> AddressMessage
 /// Add `addr` to link `name`. An IPv6 address first makes sure IPv6 is
 /// enabled on the link (Docker disables it in many containers).
 pub async fn add(t: &Target, name: &str, addr: IpNet) -> Result<()> {
+    check_assignable(addr)?;
     let link = link::require(t, name).await?;
     if addr.addr().is_ipv6() {
         super::sysctl::enable_ipv6_on(&t.ns, name)?;
@@ -93,6 +120,14 @@ pub async fn add(t: &Target, name: &str, addr: IpNet) -> Result<()> {
             Errno::EACCES | Errno::EAFNOSUPPORT if addr.addr().is_ipv6() => Error::Kernel {
                 what,
                 cause: "IPv6 is disabled in this namespace".into(),
+                errno: Some(errno),
+            },
+            Errno::EADDRNOTAVAIL if addr.addr().is_loopback() => Error::Kernel {
+                what,
+                cause: format!(
+                    "the kernel allows the loopback address {} only on a loopback device (lo), and '{name}' is not one",
+                    addr.addr()
+                ),
                 errno: Some(errno),
             },
             _ => Error::kernel(what, errno),
@@ -161,6 +196,23 @@ pub async fn list(t: &Target) -> Result<Vec<AddrState>> {
         }
     }
     Ok(out)
+}
+
+/// The addresses of link `ifindex` that the kernel deletes when the link
+/// goes down: its IPv6 addresses except link-local ones (unless the
+/// namespace set `keep_addr_on_down`, which is not the default; IPv4
+/// addresses stay). Saved before a link is set down so an undo can put
+/// them back.
+pub async fn flushed_by_down(t: &Target, ifindex: u32) -> Result<Vec<IpNet>> {
+    Ok(list(t)
+        .await?
+        .into_iter()
+        .filter(|a| a.index == ifindex)
+        .filter_map(|a| match a.addr {
+            IpNet::V6(v6) if !v6.addr().is_unicast_link_local() => Some(a.addr),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

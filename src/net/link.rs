@@ -25,6 +25,14 @@ pub const MAX_NAME_LEN: usize = 15;
 
 /// Check an interface name the way the kernel's `dev_valid_name` does, up
 /// front, so a bad name is a usage error rather than a late kernel refusal.
+///
+/// The kernel looks at BYTES: it refuses '/', ':' and every byte its
+/// `isspace()` accepts, which are \t \n \v \f \r, space, and 0xA0 (the
+/// Latin-1 no-break space of lib/ctype.c). 0xA0 is also a UTF-8
+/// continuation byte, so names with letters such as 'à' (C3 A0) or 'Ġ'
+/// (C4 A0) are refused by the kernel although they contain no space at
+/// all. koko is stricter on characters (no Unicode whitespace, no control
+/// characters) and says which rule a name breaks.
 pub fn validate_name(name: &str) -> Result<()> {
     let problem = if name.is_empty() {
         Some("is empty".to_string())
@@ -35,10 +43,22 @@ pub fn validate_name(name: &str) -> Result<()> {
         ))
     } else if name == "." || name == ".." {
         Some("is reserved".to_string())
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some(format!("contains {c:?}, which the kernel does not allow"))
     } else {
         name.chars()
-            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
-            .map(|c| format!("contains {c:?}, which the kernel does not allow"))
+            .find(|c| {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf).bytes().any(|b| b == 0xA0)
+            })
+            .map(|c| {
+                format!(
+                    "contains {c:?}, whose UTF-8 encoding has the byte 0xA0, which the kernel treats as a space"
+                )
+            })
     };
     match problem {
         Some(p) => Err(Error::Invalid(format!("interface name '{name}' {p}"))),
@@ -495,6 +515,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at most 15"));
+        // What the kernel's isspace() counts: \v, \f and the byte 0xA0
+        // (inside 'à' = C3 A0), besides the usual ones.
+        for bad in ["a\u{b}b", "a\u{c}b", "a\u{a0}b", "cafà", "xĠ"] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains("kernel"), "{bad:?}: {err}");
+        }
+        assert!(validate_name("cafà")
+            .unwrap_err()
+            .to_string()
+            .contains("0xA0"));
+        // Other non-ASCII letters are fine with the kernel.
+        assert!(validate_name("café").is_ok());
     }
 
     #[test]

@@ -66,6 +66,20 @@ impl RouteRequest {
     /// requires a gateway or a device (a route must lead somewhere).
     pub fn validate(&self, for_add: bool) -> Result<()> {
         if let Some(via) = self.via {
+            // `via 0.0.0.0` is taken by the kernel as "no gateway": it adds
+            // a device route and says "done", so koko would report a
+            // gateway that is not there. `via ::` and multicast gateways are
+            // refused with a bare EINVAL.
+            if via.is_unspecified() {
+                return Err(Error::Invalid(format!(
+                    "route {self}: gateway '{via}' is the unspecified address (for a route with no gateway, give 'dev IF' alone)"
+                )));
+            }
+            if via.is_multicast() {
+                return Err(Error::Invalid(format!(
+                    "route {self}: gateway '{via}' is a multicast address; a gateway is one neighbour's unicast address"
+                )));
+            }
             if via.is_ipv6() != self.is_ipv6() {
                 return Err(Error::Invalid(format!(
                     "route {self}: gateway '{via}' is an {} address but the destination is {}",
@@ -486,6 +500,21 @@ pub async fn list(t: &Target) -> Result<Vec<RouteState>> {
         }
     }
     Ok(out)
+}
+
+/// The routes through link `ifindex` that the kernel flushes when the link
+/// goes down and does not bring back when it comes up again: every route
+/// whose outgoing device is the link, except the ones the kernel itself
+/// made for the link's addresses (protocol "kernel"), which return with
+/// the addresses. Saved before a link is set down, so that putting it back
+/// up (an undo, a `plug`) can restore them.
+pub async fn flushed_by_down(t: &Target, ifindex: u32) -> Result<Vec<RouteRequest>> {
+    Ok(list(t)
+        .await?
+        .into_iter()
+        .filter(|r| r.oif == Some(ifindex) && r.protocol != "kernel")
+        .map(|r| r.as_request())
+        .collect())
 }
 
 /// The route `ip route replace` would overwrite for `route`: same

@@ -42,6 +42,16 @@ use crate::error::{Error, Result};
 /// The action cookie that marks the filters koko installed.
 pub const KOKO_COOKIE: &[u8] = b"koko-mirror";
 
+/// The cookie of a koko mirror filter on a clsact qdisc that koko itself
+/// added. The kernel keeps no record of who added a qdisc, so koko writes
+/// it into its own filters: while one of them carries this cookie, the
+/// clsact is koko's and goes when the last filter on it goes; without it
+/// the clsact is somebody else's (a user's own, empty one, say) and stays.
+/// A later mirror on a koko-made clsact inherits the mark, so it survives
+/// the removal of the first mirror. (A cookie is at most 16 bytes,
+/// TC_COOKIE_MAX_SIZE: a longer one is refused with ERANGE.)
+pub const KOKO_COOKIE_OWNS_QDISC: &[u8] = b"koko-mirror/own";
+
 /// ETH_P_ALL in network byte order, as tcm_info's protocol wants it.
 pub const PROTOCOL_ALL: u16 = 0x0003u16.to_be();
 
@@ -139,13 +149,20 @@ pub(in crate::net) fn clsact_request(ifindex: u32) -> TcMessage {
 }
 
 /// RTM_NEWTFILTER: on `src_index`'s `hook`, match every packet and mirror a
-/// copy out of `target_index`, marked with koko's cookie.
+/// copy out of `target_index`, marked with koko's cookie (the one that
+/// also says "koko added this clsact" when `owns_qdisc`).
 pub(in crate::net) fn mirror_filter_request(
     src_index: u32,
     hook: Hook,
     target_index: u32,
+    owns_qdisc: bool,
 ) -> TcMessage {
-    mirred_filter_request(src_index, hook, 0, target_index, false, KOKO_COOKIE)
+    let cookie = if owns_qdisc {
+        KOKO_COOKIE_OWNS_QDISC
+    } else {
+        KOKO_COOKIE
+    };
+    mirred_filter_request(src_index, hook, 0, target_index, false, cookie)
 }
 
 /// RTM_NEWTFILTER: on `src_index`'s `hook`, at priority `prio` (0: the
@@ -264,10 +281,16 @@ impl FilterEntry {
     pub fn is_kokos_mirror_to(&self, target: u32) -> bool {
         self.kind == "u32"
             && !self.mirreds.is_empty()
-            && self
-                .mirreds
-                .iter()
-                .all(|(c, t)| c.as_deref() == Some(KOKO_COOKIE) && *t == target)
+            && self.mirreds.iter().all(|(c, t)| {
+                matches!(c.as_deref(), Some(KOKO_COOKIE | KOKO_COOKIE_OWNS_QDISC)) && *t == target
+            })
+    }
+
+    /// Does this filter say that koko added the clsact it sits on?
+    pub fn marks_kokos_qdisc(&self) -> bool {
+        self.mirreds
+            .iter()
+            .any(|(c, _)| c.as_deref() == Some(KOKO_COOKIE_OWNS_QDISC))
     }
 }
 
@@ -436,8 +459,24 @@ pub async fn ensure_clsact(t: &Target, source: &str, ifindex: u32, dir: MirrorDi
     }
 }
 
+/// Is the clsact qdisc of `ifindex` koko's? True while one of koko's
+/// mirror filters on it carries [`KOKO_COOKIE_OWNS_QDISC`].
+pub async fn clsact_is_kokos(t: &Target, ifindex: u32) -> Result<bool> {
+    for hook in Hook::ALL {
+        if filters(t, ifindex, hook)
+            .await?
+            .iter()
+            .any(FilterEntry::marks_kokos_qdisc)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Install koko's mirror filters on `source` (ifindex `src_index`) for
-/// `dir`, copying to `target_index`. The clsact qdisc must exist.
+/// `dir`, copying to `target_index`. The clsact qdisc must exist;
+/// `owns_qdisc` says koko added it (see [`KOKO_COOKIE_OWNS_QDISC`]).
 pub async fn add_mirror_filters(
     t: &Target,
     source: &str,
@@ -445,11 +484,12 @@ pub async fn add_mirror_filters(
     dir: MirrorDir,
     target: &str,
     target_index: u32,
+    owns_qdisc: bool,
 ) -> Result<()> {
     for hook in dir.hooks() {
         add_filter(
             t,
-            mirror_filter_request(src_index, hook, target_index),
+            mirror_filter_request(src_index, hook, target_index, owns_qdisc),
             || {
                 format!(
                     "mirroring {} traffic of '{source}' to '{target}' in {}",
@@ -471,6 +511,9 @@ pub enum QdiscPolicy {
     Keep,
     /// Remove it if no filter is left on either hook.
     RemoveIfEmpty,
+    /// Remove it if no filter is left and koko's filters said it was
+    /// koko's (see [`KOKO_COOKIE_OWNS_QDISC`]); a user's clsact stays.
+    IfKokos,
 }
 
 /// Remove koko's mirror filters on link `src_index` that send to
@@ -487,6 +530,7 @@ pub async fn remove_mirror_filters(
     // of the SAME priority (measured on 6.18). Deleting a priority whole on
     // one hook removes only that hook's filter; the other hook's is removed
     // on its own turn.
+    let kokos = qdisc == QdiscPolicy::IfKokos && clsact_is_kokos(t, src_index).await?;
     let mut removed = 0;
     for hook in Hook::ALL {
         let entries = filters(t, src_index, hook).await?;
@@ -535,7 +579,7 @@ pub async fn remove_mirror_filters(
             removed += 1;
         }
     }
-    if qdisc == QdiscPolicy::RemoveIfEmpty {
+    if qdisc == QdiscPolicy::RemoveIfEmpty || kokos {
         let mut empty = true;
         for hook in Hook::ALL {
             empty &= filters(t, src_index, hook).await?.is_empty();
@@ -563,9 +607,9 @@ pub async fn add_clsact(t: &Target, link: &str, ifindex: u32) -> Result<bool> {
 
 /// Remove, from every link of the namespace, koko's mirror filters that send
 /// to `target_index` (used before deleting that link). A clsact qdisc left
-/// empty by this is removed too: the filters were koko's, and an empty clsact
-/// on a link that had koko's mirror is taken to be koko's (the kernel keeps
-/// no record of who added a qdisc).
+/// empty by this is removed too if koko added it (its filters say so, see
+/// [`KOKO_COOKIE_OWNS_QDISC`]); a clsact the user had before stays, empty
+/// or not.
 pub async fn remove_mirrors_to(t: &Target, target_index: u32) -> Result<usize> {
     let mut removed = 0;
     for l in link::list(t).await? {
@@ -581,7 +625,7 @@ pub async fn remove_mirrors_to(t: &Target, target_index: u32) -> Result<usize> {
         }
         if ours {
             removed +=
-                remove_mirror_filters(t, l.index, target_index, QdiscPolicy::RemoveIfEmpty).await?;
+                remove_mirror_filters(t, l.index, target_index, QdiscPolicy::IfKokos).await?;
         }
     }
     Ok(removed)
@@ -593,8 +637,26 @@ mod tests {
     use netlink_packet_core::Emitable;
 
     #[test]
+    fn cookies_fit_the_kernels_limit_and_say_who_owns_the_qdisc() {
+        const TC_COOKIE_MAX_SIZE: usize = 16;
+        for cookie in [KOKO_COOKIE, KOKO_COOKIE_OWNS_QDISC] {
+            assert!(cookie.len() <= TC_COOKIE_MAX_SIZE, "{cookie:?}");
+        }
+        let owned = FilterEntry::from_message(
+            Hook::Ingress,
+            &mirror_filter_request(5, Hook::Ingress, 9, true),
+        );
+        assert!(owned.is_kokos_mirror_to(9) && owned.marks_kokos_qdisc());
+        let plain = FilterEntry::from_message(
+            Hook::Ingress,
+            &mirror_filter_request(5, Hook::Ingress, 9, false),
+        );
+        assert!(plain.is_kokos_mirror_to(9) && !plain.marks_kokos_qdisc());
+    }
+
+    #[test]
     fn protocol_all_is_in_network_byte_order() {
-        let msg = mirror_filter_request(5, Hook::Ingress, 9);
+        let msg = mirror_filter_request(5, Hook::Ingress, 9, false);
         let mut buf = vec![0u8; msg.buffer_len()];
         msg.emit(&mut buf);
         // tcmsg: family(1) pad(3) ifindex(4) handle(4) parent(4) info(4);
@@ -612,7 +674,9 @@ mod tests {
             }
         );
         assert_eq!(
-            mirror_filter_request(5, Hook::Egress, 9).header.parent,
+            mirror_filter_request(5, Hook::Egress, 9, false)
+                .header
+                .parent,
             TcHandle {
                 major: 0xffff,
                 minor: 0xfff3
@@ -622,7 +686,7 @@ mod tests {
 
     #[test]
     fn filter_matches_everything_and_mirrors_with_koko_cookie() {
-        let msg = mirror_filter_request(5, Hook::Egress, 9);
+        let msg = mirror_filter_request(5, Hook::Egress, 9, false);
         assert!(msg.attributes.contains(&TcAttribute::Kind("u32".into())));
         let opts = msg
             .attributes
@@ -659,7 +723,7 @@ mod tests {
 
     #[test]
     fn a_users_mirror_without_the_cookie_is_not_kokos() {
-        let mut msg = mirror_filter_request(5, Hook::Ingress, 9);
+        let mut msg = mirror_filter_request(5, Hook::Ingress, 9, false);
         for a in &mut msg.attributes {
             if let TcAttribute::Options(opts) = a {
                 for o in opts {

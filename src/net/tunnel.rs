@@ -29,8 +29,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVlan, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
-    MacVlanMode as KernelMacvlanMode,
+    InfoData, InfoKind, InfoMacVlan, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkLayerType, LinkMessage, MacVlanMode as KernelMacvlanMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
@@ -183,6 +183,12 @@ impl TunnelKind {
                     return Err(Error::Invalid(
                         "vxlan port 0 is not a UDP port (1 to 65535)".into(),
                     ));
+                }
+                if v.remote.is_unspecified() {
+                    return Err(Error::Invalid(format!(
+                        "vxlan remote {} is the unspecified address: the vxlan would send nowhere",
+                        v.remote
+                    )));
                 }
                 if let Some(m) = v.mtu {
                     link::check_mtu(m)?;
@@ -337,8 +343,77 @@ pub async fn create(
             cause: format!("the MTU is larger than the parent '{parent}' allows with the vxlan header (EINVAL)"),
             errno: Some(errno),
         },
+        Errno::EINVAL | Errno::EBUSY if matches!(kind, TunnelKind::Macvlan { .. }) => {
+            let (flags, link_type) = match parent_header(parent_t, parent_link.index).await {
+                Some(h) => h,
+                None => (LinkFlags::empty(), LinkLayerType::Ether),
+            };
+            Error::Kernel {
+                what,
+                cause: explain_macvlan(parent, kind, errno, flags, link_type),
+                errno: Some(errno),
+            }
+        }
         _ => Error::kernel(what, errno),
     })
+}
+
+/// The flags and link-layer type of link `index` (what `LinkState` does not
+/// keep), to explain a refusal; None if it cannot be read.
+async fn parent_header(t: &Target, index: u32) -> Option<(LinkFlags, LinkLayerType)> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    let answers = t
+        .socket
+        .request(RouteNetlinkMessage::GetLink(msg), 0)
+        .await
+        .ok()?;
+    answers.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some((l.header.flags, l.header.link_layer_type)),
+        _ => None,
+    })
+}
+
+/// Why the kernel refused a macvlan, in words. It answers a bare EINVAL or
+/// EBUSY for each of these (drivers/net/macvlan.c):
+///
+/// - the parent is not an Ethernet device, or is a loopback (`lo`);
+/// - a passthru macvlan must be the only macvlan on its parent: asking for
+///   one where macvlans exist, or for any macvlan where a passthru one is;
+/// - EBUSY: the parent already belongs to another upper device (a bridge
+///   or bond port, an ipvlan parent): one receive handler per device.
+pub(in crate::net) fn explain_macvlan(
+    parent: &str,
+    kind: &TunnelKind,
+    errno: Errno,
+    flags: LinkFlags,
+    link_type: LinkLayerType,
+) -> String {
+    if flags.contains(LinkFlags::Loopback) || link_type == LinkLayerType::Loopback {
+        return format!(
+            "'{parent}' is a loopback device, and a macvlan needs an Ethernet parent ({errno})"
+        );
+    }
+    if link_type != LinkLayerType::Ether {
+        return format!(
+            "'{parent}' is not an Ethernet device (link type {link_type:?}), and a macvlan needs one ({errno})"
+        );
+    }
+    if errno == Errno::EBUSY {
+        return format!(
+            "'{parent}' already belongs to another upper device (a bridge or bond port, an ipvlan parent) and cannot also carry macvlans ({errno})"
+        );
+    }
+    match kind {
+        TunnelKind::Macvlan {
+            mode: MacvlanMode::Passthru,
+        } => format!(
+            "a passthru macvlan must be its parent's only macvlan, and '{parent}' already has macvlans (in this or another namespace) ({errno})"
+        ),
+        _ => format!(
+            "'{parent}' already carries a passthru macvlan, which must be the only macvlan on it ({errno})"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +551,40 @@ mod tests {
             e.to_string().contains("'fancy'") && e.to_string().contains(MacvlanMode::NAMES),
             "{e}"
         );
+    }
+
+    #[test]
+    fn macvlan_refusals_are_explained() {
+        let ether = (LinkFlags::Up, LinkLayerType::Ether);
+        let passthru = TunnelKind::Macvlan {
+            mode: MacvlanMode::Passthru,
+        };
+        let bridge = TunnelKind::Macvlan {
+            mode: MacvlanMode::Bridge,
+        };
+        let lo = explain_macvlan(
+            "lo",
+            &bridge,
+            Errno::EINVAL,
+            LinkFlags::Loopback,
+            LinkLayerType::Loopback,
+        );
+        assert!(lo.contains("loopback"), "{lo}");
+        let second = explain_macvlan("eth1", &passthru, Errno::EINVAL, ether.0, ether.1);
+        assert!(second.contains("only macvlan"), "{second}");
+        assert!(second.contains("already has macvlans"), "{second}");
+        let after = explain_macvlan("eth1", &bridge, Errno::EINVAL, ether.0, ether.1);
+        assert!(after.contains("already carries a passthru"), "{after}");
+        let busy = explain_macvlan("eth1", &bridge, Errno::EBUSY, ether.0, ether.1);
+        assert!(busy.contains("another upper device"), "{busy}");
+        let tun = explain_macvlan(
+            "tun0",
+            &bridge,
+            Errno::EINVAL,
+            LinkFlags::Up,
+            LinkLayerType::None,
+        );
+        assert!(tun.contains("not an Ethernet device"), "{tun}");
     }
 
     #[test]

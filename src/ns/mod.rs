@@ -134,6 +134,8 @@ impl Namespace {
     pub fn netns(name: &str) -> Result<Namespace> {
         named::validate_name(name)?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
+        // Another process may be half-way through making (or removing) it.
+        named::await_mount(&path);
         let id = identify(&path).map_err(|cause| {
             Error::namespace_not_found(
                 Object::netns(name),
@@ -167,6 +169,7 @@ impl Namespace {
 
     /// A namespace file given by path (an nsfs magic link or bind mount).
     pub fn path(path: &Path) -> Result<Namespace> {
+        named::await_mount(path);
         let id = identify(path).map_err(|cause| {
             Error::namespace_not_found(
                 Object::new("path", path.display().to_string()),

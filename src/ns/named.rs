@@ -25,14 +25,65 @@ use nix::sched::{unshare, CloneFlags};
 use super::{Namespace, NETNS_RUN_DIR};
 use crate::error::{Error, Object, Result};
 
-/// Check a name `ip netns` would accept: a single path component.
+/// The longest file name the kernel takes (NAME_MAX), so the longest netns
+/// name: `ip netns add` refuses longer ones up front too.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Check a name `ip netns` would accept: a single path component of at most
+/// [`MAX_NAME_LEN`] bytes. (A name starting with '-' is a valid file name;
+/// the command line decides whether a word is a flag.)
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Error::Invalid(format!(
             "'{name}' is not a valid netns name (it must be a single file name: no '/', not empty, not '.' or '..')"
         )));
     }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::Invalid(format!(
+            "netns name '{name}' is {} bytes long; a file name (and so a netns name) has at most {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
     Ok(())
+}
+
+/// How long a lookup waits for a namespace file that exists but is not
+/// mounted yet (see [`await_mount`]).
+pub const MOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wait (at most [`MOUNT_WAIT`], polling) while `path` looks like a named
+/// namespace in the middle of being made or removed by another process.
+///
+/// `ip netns add` (and [`create`]) first creates an empty regular file, then
+/// bind-mounts the new namespace onto it; `ip netns del` unmounts, then
+/// removes the file. Between the two steps the file is an ordinary empty
+/// file, and a process that looks at that moment would call it "not a
+/// namespace file". So: while the path is an empty regular file that is not
+/// an nsfs mount, wait; return as soon as it is mounted, gone, or anything
+/// else. Nothing is opened (a FIFO at the path must not block us), and a
+/// non-empty file (`/etc/hostname`) is not waited on: no namespace is ever
+/// made on one.
+pub fn await_mount(path: &Path) {
+    let start = std::time::Instant::now();
+    while is_unmounted_placeholder(path) && start.elapsed() < MOUNT_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Is `path` an empty regular file with no nsfs mounted on it?
+fn is_unmounted_placeholder(path: &Path) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() || meta.len() != 0 {
+        return false;
+    }
+    // statfs names the file system of whatever is mounted at the path;
+    // it does not open the file.
+    match nix::sys::statfs::statfs(path) {
+        Ok(fs) => fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC,
+        Err(_) => false,
+    }
 }
 
 /// Create the named namespace `name`. Fails if it already exists.
@@ -63,15 +114,81 @@ pub fn create(name: &str) -> Result<Namespace> {
 }
 
 /// Return the named namespace `name`, creating it if it does not exist.
-/// The flag says whether it was created.
+/// The flag says whether it was created (by this call: the caller owns it).
+///
+/// Several processes may ensure the same name at once: a namespace that
+/// another one is still making is waited for (see [`await_mount`]), and a
+/// `create` that loses the race to another process (it exists now) looks
+/// again instead of failing.
 pub fn ensure(name: &str) -> Result<(Namespace, bool)> {
-    match Namespace::netns(name) {
-        Ok(ns) => Ok((ns, false)),
-        Err(e) if e.is_namespace_not_found() && !Path::new(NETNS_RUN_DIR).join(name).exists() => {
-            create(name).map(|ns| (ns, true))
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match Namespace::netns(name) {
+            Ok(ns) => return Ok((ns, false)),
+            Err(e) if e.is_namespace_not_found() && !path.exists() => match create(name) {
+                Ok(ns) => return Ok((ns, true)),
+                // Someone else made it between our look and our create.
+                Err(Error::Exists { .. }) if attempts < 5 => continue,
+                Err(e) => return Err(e),
+            },
+            // Someone else deleted it between our look and our open.
+            Err(e) if e.is_namespace_not_found() && attempts < 5 && !path.exists() => continue,
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+}
+
+/// Delete the named namespace `ns` only if its name still refers to that
+/// very namespace (same device and inode), never to one somebody else made
+/// under the same name since. Returns whether it was deleted; `Ok(false)`
+/// means the name is gone or now names another namespace, which is left
+/// alone.
+pub fn delete_same(ns: &Namespace) -> Result<bool> {
+    if !ns.exists() {
+        return Ok(false);
+    }
+    delete(ns.name())?;
+    Ok(true)
+}
+
+/// Create every namespace of `names`, all or nothing: every name is checked
+/// first (valid, not named twice), then they are made in order; if one
+/// cannot be (taken, refused), those this call made are deleted again, by
+/// identity ([`delete_same`]), so nothing is left and nobody else's
+/// namespace is touched. The error names the one that failed.
+pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
+    for name in names {
+        validate_name(name)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(Error::Invalid(format!(
+            "netns '{dup}' is named twice in one request"
+        )));
+    }
+    let mut made: Vec<Namespace> = Vec::with_capacity(names.len());
+    for name in names {
+        match create(name) {
+            Ok(ns) => made.push(ns),
+            Err(e) => {
+                for ns in made.iter().rev() {
+                    match delete_same(ns) {
+                        Ok(true) => eprintln!(
+                            "koko: deleted {ns} again (made by this request, which is all or nothing)"
+                        ),
+                        Ok(false) => eprintln!(
+                            "koko: {ns}, made by this request, was already gone or replaced by another: left alone"
+                        ),
+                        Err(undo) => eprintln!("koko: while rolling back: {undo}"),
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
 }
 
 /// Delete the named namespace `name` (like `ip netns del`).
@@ -262,4 +379,44 @@ pub fn create_many(
         return Err(e);
     }
     names.iter().map(|n| Namespace::netns(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_file_names_of_at_most_255_bytes() {
+        assert!(validate_name("client").is_ok());
+        assert!(validate_name("-dash").is_ok());
+        assert!(validate_name(&"n".repeat(255)).is_ok());
+        let e = validate_name(&"n".repeat(256)).unwrap_err().to_string();
+        assert!(e.contains("256 bytes") && e.contains("255"), "{e}");
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_empty_unmounted_regular_file_is_waited_for() {
+        let dir = std::env::temp_dir().join(format!("koko-named-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        fs::write(&empty, b"").unwrap();
+        let full = dir.join("full");
+        fs::write(&full, b"x").unwrap();
+        assert!(is_unmounted_placeholder(&empty));
+        assert!(!is_unmounted_placeholder(&full), "a non-empty file");
+        assert!(!is_unmounted_placeholder(&dir), "a directory");
+        assert!(!is_unmounted_placeholder(&dir.join("absent")), "nothing");
+        // /proc/self/ns/net is a namespace: never waited for.
+        assert!(!is_unmounted_placeholder(Path::new("/proc/self/ns/net")));
+        let start = std::time::Instant::now();
+        await_mount(&full);
+        assert!(start.elapsed() < MOUNT_WAIT);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -108,6 +108,10 @@ pub struct DeletedLink {
     pub namespace: String,
     pub kind: &'static str,
     pub link: String,
+    /// It was already gone when its turn came: it went with its veth peer,
+    /// deleted earlier in the same request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub with_peer: bool,
     /// The namespace in words ("netns 'a'"), for the text line.
     #[serde(skip)]
     pub place: String,
@@ -154,7 +158,16 @@ impl Report {
             Outcome::Delete(d) => d
                 .deleted
                 .iter()
-                .map(|l| format!("Delete link {} in {}...done", l.link, l.place))
+                .map(|l| {
+                    if l.with_peer {
+                        format!(
+                            "Delete link {} in {}...done (it went with its peer)",
+                            l.link, l.place
+                        )
+                    } else {
+                        format!("Delete link {} in {}...done", l.link, l.place)
+                    }
+                })
                 .collect(),
             Outcome::Koro(k) => vec![k.summary.clone()],
         }
@@ -316,15 +329,101 @@ fn tunnel_link(
     })
 }
 
+/// Add "nothing was done" to a "not found" error met while checking a
+/// multi-object request before acting: the user learns that the other
+/// objects are untouched too.
+pub fn nothing_done(e: Error, what: &str) -> Error {
+    match e {
+        Error::NotFound {
+            object,
+            place,
+            cause,
+        } => Error::NotFound {
+            object,
+            place,
+            cause: Some(match cause {
+                Some(c) => format!("{c}; {what}"),
+                None => what.to_string(),
+            }),
+        },
+        other => other,
+    }
+}
+
+/// Delete links, all or nothing as far as the kernel allows: every
+/// namespace and link is looked up first, and a missing one deletes
+/// nothing. Then they are deleted in order; one that is gone by its turn
+/// went with its veth peer (deleted just before) and is reported so. If the
+/// kernel refuses one half way, the error is preceded by what was deleted
+/// and what was not attempted (a deleted link cannot be brought back).
 fn delete(session: &Session, targets: &[(NsSpec, String)]) -> Result<DeleteReport> {
-    let mut deleted = Vec::new();
+    let several = targets.len() > 1;
+    let checked = |e: Error| {
+        if several {
+            nothing_done(e, "nothing was deleted")
+        } else {
+            e
+        }
+    };
+    let mut found: Vec<(Namespace, &String, u32)> = Vec::with_capacity(targets.len());
     for (spec, name) in targets {
-        let ns = session.resolve(spec)?;
-        connect::delete_link(session, &ns, name)?;
+        crate::net::link::validate_name(name)?;
+        let ns = session.resolve(spec).map_err(checked)?;
+        if found.iter().any(|(n, l, _)| *n == ns && *l == name) {
+            return Err(Error::Invalid(format!(
+                "link '{name}' in {ns} is named twice in one request"
+            )));
+        }
+        let t = session.target(&ns)?;
+        let state = session
+            .block_on(crate::net::link::get(&t, name))?
+            .ok_or_else(|| checked(Error::link_not_found(name.clone(), &ns)))?;
+        // A link without a kind (lo, a physical device) is one the kernel
+        // will not delete: say so now, before anything else goes.
+        if state.kind.is_none() {
+            return Err(Error::Kernel {
+                what: format!("deleting link '{name}' in {ns}"),
+                cause: format!(
+                    "it is {}, which cannot be deleted{}",
+                    if name == "lo" {
+                        "the loopback device"
+                    } else {
+                        "a device without a link kind (a physical device?)"
+                    },
+                    if several { "; nothing was deleted" } else { "" }
+                ),
+                errno: None,
+            });
+        }
+        found.push((ns, name, state.index));
+    }
+    let mut deleted: Vec<DeletedLink> = Vec::with_capacity(found.len());
+    for (i, (ns, name, index)) in found.iter().enumerate() {
+        let t = session.target(ns)?;
+        let now = session.block_on(crate::net::link::get(&t, name))?;
+        let with_peer = match now {
+            None => true,
+            Some(l) if l.index == *index => {
+                if let Err(e) = connect::delete_link(session, ns, name) {
+                    report_partial_delete(&deleted, &found[i + 1..]);
+                    return Err(e);
+                }
+                false
+            }
+            Some(_) => {
+                report_partial_delete(&deleted, &found[i + 1..]);
+                return Err(Error::Kernel {
+                    what: format!("deleting link '{name}' in {ns}"),
+                    cause: "the name now belongs to another link (made by someone else since koko looked); left alone".into(),
+                    errno: None,
+                });
+            }
+        };
         deleted.push(DeletedLink {
             namespace: ns.name().to_string(),
             kind: ns.kind().as_str(),
-            link: name.clone(),
+            link: name.to_string(),
+            with_peer,
             place: ns.to_string(),
         });
     }
@@ -332,6 +431,24 @@ fn delete(session: &Session, targets: &[(NsSpec, String)]) -> Result<DeleteRepor
         action: "delete",
         deleted,
     })
+}
+
+/// Say on stderr what a multi-link delete did before it failed.
+fn report_partial_delete(done: &[DeletedLink], rest: &[(Namespace, &String, u32)]) {
+    if !done.is_empty() {
+        let list: Vec<String> = done
+            .iter()
+            .map(|d| format!("'{}' in {}", d.link, d.place))
+            .collect();
+        eprintln!("koko: deleted before the failure: {}", list.join(", "));
+    }
+    if !rest.is_empty() {
+        let list: Vec<String> = rest
+            .iter()
+            .map(|(ns, name, _)| format!("'{name}' in {ns}"))
+            .collect();
+        eprintln!("koko: not attempted: {}", list.join(", "));
+    }
 }
 
 fn koro_command(
@@ -460,6 +577,7 @@ mod tests {
                 namespace: "a".into(),
                 kind: "netns",
                 link: "link1".into(),
+                with_peer: false,
                 place: "netns 'a'".into(),
             }],
         }));

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
-use crate::net::addr::parse_cidr;
+use crate::net::addr::{check_assignable, parse_cidr};
 use crate::net::link::{validate_name, MTU_RANGE};
 use crate::ns::{named, NsSpec};
 
@@ -299,6 +299,7 @@ fn lex_flag(flag: char, value: &str) -> Result<Opt> {
             return Err(usage(format!("-{flag} {value}: empty field")));
         } else {
             let net = parse_cidr(item).map_err(|e| usage(format!("-{flag} {value}: {e}")))?;
+            check_assignable(net).map_err(|e| usage(format!("-{flag} {value}: {e}")))?;
             endpoint.addrs.push(net);
         }
     }
@@ -381,12 +382,27 @@ fn parse_vxlan(flag: char, fields: &[&str]) -> Result<VxlanArg> {
         ttl: None,
         learning: true,
     };
+    let mut seen: Vec<&str> = Vec::new();
     for kv in &fields[3..] {
         let (key, val) = kv.split_once('=').ok_or_else(|| {
             usage(format!(
                 "-{flag}: '{kv}' is not KEY=VALUE (port=, mtu=, local=, ttl=, learning=)"
             ))
         })?;
+        // The original let the last one win; a key given twice is far more
+        // likely a mistake than a wish.
+        if seen.contains(&key) {
+            return Err(usage(format!(
+                "-{flag}: '{key}' is given twice ({}); give each option once",
+                fields[3..]
+                    .iter()
+                    .filter(|f| f.split_once('=').map(|(k, _)| k) == Some(key))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        seen.push(key);
         match key {
             "port" => {
                 vx.port = val.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -671,6 +687,21 @@ mod tests {
         assert!(err("-n a,v -V eth1,4095").contains("1 to 4094"));
         assert!(err("-n a,v -V eth1,0").contains("1 to 4094"));
         assert!(err("-n a,m -M eth1,fancy").contains("default, private, vepa, bridge, passthru"));
+        let Action::Tunnel {
+            tunnel: TunnelArg::Macvlan { mode, .. },
+            ..
+        } = p("-n a,m -M eth1,BRIDGE").unwrap().action
+        else {
+            panic!()
+        };
+        assert_eq!(mode, MacvlanMode::Bridge);
+        let twice = err("-n a,vx0 -x eth1,10.1.1.1,1,port=4789,port=4790");
+        assert!(
+            twice.contains("'port' is given twice") && twice.contains("port=4789, port=4790"),
+            "{twice}"
+        );
+        assert!(err("-n a,vx0 -x eth1,10.1.1.1,1,learning=on,learning=off").contains("'learning'"));
+        assert!(err("-n a,l1,0.0.0.0/0 -n b,l2").contains("silently ignores"));
     }
 
     #[test]

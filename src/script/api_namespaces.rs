@@ -56,7 +56,17 @@ fn destroy(world: &SharedWorld, ns: &Namespace) -> R<()> {
         }
     }
     match ns.kind() {
-        NsKind::Netns => named::delete(ns.name()).map_err(fail),
+        // Only the very namespace this handle names: if its name now
+        // refers to another one (deleted and re-made by someone else), that
+        // one is not the script's to destroy.
+        NsKind::Netns => match named::delete_same(ns) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail(Error::namespace_not_found(
+                crate::error::Object::namespace(ns),
+                "is gone (its name is free or now names another namespace, which is left alone)",
+            ))),
+            Err(e) => Err(fail(e)),
+        },
         NsKind::Docker => world
             .borrow()
             .session

@@ -355,15 +355,21 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
     Ok(fired)
 }
 
-/// Is `name` in `ns` running (up with carrier) right now?
+/// Is `name` in `ns` running (up with carrier) right now? A link that does
+/// not exist is an error naming it: a hook on it could never fire (a typo
+/// in a failover drill must not wait silently for an event that cannot
+/// come).
 fn running(world: &SharedWorld, ns: &Namespace, name: &str) -> R<bool> {
     let w = world.borrow();
     let t = w.session.target(ns).map_err(fail)?;
-    Ok(w.session
-        .block_on(link::get(&t, name))
-        .map_err(fail)?
-        .map(|l| l.up && l.lower_up)
-        .unwrap_or(false))
+    match w.session.block_on(link::get(&t, name)).map_err(fail)? {
+        Some(l) => Ok(l.up && l.lower_up),
+        None => Err(fail(Error::NotFound {
+            object: crate::error::Object::link(name),
+            place: Some(ns.to_string()),
+            cause: Some("a link hook needs a link that exists (create it before the hook)".into()),
+        })),
+    }
 }
 
 fn add_link_hook(world: &SharedWorld, ns: &Namespace, name: &str, f: FnPtr, down: bool) -> R<()> {

@@ -17,6 +17,7 @@
 
 mod support;
 
+mod bad_inputs;
 mod cli_errors;
 mod cli_veth;
 mod docker;
@@ -25,6 +26,7 @@ mod impair;
 mod kernel_features;
 mod koro;
 mod monitor_flood;
+mod races;
 mod recovery;
 mod repl;
 mod scale;
@@ -33,4 +35,5 @@ mod script_options;
 mod scripts_examples;
 mod service_chain;
 mod signals;
+mod truth;
 mod tunnels;
