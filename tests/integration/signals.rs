@@ -576,7 +576,11 @@ fn sigterm_at_the_repl_prompt_on_a_terminal_undoes_the_session() {
     let marker = history.display().to_string();
     let koko = processes_with(&marker)
         .into_iter()
-        .find(|p| p.contains(&format!("{} repl", koko_bin().display())) && !p.contains("-qfec"))
+        // "PID: /path/koko repl ...", not the shell or `script` around it.
+        .find(|p| {
+            p.split_once(": ")
+                .is_some_and(|(_, cmd)| cmd.starts_with(&format!("{} repl", koko_bin().display())))
+        })
         .expect("koko's process");
     let pid: u32 = koko.split(':').next().unwrap().parse().unwrap();
     send(pid, "SIGTERM");
