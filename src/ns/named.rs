@@ -99,6 +99,19 @@ pub fn create(name: &str) -> Result<Namespace> {
     {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another process may be making it right now: give it the
+            // moment it needs, then tell a namespace from a leftover file.
+            await_mount(&path);
+            if is_unmounted_placeholder(&path) {
+                return Err(Error::Kernel {
+                    what,
+                    cause: format!(
+                        "{} exists but no namespace is mounted on it (left behind by an interrupted `ip netns add`?); `ip netns del {name}` removes it",
+                        path.display()
+                    ),
+                    errno: None,
+                });
+            }
             return Err(Error::Exists {
                 object: Object::netns(name),
                 place: None,

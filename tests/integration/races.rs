@@ -185,3 +185,17 @@ fn a_namespace_file_never_mounted_fails_after_a_bounded_wait() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(sb.link_names(Some("b")).is_empty());
 }
+
+#[test]
+fn adding_a_name_whose_file_was_left_unmounted_says_so() {
+    let sb = Sandbox::new();
+    sb.sh("touch /run/netns/stale");
+    sb.koko(&["netns", "add", "stale"]).fails(
+        1,
+        "/run/netns/stale exists but no namespace is mounted on it",
+    );
+    // ip netns del cleans it, then the name is free.
+    sb.sh("ip netns del stale");
+    sb.koko(&["netns", "add", "stale"]).ok();
+    sb.sh("ip netns exec stale true");
+}
