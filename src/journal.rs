@@ -1293,6 +1293,8 @@ mod tests {
                     up: Some(false),
                     mtu: Some(1400),
                 },
+                routes: vec![route.clone()],
+                addrs: vec!["2001:db8::1/64".parse().unwrap()],
             },
             Undo::RestoreTc {
                 ns: ns.clone(),
@@ -1312,6 +1314,7 @@ mod tests {
                 ns,
                 link: "l1".into(),
                 routes: vec![route],
+                addrs: vec!["2001:db8::1/64".parse().unwrap()],
             },
         ]
     }
