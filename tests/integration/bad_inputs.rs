@@ -313,7 +313,7 @@ fn oneshot_cases() -> Vec<Case> {
         line(
             "-A /run/netns,la",
             1,
-            &["/run/netns is not a namespace file"],
+            &["/run/netns", "is a directory, not a namespace file"],
         ),
         line(
             "-N a,la -C lo",
