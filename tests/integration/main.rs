@@ -19,6 +19,7 @@ mod support;
 
 mod cli_errors;
 mod cli_veth;
+mod cri;
 mod docker;
 mod failover;
 mod impair;
