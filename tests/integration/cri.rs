@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    all_ids, assert_pair, assert_tcp, cri_sandbox, cri_up, engine_sandbox, wait_for, Ctr, Pod,
-    Sandbox, CRI_ENDPOINT, TEARDOWN,
+    all_ids, assert_pair, assert_tcp, cri_sandbox, cri_up, engine_sandbox, wait_for, Ctr,
+    OldRuntime, Pod, Sandbox, CRI_ENDPOINT, TEARDOWN,
 };
 
 /// koko with the test runtime named by `CONTAINER_RUNTIME_ENDPOINT`.
@@ -107,6 +107,35 @@ fn cri_container_to_another_pod_with_cri_socket_flag() {
     .ok();
     assert_eq!(links_besides_lo(&sb, &a), Vec::<String>::new());
     assert_eq!(links_besides_lo(&sb, &b), Vec::<String>::new());
+}
+
+/// A runtime that speaks only `runtime.v1alpha2` (containerd before 1.7):
+/// koko's `runtime.v1` handshake is refused, it falls back, and the pod is
+/// wired through v1alpha2 calls.
+#[test]
+fn older_runtime_is_spoken_to_in_v1alpha2() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    sb.netns_add(&["ns2"]);
+    let old = OldRuntime::start();
+    let pod = Pod::new("old");
+    let socket = old.socket.display().to_string();
+    sb.koko(&[
+        "--cri-socket",
+        &socket,
+        "-e",
+        &format!("{},link1,10.25.0.1/24", &pod.id[..12]),
+        "-n",
+        "ns2,link2,10.25.0.2/24",
+    ])
+    .ok();
+    assert!(old.calls() > 0, "no v1alpha2 call reached the old runtime");
+    assert_pair(
+        &sb.link(&pod, "link1").expect("link1 in the pod"),
+        &sb.link(Some("ns2"), "link2").expect("link2 in ns2"),
+    );
+    assert_tcp(pod.ns_path(), sb.netns_path("ns2"), "10.25.0.1:8080");
 }
 
 /// A CRI pod and a Docker container on one veth: TCP both ways.
