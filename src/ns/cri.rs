@@ -176,6 +176,8 @@ struct Listed {
     id: String,
     kind: Kind,
     name: String,
+    /// The pod sandbox (its own id for a sandbox).
+    sandbox_id: String,
 }
 
 /// A container or sandbox's status, reduced to what koko needs.
@@ -412,18 +414,10 @@ impl Runtime {
                 )));
             }
         };
-        let sandbox_id = match one.kind {
-            Kind::Sandbox => one.id.clone(),
-            Kind::Container => self
-                .container_status(&one.id)
-                .await?
-                .sandbox_id
-                .unwrap_or_default(),
-        };
         Ok(Found {
             kind: one.kind.clone(),
             id: one.id.clone(),
-            sandbox_id,
+            sandbox_id: one.sandbox_id.clone(),
         })
     }
 
@@ -451,12 +445,15 @@ impl Runtime {
                 format!("is not running (state: {}); start it first", status.state),
             ));
         }
-        // A container's network is its pod's: ask the sandbox how it is set.
+        // A container's network is its pod's: ask the sandbox how it is set
+        // (the list names the pod; the verbose info does too).
+        let pod = match status.sandbox_id.as_deref() {
+            Some(id) if found.sandbox_id.is_empty() => id.to_string(),
+            _ => found.sandbox_id.clone(),
+        };
         let sandbox = match found.kind {
             Kind::Sandbox => status.clone(),
-            Kind::Container if !found.sandbox_id.is_empty() => {
-                self.sandbox_status(&found.sandbox_id).await?
-            }
+            Kind::Container if !pod.is_empty() => self.sandbox_status(&pod).await?,
             Kind::Container => Status::default(),
         };
         if sandbox.host_network {
@@ -537,6 +534,7 @@ impl Runtime {
             let mut all: Vec<Listed> = pods
                 .into_iter()
                 .map(|p| Listed {
+                    sandbox_id: p.id.clone(),
                     id: p.id,
                     kind: Kind::Sandbox,
                     name: p.metadata.map(|m| m.name).unwrap_or_default(),
@@ -546,6 +544,7 @@ impl Runtime {
                 id: c.id,
                 kind: Kind::Container,
                 name: c.metadata.map(|m| m.name).unwrap_or_default(),
+                sandbox_id: c.pod_sandbox_id,
             }));
             Ok(all)
         })
