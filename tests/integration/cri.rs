@@ -138,6 +138,35 @@ fn older_runtime_is_spoken_to_in_v1alpha2() {
     assert_tcp(pod.ns_path(), sb.netns_path("ns2"), "10.25.0.1:8080");
 }
 
+/// Without `--cri-socket` or `CONTAINER_RUNTIME_ENDPOINT`, koko finds the
+/// runtime at the default socket, /run/containerd/containerd.sock. Inside
+/// the sandbox's own mount namespace, a tmpfs hides the machine's
+/// /run/containerd and the test runtime's socket is bound there.
+#[test]
+fn default_socket_is_found_without_configuration() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    sb.netns_add(&["ns2"]);
+    // The mount point; containerd makes it anyway (its runc state lives there).
+    std::fs::create_dir_all("/run/containerd").unwrap();
+    sb.sh(&format!(
+        "mount -t tmpfs koko-test /run/containerd && touch /run/containerd/containerd.sock \
+         && mount --bind {} /run/containerd/containerd.sock",
+        crate::support::CRI_SOCK
+    ));
+    let pod = Pod::new("default");
+    sb.koko_env(
+        &[("CONTAINER_RUNTIME_ENDPOINT", "")],
+        &["-e", &format!("{},link1", pod.id), "-n", "ns2,link2"],
+    )
+    .ok();
+    assert_pair(
+        &sb.link(&pod, "link1").expect("link1 in the pod"),
+        &sb.link(Some("ns2"), "link2").expect("link2 in ns2"),
+    );
+}
+
 /// A CRI pod and a Docker container on one veth: TCP both ways.
 #[test]
 fn cri_pod_to_docker_container() {
