@@ -23,6 +23,7 @@ Usage:
 
 TARGET:
   docker NAME      a Docker (or Podman) container, by name or id
+  cri ID           a CRI (containerd, CRI-O) container or pod sandbox, by id or unique prefix
   netns PATH       a namespace file, e.g. /run/netns/blue or /proc/42/ns/net
   ipnetns NAME     an `ip netns` namespace (/run/netns/NAME)
   pid PID          the network namespace of process PID

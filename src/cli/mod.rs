@@ -42,7 +42,7 @@ ENDPOINT:
   -p PID,LINK[,ITEM...]         the network namespace of process PID
   -a PATH,LINK[,ITEM...]        a namespace file, e.g. /proc/1/ns/net
   -c LINK[,ITEM...]             koko's own namespace
-  -e CONTAINER,LINK[,ITEM...]   CRI-O container (not supported yet)
+  -e ID,LINK[,ITEM...]          CRI (containerd, CRI-O) container or pod sandbox, by id or unique prefix
 DELETE: the same flags in upper case with NS,LINK: -D -N -P -A -C -E
 ITEM:   ADDR/PREFIX (IPv4 or IPv6, any number) | mirror:DIR:IFACE | mirror:DIR,IFACE
         DIR := ingress | egress | both   (copy IFACE's traffic out through LINK)
@@ -52,6 +52,9 @@ to use a parent there. vxlan defaults: port 4789, learning on, MTU from the pare
 Options:
   --mtu N   MTU of a new veth pair (default 1500)
   --json    print a machine-readable result
+  --cri-socket unix:///PATH   the CRI runtime for -e/-E, `cri ID` and scripts' cri()
+            (default: $CONTAINER_RUNTIME_ENDPOINT, else the first that answers of
+            /run/containerd/containerd.sock and /var/run/crio/crio.sock)
 
 Examples:
   koko -n testns1,link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24
@@ -67,6 +70,10 @@ Exit status: 0 done; 1 the request could not be carried out; 2 the request is wr
 
 /// Run koko with `args` (including the program name); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    let args = match take_cri_socket(args) {
+        Ok(args) => args,
+        Err(e) => return finish(Err(e), false),
+    };
     let rest = &args[1.min(args.len())..];
     let invoked_as = args
         .first()
@@ -84,6 +91,32 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("undo") => runs::undo_main(&rest[1..]),
         _ => oneshot_main(rest),
     }
+}
+
+/// `--cri-socket PATH` (or `=PATH`) is global: it applies to every face
+/// (one-shot, `ip`/koro, `run`, `repl`), so it is taken out of the words
+/// before they are dispatched. Words after `--` belong to a script.
+fn take_cri_socket(args: Vec<String>) -> Result<Vec<String>> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut words = args.into_iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            kept.push(word);
+            kept.extend(words.by_ref());
+            break;
+        }
+        if word == "--cri-socket" {
+            let value = words.next().ok_or_else(|| {
+                Error::Invalid("--cri-socket needs a value (unix:///path/to/socket)".into())
+            })?;
+            ns::cri::set_socket(&value)?;
+        } else if let Some(value) = word.strip_prefix("--cri-socket=") {
+            ns::cri::set_socket(value)?;
+        } else {
+            kept.push(word);
+        }
+    }
+    Ok(kept)
 }
 
 fn oneshot_main(args: &[String]) -> i32 {

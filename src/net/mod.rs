@@ -40,6 +40,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+use crate::ns::cri::Runtime as CriRuntime;
 use crate::ns::docker::Engine;
 use crate::ns::{with_netns, Namespace, NsId, NsSpec};
 
@@ -134,6 +135,8 @@ pub struct Session {
     sockets: RefCell<HashMap<NsId, OpenSocket>>,
     /// The container engine's client, connected on first use.
     engine: RefCell<Option<Rc<Engine>>>,
+    /// The CRI runtime's client, connected on first use.
+    cri: RefCell<Option<Rc<CriRuntime>>>,
 }
 
 impl Session {
@@ -146,6 +149,7 @@ impl Session {
             runtime,
             sockets: RefCell::new(HashMap::new()),
             engine: RefCell::new(None),
+            cri: RefCell::new(None),
         })
     }
 
@@ -161,13 +165,36 @@ impl Session {
         Ok(engine)
     }
 
+    /// The CRI runtime's client (containerd, CRI-O): connected and its API
+    /// version negotiated the first time a run needs it, then reused. A
+    /// failed connection is not kept.
+    pub fn cri(&self, for_id: &str) -> Result<Rc<CriRuntime>> {
+        if let Some(cri) = self.cri.borrow().as_ref() {
+            return Ok(cri.clone());
+        }
+        let cri = Rc::new(self.block_on(CriRuntime::connect(for_id))?);
+        *self.cri.borrow_mut() = Some(cri.clone());
+        Ok(cri)
+    }
+
+    /// Stop the pod a CRI id belongs to, through the runtime.
+    pub fn stop_cri_pod(&self, id: &str) -> Result<()> {
+        let cri = self.cri(id)?;
+        self.block_on(cri.stop_pod(id))
+    }
+
     /// Resolve a namespace spec; containers are looked up through the
-    /// session's engine client.
+    /// session's engine client, CRI ids through its CRI client.
     pub fn resolve(&self, spec: &NsSpec) -> Result<Namespace> {
         match spec {
             NsSpec::Docker(name) => {
                 let engine = self.engine(name)?;
                 self.block_on_interruptible(engine.resolve(name))
+            }
+            NsSpec::Cri(id) => {
+                crate::ns::cri::validate_id(id)?;
+                let cri = self.cri(id)?;
+                self.block_on(cri.resolve(id))
             }
             other => Namespace::resolve(other),
         }

@@ -22,6 +22,7 @@
 //! home again (on `?` and on panic). A netlink socket stays bound to the
 //! namespace it was created in, so everything after that runs at home.
 
+pub mod cri;
 pub mod docker;
 pub mod named;
 
@@ -52,7 +53,8 @@ pub enum NsSpec {
     Current,
     /// A Docker (or Podman) container, by name or id.
     Docker(String),
-    /// A CRI (CRI-O) container.
+    /// A CRI (containerd, CRI-O) container or pod sandbox, by id or unique
+    /// id prefix.
     Cri(String),
 }
 
@@ -64,7 +66,7 @@ impl fmt::Display for NsSpec {
             NsSpec::Path(path) => write!(f, "namespace file {}", path.display()),
             NsSpec::Current => write!(f, "koko's own namespace"),
             NsSpec::Docker(name) => write!(f, "container '{name}'"),
-            NsSpec::Cri(name) => write!(f, "CRI container '{name}'"),
+            NsSpec::Cri(name) => write!(f, "CRI id '{name}'"),
         }
     }
 }
@@ -78,6 +80,8 @@ pub enum NsKind {
     Path,
     Host,
     Docker,
+    /// A CRI container or pod sandbox (containerd, CRI-O).
+    Cri,
 }
 
 impl NsKind {
@@ -88,6 +92,7 @@ impl NsKind {
             NsKind::Path => "path",
             NsKind::Host => "host",
             NsKind::Docker => "docker",
+            NsKind::Cri => "cri",
         }
     }
 }
@@ -116,7 +121,8 @@ pub struct Namespace {
 
 impl Namespace {
     /// Look up a namespace the user named. Docker (and Podman) containers
-    /// are resolved through the engine ([`docker`]); CRI is not supported.
+    /// are resolved through the engine ([`docker`]), CRI ids through the
+    /// runtime ([`cri`]).
     pub fn resolve(spec: &NsSpec) -> Result<Namespace> {
         match spec {
             NsSpec::Netns(name) => Namespace::netns(name),
@@ -124,9 +130,7 @@ impl Namespace {
             NsSpec::Path(path) => Namespace::path(path),
             NsSpec::Current => Namespace::current(),
             NsSpec::Docker(name) => docker::resolve(name),
-            NsSpec::Cri(name) => Err(Error::NotSupported(format!(
-                "CRI container '{name}': CRI-O endpoints (-e/-E) are not supported yet"
-            ))),
+            NsSpec::Cri(id) => cri::resolve(id),
         }
     }
 
@@ -220,6 +224,16 @@ impl Namespace {
         })
     }
 
+    /// The same namespace under another kind and name (a container
+    /// runtime's namespace, found through its pid or path).
+    pub fn relabel(self, kind: NsKind, name: &str) -> Namespace {
+        Namespace {
+            kind,
+            name: name.to_string(),
+            ..self
+        }
+    }
+
     pub fn kind(&self) -> NsKind {
         self.kind
     }
@@ -232,7 +246,7 @@ impl Namespace {
     /// The process whose namespace this is (pid and container namespaces).
     pub fn process(&self) -> Option<u32> {
         match self.kind {
-            NsKind::Pid | NsKind::Docker => self
+            NsKind::Pid | NsKind::Docker | NsKind::Cri => self
                 .path
                 .strip_prefix("/proc")
                 .ok()?
@@ -307,6 +321,7 @@ impl fmt::Display for Namespace {
             NsKind::Path => write!(f, "namespace file {}", self.name),
             NsKind::Host => write!(f, "koko's own namespace"),
             NsKind::Docker => write!(f, "container '{}'", self.name),
+            NsKind::Cri => write!(f, "CRI container '{}'", self.name),
         }
     }
 }

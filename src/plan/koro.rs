@@ -1,7 +1,7 @@
 //! The koro grammar: `TARGET COMMAND...`, as the original koro took it and
 //! as `koko ip`, `koro` and scripts' `koro("...")` give it.
 //!
-//! TARGET names the namespace (`docker NAME`, `netns PATH`, `ipnetns NAME`,
+//! TARGET names the namespace (`docker NAME`, `cri ID`, `netns PATH`, `ipnetns NAME`,
 //! `pid PID`, `host`); COMMAND is the `ip`-style language of
 //! [`crate::ipcmd`]. [`parse`] checks both without looking anything up, so
 //! a usage error is found before the kernel or the engine is asked.
@@ -27,7 +27,7 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Request> {
 
 /// Parse `TARGET` at the start of `words`; returns the spec and the rest.
 pub fn parse_target(words: &[String]) -> Result<(NsSpec, &[String])> {
-    let usage = "docker NAME | netns PATH | ipnetns NAME | pid PID | host";
+    let usage = "docker NAME | cri ID | netns PATH | ipnetns NAME | pid PID | host";
     let Some(kind) = words.first() else {
         return Err(Error::Invalid(format!("missing TARGET ({usage})")));
     };
@@ -39,6 +39,7 @@ pub fn parse_target(words: &[String]) -> Result<(NsSpec, &[String])> {
         .ok_or_else(|| Error::Invalid(format!("target '{kind}' needs a value ({usage})")));
     let spec = match kind.as_str() {
         "docker" => NsSpec::Docker(value?.clone()),
+        "cri" => NsSpec::Cri(value?.clone()),
         "netns" => NsSpec::Path(value?.into()),
         "ipnetns" => NsSpec::Netns(value?.clone()),
         "pid" => {
@@ -79,6 +80,10 @@ mod tests {
             NsSpec::Path("/run/netns/a".into())
         );
         assert_eq!(parse_target(&words("pid 42 x")).unwrap().0, NsSpec::Pid(42));
+        assert_eq!(
+            parse_target(&words("cri 4f2a x")).unwrap().0,
+            NsSpec::Cri("4f2a".into())
+        );
         assert_eq!(parse_target(&words("host x")).unwrap().0, NsSpec::Current);
         for (bad, needle) in [
             ("pid abc x", "'abc'"),

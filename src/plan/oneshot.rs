@@ -11,8 +11,8 @@
 //! koko DELETE...                    delete links
 //! ENDPOINT := -d CONTAINER,LINK[,ITEM...] | -n NETNS,LINK[,ITEM...]
 //!           | -p PID,LINK[,ITEM...] | -a PATH,LINK[,ITEM...] | -c LINK[,ITEM...]
-//!           | -e CONTAINER,LINK[,ITEM...]
-//! DELETE   := -D CONTAINER,LINK | -N NETNS,LINK | -P PID,LINK | -A PATH,LINK | -C LINK | -E ...
+//!           | -e CRI_ID,LINK[,ITEM...]   (a CRI container or pod sandbox)
+//! DELETE   := -D CONTAINER,LINK | -N NETNS,LINK | -P PID,LINK | -A PATH,LINK | -C LINK | -E CRI_ID,LINK
 //! ITEM     := ADDR/PREFIX | mirror:DIR:IFACE | mirror:DIR,IFACE
 //! ```
 //!
@@ -197,8 +197,8 @@ fn flag_form(flag: char) -> &'static str {
         'P' => "-P PID,LINK",
         'a' => "-a PATH,LINK[,ADDR/PREFIX...]",
         'A' => "-A PATH,LINK",
-        'e' => "-e CONTAINER,LINK[,ADDR/PREFIX...]",
-        'E' => "-E CONTAINER,LINK",
+        'e' => "-e ID,LINK[,ADDR/PREFIX...]",
+        'E' => "-E ID,LINK",
         'x' | 'X' => "-x PARENT,REMOTE,VNI[,port=N][,mtu=N]",
         'V' => "-V PARENT,VID",
         'M' => "-M PARENT,MODE",

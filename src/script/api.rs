@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | [`api_namespaces`](super::api_namespaces) | `netns`, `docker`, `pid`, `host`; `ns.forwarding`, `ns.sysctl`, `ns.destroy` |
+//! | [`api_namespaces`](super::api_namespaces) | `netns`, `docker`, `cri`, `pid`, `host`; `ns.forwarding`, `ns.sysctl`, `ns.destroy` |
 //! | [`api_links`](super::api_links) | `veth`, `ns.link`, `ns.links`; a link's properties, state, MTU, addresses |
 //! | [`api_ip`](super::api_ip) | `ns.ip(...)`, `ns.route_add/del/replace`, `ns.routes`, `ns.addrs` |
 //! | [`api_probes`](super::api_probes) | `ns.ping`, `ns.tcp`, `ns.serve_http`, `ns.http_get`, `ns.exec` |

@@ -1,4 +1,4 @@
-//! Namespaces in scripts: `netns("a")`, `docker("web")`, `pid(1234)`,
+//! Namespaces in scripts: `netns("a")`, `docker("web")`, `cri("4f2a")`, `pid(1234)`,
 //! `host()`, and what can be done to one (`ns.forwarding(true)`,
 //! `ns.sysctl(...)`, `ns.destroy()`).
 //!
@@ -72,6 +72,9 @@ fn destroy(world: &SharedWorld, ns: &Namespace) -> R<()> {
             .session
             .kill_container(ns.name())
             .map_err(fail),
+        // A CRI namespace is its pod's: stopping the pod through the runtime
+        // is what takes it (and the links in it) away.
+        NsKind::Cri => world.borrow().session.stop_cri_pod(ns.name()).map_err(fail),
         kind => Err(fail(Error::NotSupported(format!(
             "destroy() works on netns namespaces and containers, not on a {} namespace ({ns})",
             kind.as_str(),
@@ -142,6 +145,20 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         }
     );
 
+    let w = world.clone();
+    sys!(
+        engine,
+        "cri",
+        /// a CRI (containerd, CRI-O) container's or pod sandbox's namespace, by id or unique prefix
+        move |id: &str| -> R<NsRef> {
+            w.borrow()
+                .session
+                .resolve(&NsSpec::Cri(id.to_string()))
+                .map(NsRef)
+                .map_err(fail)
+        }
+    );
+
     getter!(
         engine,
         "name",
@@ -151,7 +168,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     getter!(
         engine,
         "kind",
-        /// "netns" / "docker" / "pid" / "host" / "path"
+        /// "netns" / "docker" / "cri" / "pid" / "host" / "path"
         |ns: &mut NsRef| -> String { ns.0.kind().as_str().to_string() }
     );
     func!(
@@ -224,7 +241,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     sys!(
         engine,
         "destroy",
-        /// failure drill: delete a netns (it dies once nothing holds it) or kill a container
+        /// failure drill: delete a netns (it dies once nothing holds it), kill a container or stop a CRI pod
         move |ns: &mut NsRef| -> R<()> { destroy(&w, &ns.0) }
     );
 }

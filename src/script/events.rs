@@ -620,6 +620,30 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
     sys!(
         engine,
+        "on_container_exit",
+        /// run the hook when the namespace's container stops (e.g. `cri("4f2a")`, `docker("web")`)
+        move |ns: NsRef, f: FnPtr| -> R<()> {
+            let ns = ns.0;
+            if ns.process().is_none() {
+                return Err(fail(crate::error::Error::Invalid(format!(
+                    "on_container_exit: {ns} is not a container's namespace"
+                ))));
+            }
+            w.borrow_mut().events.watch_lifetime(&ns).map_err(fail)?;
+            add_hook(
+                &w,
+                HookKind::ContainerExit {
+                    name: ns.name().to_string(),
+                    ns,
+                },
+                f,
+            );
+            Ok(())
+        }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
         "watch",
         /// dispatch events for up to ms (or until stop_watch()); returns how many hooks ran; a failing hook ends the watch (and the run) with its error
         move |ctx: NativeCallContext, ms: i64| -> R<i64> { watch(&ctx, &w, ms, false) }

@@ -122,9 +122,9 @@ fn grammar_errors() {
     refused(&sb, &["-n"], 2, "needs a value");
     refused(
         &sb,
-        &["-e", "crio1,l1", "-n", "b,l2"],
+        &["-e", "../crio1,l1", "-n", "b,l2"],
         2,
-        "CRI-O endpoints (-e/-E) are not supported yet",
+        "is not a CRI container or pod sandbox id",
     );
     // Usage errors also say where to find help.
     sb.koko(&["-n", "a,l1"]).fails(2, "koko -h");

@@ -600,19 +600,6 @@ fn container_killed_between_lookup_and_link_creation() {
     assert!(sb.link_names(None).is_empty());
 }
 
-/// CRI-O (-e/-E) is not supported yet: a clear usage-class error, at once.
-#[test]
-fn cri_o_endpoints_are_not_supported_yet() {
-    let sb = Sandbox::new();
-    sb.netns_add(&["ns2"]);
-    let t = Instant::now();
-    sb.koko_line("-e crio1,link1,10.7.0.1/24 -n ns2,link2")
-        .fails(2, "CRI-O endpoints (-e/-E) are not supported yet");
-    sb.koko_line("-E crio1,link1").fails(2, "not supported yet");
-    assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(sb.link_names(Some("ns2")).is_empty());
-}
-
 // --- the koro `docker NAME` target --------------------------------------------
 
 /// The service-chaining post as written: koko links without addresses, koro

@@ -13,6 +13,9 @@
 //!   through koko's own report.
 //! - [`Ctr`] and [`engine_sandbox`] (engine.rs): Docker and Podman containers that
 //!   remove themselves, and the check that an engine is there.
+//! - [`Pod`] and [`cri_sandbox`] (cri.rs): CRI pod sandboxes and containers
+//!   made through the CRI API of the test containerd, removed on drop;
+//!   [`OldRuntime`] (cri_old.rs), a runtime that speaks only v1alpha2.
 //! - traffic.rs: TCP and UDP between namespaces the test created.
 //! - script.rs: `koko run` on the scripts under tests/scripts.
 //! - [`Run`], [`Tail`], [`wait_exit`] (process.rs): a finished command with
@@ -22,6 +25,8 @@
 //!   (a failure under CI, unless the kernel cannot do it at all) and waits on
 //!   observable conditions (never a fixed sleep as synchronisation).
 
+mod cri;
+mod cri_old;
 mod engine;
 mod process;
 mod sandbox;
@@ -29,6 +34,8 @@ pub mod script;
 pub mod traffic;
 mod wait;
 
+pub use cri::{all_ids, cri_sandbox, cri_up, Pod, CRI_ENDPOINT, CRI_SOCK};
+pub use cri_old::OldRuntime;
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
 pub use process::{wait_exit, Run, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
