@@ -269,3 +269,51 @@ fn runs_and_undo_usage() {
         .stdout_has("koko runs")
         .stdout_has("koko undo");
 }
+
+#[test]
+fn a_dead_runs_unsettled_intents_are_undone_only_when_marked() {
+    // A run that died between asking the kernel for a link and writing the
+    // step down leaves only an intent. Its journal is written here by hand
+    // (as koko writes it) for a run whose process is gone.
+    let sb = Sandbox::new();
+    sb.netns_add(&["ma"]);
+    let id = "999999999-1";
+    let mark = format!("koko:{id}");
+    sb.sh(&format!(
+        "ip -n ma link add m1 type veth peer name m1p && ip -n ma link set m1 alias {mark} \
+         && ip -n ma link add m2 type veth peer name m2p"
+    ));
+    let stat = sb.sh("stat -L -c '%d %i' /run/netns/ma");
+    let (dev, ino) = stat.trim().split_once(' ').unwrap();
+    let ns = format!(
+        r#"{{"kind":"netns","name":"ma","path":"/run/netns/ma","id":{{"dev":{dev},"ino":{ino}}}}}"#
+    );
+    let lines = [
+        format!(
+            r#"{{"run":{{"id":"{id}","pid":999999999,"start_time":1,"kind":"oneshot","command":["koko"],"started":0}}}}"#
+        ),
+        format!(r#"{{"intent":{{"seq":0,"make":{{"link":{{"ns":{ns},"name":"m1"}}}}}}}}"#),
+        format!(r#"{{"intent":{{"seq":1,"make":{{"link":{{"ns":{ns},"name":"m2"}}}}}}}}"#),
+        format!(r#"{{"intent":{{"seq":2,"make":{{"link":{{"ns":{ns},"name":"m3"}}}}}}}}"#),
+    ];
+    sb.sh(&format!(
+        "cat > /run/koko/{id}.journal <<'EOF'\n{}\nEOF",
+        lines.join("\n")
+    ));
+    assert_eq!(runs(&sb)[0]["alive"], false);
+    assert_eq!(runs(&sb)[0]["intents"], 3);
+    sb.koko(&["undo", "--dead"])
+        .ok()
+        .stdout_has("undone: link 'm1' in netns 'ma'")
+        .stdout_has("left alone: nothing says this run created it");
+    let names = sb.link_names(Place::Netns("ma".into()));
+    assert!(
+        !names.contains(&"m1".to_string()),
+        "the marked one goes: {names:?}"
+    );
+    assert!(
+        names.contains(&"m2".to_string()),
+        "the unmarked one stays: {names:?}"
+    );
+    assert_eq!(journal_files(&sb), Vec::<String>::new());
+}
