@@ -317,3 +317,40 @@ fn a_dead_runs_unsettled_intents_are_undone_only_when_marked() {
     );
     assert_eq!(journal_files(&sb), Vec::<String>::new());
 }
+
+#[test]
+fn links_made_in_bulk_and_macvlans_carry_the_runs_mark() {
+    let sb = Sandbox::new();
+    sb.sh("ip link add p0 type veth peer name p1");
+    sb.netns_add(&["ta"]);
+    sb.koko(&["-n", "ta,mv0", "-M", "p0,bridge"]).ok();
+    let mark = alias(&sb, "ta", "mv0").expect("the macvlan carries a mark");
+    assert!(mark.starts_with("koko:"), "{mark}");
+    // A chain (veth pairs made in bulk): both ends of every pair.
+    let file = write_script(
+        "recovery",
+        "chain.rhai",
+        r#"
+        import "chain" as chain;
+        chain::build(["c1", "c2", "c3"], #{routes: false});
+        let links = [];
+        for n in ["c1", "c2", "c3"] {
+            for l in netns(n).links() { links.push(l); }
+        }
+        print(links.len());
+        "#,
+    );
+    koko_run(&sb, &[file.to_str().unwrap(), "--keep"]).ok();
+    for ns in ["c1", "c2", "c3"] {
+        let links = sb.links(Place::Netns(ns.into()));
+        for l in &links {
+            let alias = l["ifalias"].as_str().unwrap_or("");
+            assert!(
+                alias.starts_with("koko:"),
+                "{} in {ns} has no mark: {l}",
+                l["ifname"]
+            );
+        }
+        assert!(links.len() >= 2, "{ns}: {links:?}");
+    }
+}
