@@ -299,7 +299,23 @@ pub fn veth_many(
     //    was for.
     let mut requests = Vec::new();
     let mut purposes: Vec<(String, Option<IpNet>)> = Vec::new();
+    let mark = journal.mark();
     for req in reqs {
+        if let Some(mark) = &mark {
+            // The first end got the run's mark with its creation; the peer
+            // gets it here, pipelined with the rest (see net::link).
+            requests.push(Request {
+                target: targets[&req.b.ns.id()].clone(),
+                op: Op::SetAlias {
+                    name: req.b.name.clone(),
+                    alias: mark.clone(),
+                },
+            });
+            purposes.push((
+                format!("marking '{}' in {} as koko's", req.b.name, req.b.ns),
+                None,
+            ));
+        }
         for end in [&req.a, &req.b] {
             let (ifindex, up) = lookup(end)?;
             let target = &targets[&end.ns.id()];

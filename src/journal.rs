@@ -36,7 +36,8 @@
 //! an intent. The **ownership marks** tell whether that object is the
 //! run's: every link created while a run's journal is on disk carries the
 //! alias `koko:RUNID` (set by [`crate::net::link`] right after the
-//! creation; for a veth pair made in bulk, the recorded first end), and
+//! creation; for a veth pair made in bulk, the recorded first end at once
+//! and its peer with the pipelined requests that follow), and
 //! every named namespace the run creates carries it on its `lo`
 //! ([`mark_netns`]). An intent whose object carries the run's mark is
 //! undone; anything else is left alone, and the undo says so. (A namespace

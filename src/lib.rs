@@ -15,6 +15,7 @@
 //! * [`chain`] — a chain of namespaces built in bulk
 //! * [`inspect`] — what a namespace holds (`koko show`)
 //! * [`journal`] — what a run created, and how to undo it
+//! * [`runs`] — the runs whose journal is on disk (/run/koko): alive or dead
 //! * [`probe`] — reachability and traffic checks inside a namespace
 //! * [`net`] — the only place netlink messages are built: links, addresses,
 //!   routes, tc, nsids, sysctls, batches, event sources

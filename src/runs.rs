@@ -11,8 +11,9 @@
 //! time (field 22 of `/proc/PID/stat`, in clock ticks since boot). A pid is
 //! reused once its process is gone, but never with the same start time, so
 //! the pair tells "this run is still going" from "another process got its
-//! pid". The run id is `PID-STARTTIME`: unique for the life of the machine's
-//! boot, which is as long as a record can exist.
+//! pid". The run id is `PID-STARTTIME` (`PID-STARTTIME-N` for a further
+//! run of one process): unique for the life of the machine's boot, which is
+//! as long as a record can exist.
 //!
 //! A run that ends normally removes its file (what it undid is gone, what it
 //! kept is the user's now, marks and all); a file that outlives its process
@@ -72,8 +73,16 @@ impl RunHeader {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        // A process normally has one run; a second one (a library user
+        // running several) gets a numbered id of its own.
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = match n {
+            0 => run_id(pid, start_time),
+            n => format!("{}-{n}", run_id(pid, start_time)),
+        };
         Ok(RunHeader {
-            id: run_id(pid, start_time),
+            id,
             pid,
             start_time,
             kind,
@@ -110,17 +119,14 @@ pub fn run_of_mark(alias: &str) -> Option<&str> {
     alias.strip_prefix("koko:")
 }
 
-/// Whether `id` has the shape of a run id (so it can be a file name).
+/// Whether `id` has the shape of a run id, `PID-STARTTIME` or
+/// `PID-STARTTIME-N` (so it can be a file name).
 pub fn valid_id(id: &str) -> bool {
-    match id.split_once('-') {
-        Some((pid, start)) => {
-            !pid.is_empty()
-                && !start.is_empty()
-                && pid.bytes().all(|b| b.is_ascii_digit())
-                && start.bytes().all(|b| b.is_ascii_digit())
-        }
-        None => false,
-    }
+    let parts: Vec<&str> = id.split('-').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The start time of process `pid` (clock ticks since boot), if it exists.
@@ -197,6 +203,9 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_a_changed_start_time_is_not() {
         let mut h = RunHeader::this_process(RunKind::Script).unwrap();
+        let other = RunHeader::this_process(RunKind::Script).unwrap();
+        assert_ne!(h.id, other.id, "two runs of one process have two ids");
+        assert!(valid_id(&other.id));
         assert!(h.alive());
         assert!(valid_id(&h.id));
         assert_eq!(run_of_mark(&h.mark()), Some(h.id.as_str()));
@@ -207,7 +216,8 @@ mod tests {
     #[test]
     fn run_ids_are_file_names() {
         assert!(valid_id("12-34"));
-        for bad in ["", "12", "-3", "3-", "1-2-3", "../1-2", "a-1"] {
+        assert!(valid_id("12-34-2"));
+        for bad in ["", "12", "-3", "3-", "1-2-3-4", "1--2", "../1-2", "a-1"] {
             assert!(!valid_id(bad), "{bad}");
         }
     }

@@ -1,6 +1,6 @@
 //! Every benchmark runs inside a private network + mount namespace of its
-//! own (with a tmpfs on /run/netns), so it never touches the machine's
-//! interfaces or its named namespaces.
+//! own (with a tmpfs on /run/netns and on /run/koko), so it never touches
+//! the machine's interfaces, its named namespaces or its runs' journals.
 
 use std::process::Command;
 
@@ -13,6 +13,7 @@ pub fn enter(args: &[String]) {
         return;
     }
     std::fs::create_dir_all("/run/netns").expect("mkdir /run/netns (run as root)");
+    std::fs::create_dir_all("/run/koko").expect("mkdir /run/koko (run as root)");
     let me = std::env::current_exe().unwrap();
     let status = Command::new("unshare")
         .args([
@@ -24,7 +25,7 @@ pub fn enter(args: &[String]) {
             "sh",
             "-c",
         ])
-        .arg("mount -t tmpfs koko-bench /run/netns && exec \"$0\" \"$@\"")
+        .arg("mount -t tmpfs koko-bench /run/netns && mount -t tmpfs -o mode=0700 koko-bench-runs /run/koko && exec \"$0\" \"$@\"")
         .arg(me)
         .args(args)
         .env(INNER, "1")

@@ -269,3 +269,88 @@ fn runs_and_undo_usage() {
         .stdout_has("koko runs")
         .stdout_has("koko undo");
 }
+
+#[test]
+fn a_dead_runs_unsettled_intents_are_undone_only_when_marked() {
+    // A run that died between asking the kernel for a link and writing the
+    // step down leaves only an intent. Its journal is written here by hand
+    // (as koko writes it) for a run whose process is gone.
+    let sb = Sandbox::new();
+    sb.netns_add(&["ma"]);
+    let id = "999999999-1";
+    let mark = format!("koko:{id}");
+    sb.sh(&format!(
+        "ip -n ma link add m1 type veth peer name m1p && ip -n ma link set m1 alias {mark} \
+         && ip -n ma link add m2 type veth peer name m2p"
+    ));
+    let stat = sb.sh("stat -L -c '%d %i' /run/netns/ma");
+    let (dev, ino) = stat.trim().split_once(' ').unwrap();
+    let ns = format!(
+        r#"{{"kind":"netns","name":"ma","path":"/run/netns/ma","id":{{"dev":{dev},"ino":{ino}}}}}"#
+    );
+    let lines = [
+        format!(
+            r#"{{"run":{{"id":"{id}","pid":999999999,"start_time":1,"kind":"oneshot","command":["koko"],"started":0}}}}"#
+        ),
+        format!(r#"{{"intent":{{"seq":0,"make":{{"link":{{"ns":{ns},"name":"m1"}}}}}}}}"#),
+        format!(r#"{{"intent":{{"seq":1,"make":{{"link":{{"ns":{ns},"name":"m2"}}}}}}}}"#),
+        format!(r#"{{"intent":{{"seq":2,"make":{{"link":{{"ns":{ns},"name":"m3"}}}}}}}}"#),
+    ];
+    sb.sh(&format!(
+        "cat > /run/koko/{id}.journal <<'EOF'\n{}\nEOF",
+        lines.join("\n")
+    ));
+    assert_eq!(runs(&sb)[0]["alive"], false);
+    assert_eq!(runs(&sb)[0]["intents"], 3);
+    sb.koko(&["undo", "--dead"])
+        .ok()
+        .stdout_has("undone: link 'm1' in netns 'ma'")
+        .stdout_has("left alone: nothing says this run created it");
+    let names = sb.link_names(Place::Netns("ma".into()));
+    assert!(
+        !names.contains(&"m1".to_string()),
+        "the marked one goes: {names:?}"
+    );
+    assert!(
+        names.contains(&"m2".to_string()),
+        "the unmarked one stays: {names:?}"
+    );
+    assert_eq!(journal_files(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn links_made_in_bulk_and_macvlans_carry_the_runs_mark() {
+    let sb = Sandbox::new();
+    sb.sh("ip link add p0 type veth peer name p1");
+    sb.netns_add(&["ta"]);
+    sb.koko(&["-n", "ta,mv0", "-M", "p0,bridge"]).ok();
+    let mark = alias(&sb, "ta", "mv0").expect("the macvlan carries a mark");
+    assert!(mark.starts_with("koko:"), "{mark}");
+    // A chain (veth pairs made in bulk): both ends of every pair.
+    let file = write_script(
+        "recovery",
+        "chain.rhai",
+        r#"
+        import "chain" as chain;
+        chain::build(["c1", "c2", "c3"], #{routes: false});
+        let links = [];
+        for n in ["c1", "c2", "c3"] {
+            for l in netns(n).links() { links.push(l); }
+        }
+        print(links.len());
+        "#,
+    );
+    koko_run(&sb, &[file.to_str().unwrap(), "--keep"]).ok();
+    for ns in ["c1", "c2", "c3"] {
+        let links = sb.links(Place::Netns(ns.into()));
+        for l in &links {
+            let alias = l["ifalias"].as_str().unwrap_or("");
+            assert!(
+                alias.starts_with("koko:"),
+                "{} in {ns} has no mark: {l}",
+                l["ifname"]
+            );
+        }
+        assert!(links.len() >= 2, "{ns}: {links:?}");
+    }
+}
