@@ -354,3 +354,31 @@ fn links_made_in_bulk_and_macvlans_carry_the_runs_mark() {
         assert!(links.len() >= 2, "{ns}: {links:?}");
     }
 }
+
+#[test]
+fn a_repl_killed_by_sigkill_is_undone_too() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let mut cmd = sb.command(koko_bin());
+    cmd.arg("repl")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("koko repl starts");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"let a = netns("ra"); let b = netns("rb"); veth(a, "r1", b, "r2");"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let (_id, pid) = wait_for_run(&sb, 3);
+    assert_eq!(runs(&sb)[0]["kind"], "repl");
+    kill9(&mut child, pid, "the killed REPL");
+    drop(stdin);
+    sb.koko(&["undo", "--dead"])
+        .ok()
+        .stdout_has("undone: netns 'ra'");
+    assert_eq!(sb.netns_list(), Vec::<String>::new());
+    assert_eq!(journal_files(&sb), Vec::<String>::new());
+}

@@ -48,9 +48,15 @@ pub fn run_example(sb: &Sandbox, name: &str) -> Run {
 }
 
 /// Through the kernel: no named namespace and no link (but lo) is left in
-/// the sandbox.
+/// the sandbox; and no run's journal is left in its /run/koko (a run that
+/// ended removes its own).
 #[track_caller]
 pub fn assert_clean(sb: &Sandbox, what: &str) {
+    assert_eq!(
+        sb.sh("ls /run/koko"),
+        "",
+        "{what}: a run's journal was left in /run/koko"
+    );
     assert_eq!(
         sb.netns_list(),
         Vec::<String>::new(),
