@@ -150,6 +150,19 @@ link blackhole IF on|off
 sysctl net.KEY=VALUE
 forwarding on|off";
 
+/// The keys of `link impair DEV ...`, in the order the help lists them.
+pub const IMPAIR_KEYS: [&str; 9] = [
+    "delay",
+    "jitter",
+    "loss",
+    "rate",
+    "duplicate",
+    "corrupt",
+    "reorder",
+    "limit",
+    "dir",
+];
+
 /// Parse one command given as a single string (split on whitespace).
 pub fn parse(text: &str) -> Result<IpCommand> {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -533,18 +546,7 @@ fn parse_impair(w: &mut Words) -> Result<IpCommand> {
             w.clause("clear");
             continue;
         }
-        const KEYS: [&str; 9] = [
-            "delay",
-            "jitter",
-            "loss",
-            "rate",
-            "duplicate",
-            "corrupt",
-            "reorder",
-            "limit",
-            "dir",
-        ];
-        let Some(key) = KEYS.iter().copied().find(|k| *k == word) else {
+        let Some(key) = IMPAIR_KEYS.iter().copied().find(|k| *k == word) else {
             return Err(w.unexpected(word));
         };
         if seen.contains(&key) {

@@ -166,12 +166,9 @@ pub fn delete_same(ns: &Namespace) -> Result<bool> {
     Ok(true)
 }
 
-/// Create every namespace of `names`, all or nothing: every name is checked
-/// first (valid, not named twice), then they are made in order; if one
-/// cannot be (taken, refused), those this call made are deleted again, by
-/// identity ([`delete_same`]), so nothing is left and nobody else's
-/// namespace is touched. The error names the one that failed.
-pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
+/// Check every name of a request that makes several namespaces, before
+/// any is made: each valid, none named twice.
+fn validate_names(names: &[String]) -> Result<()> {
     for name in names {
         validate_name(name)?;
     }
@@ -181,6 +178,16 @@ pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
             "netns '{dup}' is named twice in one request"
         )));
     }
+    Ok(())
+}
+
+/// Create every namespace of `names`, all or nothing: every name is checked
+/// first (valid, not named twice), then they are made in order; if one
+/// cannot be (taken, refused), those this call made are deleted again, by
+/// identity ([`delete_same`]), so nothing is left and nobody else's
+/// namespace is touched. The error names the one that failed.
+pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
+    validate_names(names)?;
     let mut made: Vec<Namespace> = Vec::with_capacity(names.len());
     for name in names {
         match create(name) {
@@ -321,15 +328,7 @@ pub fn create_many(
     names: &[String],
     inside: impl Fn(usize) -> std::io::Result<()> + Sync,
 ) -> Result<Vec<Namespace>> {
-    for name in names {
-        validate_name(name)?;
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
-        return Err(Error::Invalid(format!(
-            "netns '{dup}' is named twice in one request"
-        )));
-    }
+    validate_names(names)?;
     if names.is_empty() {
         return Ok(Vec::new());
     }

@@ -283,17 +283,7 @@ fn ip_words(rng: &mut Rng) -> Vec<String> {
                 out.push("clear".into());
             }
             for _ in 0..rng.below(5) {
-                let key = rng.pick(&[
-                    "delay",
-                    "jitter",
-                    "loss",
-                    "rate",
-                    "duplicate",
-                    "corrupt",
-                    "reorder",
-                    "limit",
-                    "dir",
-                ]);
+                let key = rng.pick(&crate::ipcmd::IMPAIR_KEYS);
                 out.push(key.into());
                 out.push(match key {
                     "delay" | "jitter" => value(rng, &["10ms", "1s", "0ms", "5us", "10"]),

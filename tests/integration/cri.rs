@@ -11,12 +11,11 @@
 //! Results are checked through the kernel in the pods' namespaces (by their
 //! pause process's pid) and by TCP between the namespaces.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    all_ids, assert_pair, assert_tcp, cri_sandbox, cri_up, engine_sandbox, wait_for, Ctr,
-    OldRuntime, Pod, Sandbox, CRI_ENDPOINT, TEARDOWN,
+    all_ids, assert_not_on_host, assert_pair, assert_tcp, cri_sandbox, cri_up, engine_sandbox,
+    wait_for, Ctr, OldRuntime, Pod, Sandbox, CRI_ENDPOINT, TEARDOWN,
 };
 
 /// koko with the test runtime named by `CONTAINER_RUNTIME_ENDPOINT`.
@@ -407,12 +406,5 @@ fn host_network_cri_pod_is_refused() {
         assert!(sb.link_names(Some("ns2")).is_empty());
     }
     // Nothing appeared in the host's namespace (read-only check).
-    let out = Command::new("ip")
-        .args(["link", "show", "kokohost0"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "kokohost0 exists in the host namespace!"
-    );
+    assert_not_on_host("kokohost0");
 }

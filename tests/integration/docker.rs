@@ -15,14 +15,14 @@
 //! fails (`engine_sandbox`).
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::{
-    assert_pair, assert_tcp, engine_sandbox, koko_bin, nc_roundtrip, wait_for, Ctr, Sandbox,
-    PODMAN_SOCK, TEARDOWN,
+    assert_not_on_host, assert_pair, assert_tcp, engine_sandbox, koko_bin, nc_roundtrip, wait_for,
+    Ctr, Sandbox, PODMAN_SOCK, TEARDOWN,
 };
 
 /// `koko -d A,END_A -d B,END_B` (an end is `LINK[,ADDR...]`), then check
@@ -521,14 +521,7 @@ fn host_network_container_is_refused() {
         .fails(2, "it would wire the host's own network");
     assert!(sb.link_names(Some("ns2")).is_empty());
     // Nothing appeared in the host's namespace (read-only check).
-    let out = Command::new("ip")
-        .args(["link", "show", "kokohost0"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "kokohost0 exists in the host namespace!"
-    );
+    assert_not_on_host("kokohost0");
 }
 
 #[test]

@@ -159,3 +159,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         }
     })
 }
+
+/// Assert that no link `name` exists in the machine's own namespace (the
+/// one the tests run from): a read-only check that a refused request did
+/// not wire the host.
+pub fn assert_not_on_host(name: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["link", "show", name])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{name} exists in the host namespace!"
+    );
+}
