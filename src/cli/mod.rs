@@ -314,6 +314,9 @@ fn repl_command(args: &[String]) -> i32 {
 /// `koko netns add|del NAME... | list [--json]`: flags are flags wherever
 /// they stand (`--json`), `--` ends them (a name may then start with '-').
 fn netns_main(args: &[String]) -> i32 {
+    // SIGINT, SIGTERM and SIGHUP end an `add` of several names cleanly
+    // (what it made goes again) instead of killing koko half-way.
+    crate::interrupt::install();
     let mut json = false;
     let mut words = Vec::with_capacity(args.len());
     let mut flags_done = false;

@@ -190,25 +190,34 @@ pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
     validate_names(names)?;
     let mut made: Vec<Namespace> = Vec::with_capacity(names.len());
     for name in names {
-        match create(name) {
+        // A stop signal between two names ends the request like a failure
+        // (see crate::interrupt): what it made goes again.
+        match crate::interrupt::check().and_then(|()| create(name)) {
             Ok(ns) => made.push(ns),
-            Err(e) => {
-                for ns in made.iter().rev() {
-                    match delete_same(ns) {
-                        Ok(true) => eprintln!(
-                            "koko: deleted {ns} again (made by this request, which is all or nothing)"
-                        ),
-                        Ok(false) => eprintln!(
-                            "koko: {ns}, made by this request, was already gone or replaced by another: left alone"
-                        ),
-                        Err(undo) => eprintln!("koko: while rolling back: {undo}"),
-                    }
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(unmake(&made, e)),
+        }
+        crate::interrupt::test_pause("AFTER_NETNS").map_err(|e| unmake(&made, e))?;
+    }
+    // A signal during the last creation: the user asked for none of it.
+    crate::interrupt::check().map_err(|e| unmake(&made, e))?;
+    Ok(made)
+}
+
+/// Delete again, newest first and by identity, the namespaces a failed
+/// all-or-nothing request made; returns the request's error.
+fn unmake(made: &[Namespace], error: Error) -> Error {
+    for ns in made.iter().rev() {
+        match delete_same(ns) {
+            Ok(true) => crate::say!(
+                "koko: deleted {ns} again (made by this request, which is all or nothing)"
+            ),
+            Ok(false) => crate::say!(
+                "koko: {ns}, made by this request, was already gone or replaced by another: left alone"
+            ),
+            Err(undo) => crate::say!("koko: while rolling back: {undo}"),
         }
     }
-    Ok(made)
+    error
 }
 
 /// Delete the named namespace `name` (like `ip netns del`).

@@ -136,6 +136,35 @@ fn a_signal_at_any_point_of_a_one_shot_command_leaves_nothing() {
     }
 }
 
+/// A signal between the names of `koko netns add a b c` (after the first,
+/// after the last): exit 128+signo and none of the namespaces is left.
+#[test]
+fn a_signal_during_netns_add_of_several_names_leaves_none() {
+    for (signal, signo) in SIGNALS {
+        let sb = Sandbox::new();
+        let koko = Running::start(
+            &sb,
+            &["netns", "add", "s1", "s2", "s3"],
+            &[("KOKO_TEST_PAUSE_AFTER_NETNS_MS", "20000")],
+        );
+        koko.err.wait_for_text("test hook", Duration::from_secs(5));
+        send(koko.pid(), signal);
+        let what = format!("koko netns add after {signal}");
+        let (code, _out, err) = koko.exit(&what);
+        assert_eq!(code, 128 + signo, "{what}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by {signal}")),
+            "{what}: {err}"
+        );
+        assert!(err.contains("deleted netns 's1' again"), "{what}: {err}");
+        assert!(
+            sb.netns_list().is_empty(),
+            "{what} left {:?}",
+            sb.netns_list()
+        );
+    }
+}
+
 /// A pipe whose reader is already gone: every write to it is EPIPE.
 fn closed_pipe() -> OwnedFd {
     let (read, write) = nix::unistd::pipe().unwrap();
