@@ -45,5 +45,6 @@ pub mod plan;
 pub mod probe;
 pub mod runs;
 pub mod script;
+pub mod suite;
 
 pub use error::{Error, Result};
