@@ -200,6 +200,10 @@ pub fn run_suite(
         .collect())
 }
 
+/// How long a timed-out test has, after SIGTERM, to undo and exit before
+/// SIGKILL ends it (and its sandbox) anyway.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
 /// Run one test in its sandbox and wait for it (or its timeout).
 fn run_case(
     exe: &Path,
@@ -264,7 +268,8 @@ fn run_case(
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let mut timed_out = false;
+    let mut timed_out = None;
+    let mut killed = false;
     let mut signalled = false;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -274,9 +279,17 @@ fn run_case(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if !timed_out && opts.timeout.is_some_and(|t| start.elapsed() >= t) {
-            timed_out = true;
+        if timed_out.is_none() && opts.timeout.is_some_and(|t| start.elapsed() >= t) {
+            // SIGTERM first: the test stops at its next step and undoes
+            // what it did (which matters for what lives outside the
+            // sandbox: containers and links into them).
+            timed_out = Some(Instant::now());
             // SAFETY: a signal to the test's own process group.
+            unsafe { libc::kill(-group, libc::SIGTERM) };
+        }
+        if !killed && timed_out.is_some_and(|at| at.elapsed() >= TIMEOUT_GRACE) {
+            killed = true;
+            // SAFETY: as above.
             unsafe { libc::kill(-group, libc::SIGKILL) };
         }
         if !signalled && crate::interrupt::pending().is_some() {
@@ -290,11 +303,16 @@ fn run_case(
     // now, and with it the last hold on the sandbox.
     // SAFETY: as above.
     unsafe { libc::kill(-group, libc::SIGKILL) };
-    let result = if timed_out {
+    let result = if timed_out.is_some() {
+        let how = if killed {
+            "killed with its sandbox (no answer to SIGTERM)"
+        } else {
+            "stopped, what it built undone"
+        };
         OneResult {
             status: Status::TimedOut,
             message: format!(
-                "timed out after {} s: killed with its sandbox",
+                "timed out after {} s: {how}",
                 opts.timeout.unwrap_or_default().as_secs_f64()
             ),
             line: None,

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Place, Run, Sandbox};
+use crate::support::{engine_sandbox, Ctr, Place, Run, Sandbox};
 
 const SUITE: &str = "tests/fixtures/suite";
 
@@ -134,7 +134,10 @@ fn suite_reports_pass_fail_error_timeout_and_leaves_nothing() {
         out.contains("fail_test.rhai:9:5: boom from the test"),
         "{out}"
     );
-    assert!(out.contains("timed out after 5 s"), "{out}");
+    assert!(
+        out.contains("timed out after 5 s: stopped, what it built undone"),
+        "{out}"
+    );
     assert!(
         out.contains("test result: FAILED. 4 passed, 1 failed, 1 errors, 1 timed out (7 tests"),
         "{out}"
@@ -291,4 +294,56 @@ fn example_suite_in_scripts_passes() {
     let run: Run = koko(&sb, &[], &["test", "scripts/tests"]);
     run.ok().stdout_has("test result: ok. 4 passed");
     assert_nothing_left(&sb);
+}
+
+/// A test may use a container (it lives outside the sandbox): the link it
+/// made into the container is gone after the test, passed or failed.
+#[test]
+fn tests_using_a_container_undo_what_they_did_to_it() {
+    let Some(sb) = engine_sandbox("docker") else {
+        return;
+    };
+    let ctr = Ctr::docker("suite");
+    let dir = std::env::temp_dir().join(format!("koko-suite-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ctr_test.rhai");
+    std::fs::write(
+        &file,
+        format!(
+            r#"import "assert" as assert;
+fn test_link_into_container() {{
+    let c = docker("{name}");
+    veth(c, "k0", netns("a"), "k1", #{{a_addrs: ["10.7.0.1/24"], b_addrs: ["10.7.0.2/24"]}});
+    assert::reachable(netns("a"), "10.7.0.1");
+}}
+fn test_fails_after_linking() {{
+    veth(docker("{name}"), "k2", netns("b"), "k3");
+    assert::eq(1, 2, "on purpose");
+}}
+"#,
+            name = ctr.name
+        ),
+    )
+    .unwrap();
+    let run = koko(&sb, &[], &["test", file.to_str().unwrap(), "-j", "2"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("PASS    ") && run.stdout.contains("::test_link_into_container"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("FAIL    ") && run.stdout.contains("on purpose"),
+        "{}",
+        run.stdout
+    );
+    // Through the kernel: the container has only its own links again.
+    let left: Vec<String> = sb
+        .link_names(&ctr)
+        .into_iter()
+        .filter(|n| n.starts_with('k'))
+        .collect();
+    assert!(left.is_empty(), "links left in the container: {left:?}");
+    assert_nothing_left(&sb);
+    let _ = std::fs::remove_dir_all(&dir);
 }
