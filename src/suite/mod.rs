@@ -353,3 +353,73 @@ pub fn run_sandboxed(args: &[String]) -> Result<i32> {
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("koko-suite-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn test_files_are_found_by_name_below_every_path() {
+        let dir = scratch("find");
+        for f in [
+            "a_test.rhai",
+            "b.test.rhai",
+            "helper.rhai",
+            "sub/c_test.rhai",
+            ".git/d_test.rhai",
+            "target/e_test.rhai",
+        ] {
+            let path = dir.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        let found: Vec<String> = find_files(std::slice::from_ref(&dir))
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        assert_eq!(found, ["a_test.rhai", "b.test.rhai", "sub/c_test.rhai"]);
+        // A file named on the command line is taken whatever its name.
+        let helper = dir.join("helper.rhai");
+        assert_eq!(find_files(std::slice::from_ref(&helper)).unwrap(), [helper]);
+        assert!(find_files(&[dir.join("missing")]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_functions_are_the_tests_in_written_order() {
+        let dir = scratch("fns");
+        let file = dir.join("x_test.rhai");
+        std::fs::write(
+            &file,
+            "fn test_z() {}\nfn helper() {}\nfn test_a() {}\nfn test_param(x) {}\nfn setup() {}\n",
+        )
+        .unwrap();
+        let ids: Vec<Option<String>> = tests_in(&file)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.function)
+            .collect();
+        assert_eq!(
+            ids,
+            [Some("test_z".to_string()), Some("test_a".to_string())]
+        );
+        // No test_ function, or a syntax error: the file is one test (which
+        // then fails with the error, line and all).
+        for text in ["let a = 1;", "fn test_broken( {"] {
+            std::fs::write(&file, text).unwrap();
+            let cases = tests_in(&file).unwrap();
+            assert_eq!(cases.len(), 1);
+            assert_eq!(cases[0].function, None);
+            assert_eq!(cases[0].id(), file.display().to_string());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -122,6 +122,7 @@ fn run_inner(opts: &OneOptions) -> OneResult {
 
     // The steps, in order; the first failure is the test's.
     let mut outcome: Result<(), Box<EvalAltResult>> = Ok(());
+    let mut loaded = false;
     let module_ast = match &opts.function {
         Some(_) => ast.clone(),
         None => ast.clone_functions_only(),
@@ -129,6 +130,7 @@ fn run_inner(opts: &OneOptions) -> OneResult {
     match rhai::Module::eval_ast_as_new(Scope::new(), &module_ast, &engine) {
         Ok(module) => {
             engine.register_static_module(MODULE, module.into());
+            loaded = true;
             if setup {
                 outcome = call(&engine, "setup");
             }
@@ -172,8 +174,9 @@ fn run_inner(opts: &OneOptions) -> OneResult {
         world.borrow_mut().journal.close();
         return result;
     }
-    // Teardown runs after the test whatever happened, once setup was tried.
-    if teardown && (outcome.is_ok() || setup || opts.function.is_some()) {
+    // Teardown runs after the test whatever happened, once the file's
+    // top level could run (without it there is no teardown to call).
+    if teardown && loaded {
         if let Err(e) = call(&engine, "teardown") {
             let e = unwrap_driver(&e);
             let text = format!("in teardown(): {}", script::format_runtime_error(&file, e));
