@@ -7,7 +7,7 @@
 //! `teardown()`, if the file defines them, run around each of its tests.
 //!
 //! Every test runs as a child process of this binary (`koko __test-one`)
-//! started inside a fresh [sandbox](sandbox): a private network namespace
+//! started inside a fresh [`sandbox`]: a private network namespace
 //! and mount namespace with private /run/netns and /run/koko. Tests
 //! therefore run in parallel without seeing each other (two of them may
 //! create a netns of the same name at once) and never touch the host's
