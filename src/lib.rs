@@ -8,6 +8,8 @@
 //!
 //! * [`cli`] — argv, help, printing and exit codes (no behaviour)
 //! * [`script`] — the Rhai runtime (bindings, runner, REPL)
+//! * [`suite`] — `koko test`: test discovery, a sandbox (private network
+//!   and mount namespace) per test, parallel runs, JUnit/TAP reports
 //! * [`plan`] — both command grammars as typed requests, executed into a
 //!   serialisable report: what the CLI and scripts share
 //! * [`connect`] — operations: veth, tunnels, mirrors, delete, forwarding
@@ -45,5 +47,6 @@ pub mod plan;
 pub mod probe;
 pub mod runs;
 pub mod script;
+pub mod suite;
 
 pub use error::{Error, Result};

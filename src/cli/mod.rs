@@ -7,6 +7,7 @@
 pub mod koro;
 pub mod runs;
 pub mod show;
+pub mod test;
 
 use serde_json::json;
 
@@ -29,6 +30,9 @@ Usage:
   koko DELETE...                          delete links (a veth's peer goes with it)
   koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
   koko run FILE [--keep|--cleanup] [--max-memory SIZE] [-- ARGS...]   run a Rhai script
+  koko run --sandbox FILE ...             the same, in a private network+mount namespace
+  koko test [PATH...] [-j N] [--filter P] [--list] [--timeout S] [--junit FILE] [--tap] [--keep-failed]
+                                          run *_test.rhai tests, each in a sandbox of its own
   koko repl                               interactive prompt with the script API
   koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
   koko show TARGET                        links, addresses and routes of a namespace
@@ -89,6 +93,9 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("show") => show::main(&rest[1..]),
         Some("runs") => runs::runs_main(&rest[1..]),
         Some("undo") => runs::undo_main(&rest[1..]),
+        Some("test") => test::test_main(&rest[1..]),
+        Some("__test-one") => test::test_one_main(&rest[1..]),
+        Some("__sandbox-hold") => test::hold_main(),
         _ => oneshot_main(rest),
     }
 }
@@ -240,6 +247,11 @@ struct RunArgs {
     /// Stop the script after this many operations (runaway loops).
     #[arg(long, value_name = "N")]
     max_ops: Option<u64>,
+    /// Run in a private network and mount namespace (private /run/netns
+    /// and /run/koko): the host is never touched, and everything the
+    /// script built goes when it ends.
+    #[arg(long)]
+    sandbox: bool,
     /// The heap the whole run may hold (e.g. 256M, 2G; default 512M):
     /// past it the script stops with an error and its work is undone.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
@@ -274,6 +286,24 @@ fn run_command(args: &[String]) -> i32 {
     if parsed.keep && parsed.cleanup {
         crate::say!("koko run: --keep and --cleanup contradict each other");
         return 2;
+    }
+    if parsed.sandbox {
+        // The same command line, without --sandbox, in a child born in
+        // the sandbox (words after `--` are the script's and stay).
+        let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        let inner: Vec<String> = args[..end]
+            .iter()
+            .filter(|a| a.as_str() != "--sandbox")
+            .chain(&args[end..])
+            .cloned()
+            .collect();
+        return match crate::suite::run_sandboxed(&inner) {
+            Ok(code) => code,
+            Err(e) => {
+                crate::say!("koko run --sandbox: {e}");
+                e.exit_code()
+            }
+        };
     }
     let mut limits = crate::script::Limits::default();
     if let Some(n) = parsed.max_ops {

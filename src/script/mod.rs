@@ -302,7 +302,7 @@ fn located(src: &str, pos: Position) -> String {
 }
 
 /// The `kind` of koko's own (map) errors, under any call/module wrapping.
-fn error_kind(err: &EvalAltResult) -> Option<String> {
+pub(crate) fn error_kind(err: &EvalAltResult) -> Option<String> {
     match err {
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
         | EvalAltResult::ErrorInModule(_, inner, _) => error_kind(inner),

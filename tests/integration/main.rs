@@ -25,6 +25,7 @@ mod docker;
 mod failover;
 mod impair;
 mod kernel_features;
+mod koko_test;
 mod koro;
 mod monitor_flood;
 mod races;
