@@ -480,3 +480,92 @@ impl TapPrev for Value {
         self
     }
 }
+
+/// The test containerd's CNI directory (tests/setup/containerd.sh chains
+/// koko-cni after its primary plugin there).
+const CRI_CNI: &str = "/run/koko-test-containerd/cni";
+
+/// Link the koko binary under test where the test containerd's koko-cni
+/// wrapper looks for it (atomically: other tests' pods may be starting).
+fn install_for_containerd() {
+    let tmp = format!("{CRI_CNI}/koko.{}", std::process::id());
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(koko_bin(), &tmp).unwrap();
+    std::fs::rename(&tmp, format!("{CRI_CNI}/koko")).unwrap();
+}
+
+/// Topology files for pods of the test containerd, removed on drop.
+struct CriTopology(Vec<String>);
+
+impl Drop for CriTopology {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+#[test]
+fn cni_containerd_calls_add_on_run_pod_sandbox_and_del_on_stop() {
+    use crate::support::{assert_tcp, cri_up, Place, Pod};
+    if !cri_up() {
+        return;
+    }
+    let conflist = std::fs::read_to_string(format!("{CRI_CNI}/conf/10-koko-test-none.conflist"))
+        .unwrap_or_default();
+    if !conflist.contains("koko-cni") {
+        crate::support::skip(
+            "the test containerd's conflist has no koko-cni: run tests/setup/containerd.sh",
+        );
+        return;
+    }
+    install_for_containerd();
+    let sb = Sandbox::new(); // for `ip -j` queries only
+    let (a, b) = (
+        format!("kokocni-a-{}", std::process::id()),
+        format!("kokocni-b-{}", std::process::id()),
+    );
+    let mut files = Vec::new();
+    for (me, peer, ip, peer_ip) in [
+        (&a, &b, "10.61.0.1/24", "10.61.0.2/24"),
+        (&b, &a, "10.61.0.2/24", "10.61.0.1/24"),
+    ] {
+        let path = format!("{CRI_CNI}/topology/{me}.json");
+        let text = json!({"links": [{"uid": 61, "peer_pod": peer, "local_intf": "lab1",
+            "local_ip": ip, "peer_intf": "lab1", "peer_ip": peer_ip}]});
+        std::fs::write(&path, text.to_string()).unwrap();
+        files.push(path);
+    }
+    let _topology = CriTopology(files);
+
+    let pa = Pod::named(&a);
+    let pb = Pod::named(&b); // the second pod of the pair wires it
+    for p in [&pa, &pb] {
+        let l = sb.ip_json(Place::from(p), "-d link show lab1");
+        assert_eq!(l[0]["linkinfo"]["info_kind"], "veth", "{l}");
+        assert_eq!(l[0]["ifalias"], format!("koko-cni:{}", p.id));
+    }
+    assert_eq!(sb.addrs(Place::from(&pa), "lab1"), vec!["10.61.0.1/24"]);
+    assert_tcp(pa.ns_path(), pb.ns_path(), "10.61.0.1:7010");
+    // StopPodSandbox runs DEL: b's end goes (and a's with it), the record too.
+    pb.stop();
+    assert!(
+        sb.link(Place::from(&pa), "lab1").is_none(),
+        "StopPodSandbox left lab1 in {a}"
+    );
+    let state = std::fs::read_dir(format!("{CRI_CNI}/state/pods")).unwrap();
+    let names: Vec<String> = state
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.contains(&format!("{b}.json")), "{names:?}");
+    assert!(names.contains(&format!("{a}.json")), "{names:?}");
+    drop(pa);
+    let state = std::fs::read_dir(format!("{CRI_CNI}/state/pods")).unwrap();
+    assert!(!state.flatten().any(
+        |e| e.file_name().to_string_lossy().starts_with("kokocni-a-")
+            && e.file_name()
+                .to_string_lossy()
+                .contains(&std::process::id().to_string())
+    ));
+}
