@@ -319,8 +319,13 @@ fn choose_indexes(session: &Session, own: &[LinkState], veths: &mut [VethRequest
     Ok(())
 }
 
-/// Delete every link in `ns` carrying a mark `doomed` accepts; returns
-/// how many.
+/// The link group the plugin moves doomed links into before deleting them
+/// in one request (see [`link::delete_many`]): an unusual number, so no
+/// other link of a pod is in it.
+const DOOMED_GROUP: u32 = 0x4b4f_4b4f;
+
+/// Delete every link in `ns` carrying a mark `doomed` accepts, at once;
+/// returns how many.
 fn delete_marked(
     session: &Session,
     ns: &Namespace,
@@ -328,23 +333,18 @@ fn delete_marked(
 ) -> Result<usize> {
     let t = session.target(ns)?;
     let links = session.block_on(link::list(&t))?;
-    let mut count = 0;
-    for l in links {
-        let Some(alias) = l.alias.as_deref() else {
-            continue;
-        };
-        if !alias.starts_with(MARK_PREFIX) || !doomed(alias) {
-            continue;
-        }
-        match session.block_on(link::delete(&t, &l.name)) {
-            Ok(()) => count += 1,
-            // Its veth peer, deleted a moment ago with its pair.
-            Err(e) if e.is_link_not_found() => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let names: Vec<String> = links
+        .into_iter()
+        .filter(|l| {
+            l.alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with(MARK_PREFIX) && doomed(a))
+        })
+        .map(|l| l.name)
+        .collect();
+    session.block_on(link::delete_many(&t, &names, DOOMED_GROUP))?;
     session.forget(ns);
-    Ok(count)
+    Ok(names.len())
 }
 
 /// DEL: remove the sandbox's links (by mark) and its record. Succeeds when

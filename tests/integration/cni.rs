@@ -116,6 +116,17 @@ fn cni_version_lists_every_supported_layout() {
         v["supportedVersions"],
         json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
     );
+    // Installed under the name runtimes call it by, koko is the plugin.
+    sb.sh(&format!(
+        "mkdir -p /run/koko/bin && ln -s {} /run/koko/bin/koko-cni",
+        koko_bin().display()
+    ));
+    let mut cmd = sb.command("/run/koko/bin/koko-cni");
+    cmd.env("CNI_COMMAND", "VERSION");
+    let v = Run::with_input(&mut cmd, "", "koko-cni VERSION")
+        .ok()
+        .json();
+    assert_eq!(v["cniVersion"], "1.1.0");
 }
 
 #[test]
