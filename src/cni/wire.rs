@@ -281,13 +281,18 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
     )?;
 
     let now = session.block_on(link::list(&t))?;
+    // Podman rejects a result interface without a MAC address.
+    let macs = session.block_on(link::hardware_addresses(&t))?;
     let mut added = Vec::new();
     for l in &topo.links {
         if let Some(state) = find(&now, &l.local_intf) {
             if state.alias.as_deref() == Some(mark.as_str()) {
                 added.push(Added {
                     name: l.local_intf.clone(),
-                    mac: None,
+                    mac: macs
+                        .iter()
+                        .find(|(n, _)| *n == l.local_intf)
+                        .map(|(_, m)| m.clone()),
                     addrs: l.local_addr()?.into_iter().collect(),
                 });
             }

@@ -387,6 +387,43 @@ pub async fn list(t: &Target) -> Result<Vec<LinkState>> {
     Ok(links)
 }
 
+/// The hardware (MAC) address of every link of `t` that has one, by name,
+/// as `aa:bb:cc:dd:ee:ff` (what CNI results carry).
+pub async fn hardware_addresses(t: &Target) -> Result<Vec<(String, String)>> {
+    let answers = t
+        .socket
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .await
+        .map_err(|errno| Error::kernel(format!("listing links of {}", t.ns), errno))?;
+    let mut macs = Vec::new();
+    for m in &answers {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            continue;
+        };
+        let mut name = None;
+        let mut mac = None;
+        for attr in &l.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                    mac = Some(
+                        bytes
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(mac)) = (name, mac) {
+            macs.push((name, mac));
+        }
+    }
+    Ok(macs)
+}
+
 /// A change to an existing link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkChange {

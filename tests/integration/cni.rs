@@ -580,3 +580,128 @@ fn cni_containerd_calls_add_on_run_pod_sandbox_and_del_on_stop() {
                 .contains(&std::process::id().to_string())
     ));
 }
+
+/// Podman containers started inside a sandbox, removed on drop.
+struct PodmanCtrs<'a> {
+    sb: &'a Sandbox,
+    conf: String,
+    names: Vec<String>,
+    /// host-local keeps its leases here, outside the sandbox.
+    ipam_dir: String,
+}
+
+impl PodmanCtrs<'_> {
+    fn podman(&self, args: &[&str]) -> Run {
+        let mut cmd = self.sb.command("podman");
+        cmd.env("CONTAINERS_CONF", &self.conf).args(args);
+        Run::of(&mut cmd, format!("podman {}", args.join(" ")))
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        let r = self.podman(&["inspect", "-f", "{{.State.Pid}}", name]);
+        r.ok().stdout.trim().parse().unwrap()
+    }
+}
+
+impl Drop for PodmanCtrs<'_> {
+    fn drop(&mut self) {
+        for n in self.names.clone() {
+            let _ = self.podman(&["rm", "-f", "-t", "0", &n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.ipam_dir);
+    }
+}
+
+#[test]
+fn cni_podman_wires_two_containers_rewires_on_restart_and_rm_removes_all() {
+    use crate::support::{assert_tcp, Place};
+    const IMAGE: &str = "koko-test/busybox:1";
+    let have_image = Command::new("podman")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_image || !std::path::Path::new("/usr/lib/cni/ptp").exists() {
+        crate::support::skip("podman with image koko-test/busybox:1 and Debian's CNI plugins (run tests/setup/docker.sh)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let id = std::process::id();
+    let (a, b) = (format!("kokocni-pa-{id}"), format!("kokocni-pb-{id}"));
+    write_topology(
+        &sb,
+        &[(3, &a, "lab1", "10.62.0.1/24", &b, "lab1", "10.62.0.2/24")],
+    );
+    // A private containers.conf: the CNI backend, a plugin directory with
+    // Debian's ptp/host-local/loopback and koko-cni, and one conflist that
+    // chains koko-cni after ptp. All of it in the sandbox's /run/koko.
+    let net = format!("kokolab-{id}");
+    sb.sh(&format!(
+        "mkdir -p /run/koko/cnibin /run/koko/cninet \
+         && for p in ptp host-local loopback; do ln -s /usr/lib/cni/$p /run/koko/cnibin/$p; done \
+         && ln -s {koko} /run/koko/cnibin/koko-cni \
+         && printf '[network]\\nnetwork_backend = \"cni\"\\ncni_plugin_dirs = [\"/run/koko/cnibin\"]\\nnetwork_config_dir = \"/run/koko/cninet\"\\n' > /run/koko/containers.conf",
+        koko = koko_bin().display()
+    ));
+    let conflist = json!({"cniVersion": "1.0.0", "name": net, "plugins": [
+        {"type": "ptp", "ipMasq": false, "ipam": {"type": "host-local", "subnet": "10.89.77.0/24"}},
+        {"type": "koko-cni", "topology": TOPO}]});
+    sb.sh(&format!(
+        "cat > /run/koko/cninet/{net}.conflist <<'EOF'\n{conflist}\nEOF"
+    ));
+    let ctrs = PodmanCtrs {
+        sb: &sb,
+        conf: "/run/koko/containers.conf".into(),
+        names: vec![a.clone(), b.clone()],
+        ipam_dir: format!("/var/lib/cni/networks/{net}"),
+    };
+    for n in [&a, &b] {
+        ctrs.podman(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            &net,
+            // These machines withhold CAP_SYS_RESOURCE (see docker.rs).
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    let check = |ctrs: &PodmanCtrs, port: u16| {
+        let (pa, pb) = (ctrs.pid(&a), ctrs.pid(&b));
+        for pid in [pa, pb] {
+            let l = sb.ip_json(Place::Pid(pid), "-d link show lab1");
+            assert_eq!(l[0]["linkinfo"]["info_kind"], "veth", "{l}");
+            assert!(
+                l[0]["ifalias"].as_str().unwrap().starts_with("koko-cni:"),
+                "{l}"
+            );
+        }
+        assert_eq!(sb.addrs(Place::Pid(pa), "lab1"), vec!["10.62.0.1/24"]);
+        assert_eq!(sb.addrs(Place::Pid(pb), "lab1"), vec!["10.62.0.2/24"]);
+        assert_tcp(
+            format!("/proc/{pa}/ns/net"),
+            format!("/proc/{pb}/ns/net"),
+            &format!("10.62.0.1:{port}"),
+        );
+    };
+    check(&ctrs, 7020);
+    // Restart: podman runs DEL, then ADD in a new namespace.
+    ctrs.podman(&["restart", "-t", "0", &b]).ok();
+    check(&ctrs, 7021);
+    // rm: DEL for both; nothing is left, not even the records.
+    let pa = ctrs.pid(&a);
+    ctrs.podman(&["rm", "-f", "-t", "0", &b]).ok();
+    assert!(
+        sb.link(Place::Pid(pa), "lab1").is_none(),
+        "rm of {b} left lab1 in {a}"
+    );
+    ctrs.podman(&["rm", "-f", "-t", "0", &a]).ok();
+    assert_eq!(sb.sh("ls /run/koko/cni/pods").trim(), "");
+}
