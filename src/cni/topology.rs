@@ -238,6 +238,28 @@ mod tests {
     }
 
     #[test]
+    fn a_topology_file_gives_pods_and_nodes() {
+        let path = std::env::temp_dir().join(format!("koko-topo-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"pods": {"r1": {"links": [{"uid": 2, "peer_pod": "r2", "local_intf": "e1",
+                "peer_intf": "e1", "mtu": 9000}]}, "r2": {"node_ip": "10.9.0.2"}},
+                "nodes": {"r3": "10.9.0.3"}}"#,
+        )
+        .unwrap();
+        let source = Source::new(&path);
+        let r1 = source.pod("r1").unwrap();
+        assert_eq!(r1.links[0].mtu, Some(9000));
+        assert!(source.pod("nobody").unwrap().links.is_empty());
+        assert_eq!(source.node_of("r2").unwrap().as_deref(), Some("10.9.0.2"));
+        assert_eq!(source.node_of("r3").unwrap().as_deref(), Some("10.9.0.3"));
+        assert_eq!(source.node_of("r1").unwrap(), None);
+        assert!(source.check().is_ok());
+        std::fs::remove_file(&path).unwrap();
+        assert!(source.check().is_err());
+    }
+
+    #[test]
     fn validation_names_the_problem() {
         let l = LinkRecord {
             uid: 1,
