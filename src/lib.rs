@@ -32,6 +32,7 @@
 
 pub mod chain;
 pub mod cli;
+pub mod cni;
 pub mod connect;
 pub mod error;
 pub mod impair;

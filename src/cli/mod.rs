@@ -38,6 +38,8 @@ Usage:
   koko show TARGET                        links, addresses and routes of a namespace
   koko runs [--json]                      runs with a journal in /run/koko: alive or dead
   koko undo RUN... | --dead               undo what a dead (killed, crashed) run left
+  koko cni                                the CNI plugin (also installed as koko-cni): CNI_COMMAND
+                                          and friends in the environment, the network config on stdin
   koko -h | -v
 
 ENDPOINT:
@@ -85,6 +87,9 @@ pub fn main(args: Vec<String>) -> i32 {
     if invoked_as == Some(std::ffi::OsStr::new("koro")) {
         return koro::main(rest);
     }
+    if invoked_as == Some(std::ffi::OsStr::new("koko-cni")) {
+        return crate::cni::main();
+    }
     match rest.first().map(String::as_str) {
         Some("netns") => netns_main(&rest[1..]),
         Some("run") => run_command(&rest[1..]),
@@ -96,6 +101,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("test") => test::test_main(&rest[1..]),
         Some("__test-one") => test::test_one_main(&rest[1..]),
         Some("__sandbox-hold") => test::hold_main(),
+        Some("cni") => crate::cni::main(),
         _ => oneshot_main(rest),
     }
 }

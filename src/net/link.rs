@@ -387,6 +387,43 @@ pub async fn list(t: &Target) -> Result<Vec<LinkState>> {
     Ok(links)
 }
 
+/// The hardware (MAC) address of every link of `t` that has one, by name,
+/// as `aa:bb:cc:dd:ee:ff` (what CNI results carry).
+pub async fn hardware_addresses(t: &Target) -> Result<Vec<(String, String)>> {
+    let answers = t
+        .socket
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .await
+        .map_err(|errno| Error::kernel(format!("listing links of {}", t.ns), errno))?;
+    let mut macs = Vec::new();
+    for m in &answers {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            continue;
+        };
+        let mut name = None;
+        let mut mac = None;
+        for attr in &l.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                    mac = Some(
+                        bytes
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(mac)) = (name, mac) {
+            macs.push((name, mac));
+        }
+    }
+    Ok(macs)
+}
+
 /// A change to an existing link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkChange {
@@ -468,6 +505,54 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
 /// doing, for errors.
 pub fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {
     format!("setting link '{name}' in {ns} {}", change.words().join(" "))
+}
+
+/// The RTM_DELLINK that deletes every link of group `group` in the
+/// namespace it is sent in (no name, no index: the kernel's
+/// "delete by group" path unregisters them all in one batch, one RCU wait
+/// instead of one per link).
+pub(in crate::net) fn group_delete_request(group: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    msg
+}
+
+/// Delete the links `names` of `t` at once: move them into group `group`
+/// (pipelined), then delete that group in one request. `group` must be one
+/// no other link of the namespace is in. Links already gone are skipped.
+pub async fn delete_many(t: &Target, names: &[String], group: u32) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let moves = names.iter().map(|name| async move {
+        let mut msg = LinkMessage::default();
+        msg.attributes = vec![
+            LinkAttribute::IfName(name.clone()),
+            LinkAttribute::Group(group),
+        ];
+        match t.socket.ack(RouteNetlinkMessage::SetLink(msg), 0).await {
+            Ok(()) | Err(Errno::ENODEV) => Ok(()),
+            Err(errno) => Err(Error::kernel(
+                format!("putting link '{name}' in {} into group {group}", t.ns),
+                errno,
+            )),
+        }
+    });
+    for r in futures::future::join_all(moves).await {
+        r?;
+    }
+    match t
+        .socket
+        .ack(RouteNetlinkMessage::DelLink(group_delete_request(group)), 0)
+        .await
+    {
+        // ENODEV: no link is in the group (every one was gone already).
+        Ok(()) | Err(Errno::ENODEV) => Ok(()),
+        Err(errno) => Err(Error::kernel(
+            format!("deleting link group {group} in {}", t.ns),
+            errno,
+        )),
+    }
 }
 
 /// Delete link `name` (a veth's peer goes with it, wherever it lives).
@@ -573,6 +658,13 @@ mod tests {
             .attributes
             .iter()
             .any(|a| matches!(a, LinkAttribute::NetNsFd(_))));
+    }
+
+    #[test]
+    fn a_group_delete_names_no_link() {
+        let msg = group_delete_request(9);
+        assert_eq!(msg.header.index, 0);
+        assert_eq!(msg.attributes, vec![LinkAttribute::Group(9)]);
     }
 
     #[test]

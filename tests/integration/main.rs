@@ -20,6 +20,7 @@ mod support;
 mod bad_inputs;
 mod cli_errors;
 mod cli_veth;
+mod cni;
 mod cri;
 mod docker;
 mod failover;

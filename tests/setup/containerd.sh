@@ -94,8 +94,24 @@ esac
 EOF
 chmod 755 "$BASE/cni/bin/koko-test-none"
 ln -sf /usr/lib/cni/loopback "$BASE/cni/bin/loopback"
-cat >"$BASE/cni/conf/10-koko-test-none.conflist" <<'EOF'
-{"cniVersion":"1.0.0","name":"koko-test-none","plugins":[{"type":"koko-test-none"}]}
+# koko's own CNI plugin, chained after it as in a cluster: the CNI tests
+# link the koko binary under test to $BASE/cni/koko; until one has, the
+# wrapper answers as koko-test-none does. Pods not in its topology are
+# left alone.
+mkdir -p "$BASE/cni/topology" "$BASE/cni/state"
+cat >"$BASE/cni/bin/koko-cni" <<EOF
+#!/bin/sh
+if [ -x "$BASE/cni/koko" ]; then exec "$BASE/cni/koko" cni; fi
+case "\$CNI_COMMAND" in
+  ADD) exec "$BASE/cni/bin/koko-test-none" ;;
+  VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
+  *) ;;
+esac
+EOF
+chmod 755 "$BASE/cni/bin/koko-cni"
+cat >"$BASE/cni/conf/10-koko-test-none.conflist" <<EOF
+{"cniVersion":"1.0.0","name":"koko-test-none","plugins":[{"type":"koko-test-none"},
+ {"type":"koko-cni","topology":"$BASE/cni/topology","stateDir":"$BASE/cni/state"}]}
 EOF
 cat >"$BASE/config.toml.new" <<EOF
 version = 2

@@ -97,12 +97,22 @@ impl Pod {
         Pod::run(tag, cri::NamespaceMode::Node)
     }
 
+    /// A pod with its own network namespace under the exact name `name`
+    /// (what CNI plugins see as K8S_POD_NAME).
+    pub fn named(name: &str) -> Pod {
+        Pod::run_as(name.to_string(), name, cri::NamespaceMode::Pod)
+    }
+
     fn run(tag: &str, network: cri::NamespaceMode) -> Pod {
         let name = format!(
             "koko-{tag}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        Pod::run_as(name, tag, network)
+    }
+
+    fn run_as(name: String, tag: &str, network: cri::NamespaceMode) -> Pod {
         let config = cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: name.clone(),
