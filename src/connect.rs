@@ -90,8 +90,19 @@ pub fn veth(session: &Session, journal: &mut Journal, req: &VethRequest) -> Resu
         name: a.name.clone(),
     })?;
     let mut created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &options));
-    if matches!(created, Err(VethError::Kernel(nix::errno::Errno::EBUSY))) {
-        // Someone took one of those indexes meanwhile: let the kernel choose.
+    if options.index != req.options.index
+        && matches!(
+            created,
+            Err(VethError::Kernel(
+                nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST
+            ))
+        )
+    {
+        // Another process (a second koko wiring the same container) took
+        // one of those indexes meanwhile: let the kernel choose. Kernels
+        // before 6.5 say EBUSY for a taken ifindex, later ones EEXIST, the
+        // same as for a taken name: if the name is what is taken, the
+        // retry fails with EEXIST again and is explained as such.
         created = session.block_on(link::create_veth(&ta, &a.name, &tb, &b.name, &req.options));
     }
     match created {

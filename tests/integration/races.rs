@@ -199,3 +199,34 @@ fn adding_a_name_whose_file_was_left_unmounted_says_so() {
     sb.koko(&["netns", "add", "stale"]).ok();
     sb.sh("ip netns exec stale true");
 }
+
+/// Ten one-shots at once wire links into one shared namespace: koko picks
+/// each veth's ifindexes itself (see connect::veth), so two processes can
+/// pick the same index; the loser must retry with the kernel's choice, not
+/// report "already exists". Every link is there afterwards.
+#[test]
+fn parallel_one_shots_into_one_namespace_all_succeed() {
+    let sb = Sandbox::new();
+    let names: Vec<String> = (0..10).map(|i| format!("own{i}")).collect();
+    let mut all = vec!["shared".to_string()];
+    all.extend(names.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    sb.netns_add(&all);
+    let runs = at_once(&sb, 10, |i| {
+        vec![
+            "-n".into(),
+            format!("shared,s{i}"),
+            "-n".into(),
+            format!("own{i},p{i}"),
+        ]
+    });
+    for run in runs {
+        run.ok();
+    }
+    let mut links = sb.link_names(Some("shared"));
+    links.retain(|l| l != "lo");
+    links.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    expected.sort();
+    assert_eq!(links, expected);
+}
