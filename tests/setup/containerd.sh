@@ -32,14 +32,8 @@ mkdir -p "$BASE"
 
 log() { echo "containerd.sh: $*" >&2; }
 
-# Is $1 the pid of a live (not zombie) process whose command name is $2?
-alive_as() {
-  local pid=$1 name=$2 stat
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [ "${stat%% *}" != Z ] && [ "${stat%% *}" != X ]
-}
+# alive_as PID NAME
+. "$(dirname "$0")/lib/process.sh"
 
 answers() { [ -S "$SOCK" ] && timeout 3 ctr -a "$SOCK" version >/dev/null 2>&1; }
 

@@ -40,15 +40,8 @@ ping_engine() {
   fi
 }
 
-# Is $1 the pid of a live process (not a zombie waiting to be reaped) whose
-# command name is $2?
-alive_as() {
-  local pid=$1 name=$2 stat
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [ "${stat%% *}" != Z ] && [ "${stat%% *}" != X ]
-}
+# alive_as PID NAME
+. "$(dirname "$0")/lib/process.sh"
 
 # Start a daemon in the background, in its own session, with stdin closed,
 # output to a log file and NO inherited fd beyond 0-2 (a daemon that inherits
