@@ -10,6 +10,8 @@
 //! * [`script`] — the Rhai runtime (bindings, runner, REPL)
 //! * [`suite`] — `koko test`: test discovery, a sandbox (private network
 //!   and mount namespace) per test, parallel runs, JUnit/TAP reports
+//! * [`cni`] — the CNI plugin (`koko cni`, `koko-cni`): Kubernetes places
+//!   the pods, koko wires them from a topology
 //! * [`plan`] — both command grammars as typed requests, executed into a
 //!   serialisable report: what the CLI and scripts share
 //! * [`connect`] — operations: veth, tunnels, mirrors, delete, forwarding
