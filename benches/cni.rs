@@ -17,14 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod sandbox;
+use sandbox::sh;
 
 const TOPO: &str = "/run/koko/topo";
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
+    let rounds = sandbox::rounds_arg(3);
     sandbox::enter(&[rounds.to_string()]);
     let koko = env!("CARGO_BIN_EXE_koko");
     sh(&format!("mkdir -p {TOPO}"));
@@ -256,14 +254,4 @@ fn run(argv: &[&str]) {
         "{argv:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

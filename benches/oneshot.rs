@@ -21,7 +21,7 @@ fn main() {
     sandbox::enter(&[rounds.to_string()]);
 
     let koko = env!("CARGO_BIN_EXE_koko");
-    sh("ip netns add a && ip netns add b");
+    sandbox::sh("ip netns add a && ip netns add b");
 
     let koko_create: Vec<Vec<&str>> = vec![vec![
         koko,
@@ -135,14 +135,4 @@ fn median(v: &mut [Duration]) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn sh(script: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{script} failed");
 }

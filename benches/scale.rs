@@ -33,6 +33,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod sandbox;
+use sandbox::sh;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -318,16 +319,6 @@ fn run(argv: &[&str]) -> (f64, i64) {
     );
     std::mem::forget(child);
     (t, usage.ru_maxrss)
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Spot-check a built chain: the middle node's links are up with addresses.

@@ -16,10 +16,7 @@ const TESTS: usize = 50;
 const SPAWNS: usize = 200;
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
+    let rounds = sandbox::rounds_arg(3);
     sandbox::enter(&[rounds.to_string()]);
     let koko = env!("CARGO_BIN_EXE_koko");
     let dir = std::env::temp_dir().join(format!("koko-bench-suite-{}", std::process::id()));

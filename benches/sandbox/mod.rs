@@ -33,3 +33,27 @@ pub fn enter(args: &[String]) {
         .expect("unshare (util-linux) is needed");
     std::process::exit(status.code().unwrap_or(1));
 }
+
+/// The benchmark's first numeric argument (its number of rounds), or
+/// `default`. (Not every benchmark takes one.)
+#[allow(dead_code)]
+pub fn rounds_arg(default: usize) -> usize {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Run a set-up command with `sh -c` and return its output; a failure
+/// stops the benchmark with the command and its stderr. (Not every
+/// benchmark runs shell commands.)
+#[allow(dead_code)]
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
