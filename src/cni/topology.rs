@@ -16,13 +16,15 @@
 //! elsewhere; a pod it does not name is on this node. A pod may also carry
 //! its node in its own record (`"node_ip"`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::impair::Impairment;
 use crate::net::addr;
 
 /// One link of a pod, seen from that pod.
@@ -40,6 +42,11 @@ pub struct LinkRecord {
     /// else 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// koko's extra: how this pod's end degrades what it sends on the
+    /// link, in the words and units of `koko ip link impair`:
+    /// `{"delay": "20ms", "loss": "1%", "rate": "10mbit"}`.
+    #[serde(default)]
+    pub impair: Option<BTreeMap<String, Value>>,
 }
 
 impl LinkRecord {
@@ -51,6 +58,38 @@ impl LinkRecord {
     /// The peer's address, if the record has one.
     pub fn peer_addr(&self) -> Result<Option<IpNet>> {
         parse_opt(&self.peer_ip, &self.peer_intf)
+    }
+
+    /// What this pod's end sends degraded, if the record says so. Parsed
+    /// by `koko ip link impair`'s own parser; a number may stand for its
+    /// text (`"limit": 100`, `"delay": 20` meaning 20ms).
+    pub fn impairment(&self) -> Result<Option<Impairment>> {
+        let Some(map) = &self.impair else {
+            return Ok(None);
+        };
+        let what = format!(
+            "topology: impairment of '{}' (link {})",
+            self.local_intf, self.uid
+        );
+        let mut out = Impairment::default();
+        for (key, value) in map {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{what}: '{key}' is {other}, not a string or number"
+                    )))
+                }
+            };
+            crate::ipcmd::set_impair_value(&mut out, key, &text)
+                .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+        }
+        if out.is_none() {
+            return Ok(None);
+        }
+        out.validate(&what)?;
+        Ok(Some(out))
     }
 }
 
@@ -195,6 +234,7 @@ pub fn validate(pod: &str, links: &[LinkRecord]) -> Result<()> {
         if let Some(mtu) = l.mtu {
             crate::net::link::check_mtu(mtu)?;
         }
+        l.impairment()?;
         if !seen.insert(l.local_intf.as_str()) {
             return Err(Error::Invalid(format!(
                 "topology: pod '{pod}' has interface '{}' in two links",
@@ -269,6 +309,7 @@ mod tests {
             peer_intf: "e1".into(),
             peer_ip: String::new(),
             mtu: None,
+            impair: None,
         };
         assert!(validate("a", std::slice::from_ref(&l)).is_ok());
         let err = validate("a", &[l.clone(), l.clone()])

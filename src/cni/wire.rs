@@ -26,6 +26,13 @@
 //! `underlay`), so nothing has to wait for the other side and no daemon is
 //! on the data path.
 //!
+//! **Impairments.** A record's `impair` degrades what its pod's end sends.
+//! The ADD that creates a same-node pair applies both records' impairments
+//! (this pod's to its end, the peer's record of the same uid to the peer's
+//! end), so either arrival order gives the same result; a cross-node end
+//! gets its own. They are applied inside the same journal as the links, so
+//! a refused impairment leaves nothing half-built.
+//!
 //! **DEL is idempotent.** A missing namespace, a repeated DEL or a DEL
 //! without ADD all succeed: there is simply nothing marked left to delete.
 
@@ -35,12 +42,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::topology::{self, Source};
+use super::topology::{self, LinkRecord, Source};
 use super::{Added, CniError, CniResult, Env, NetConf};
 use crate::connect::{self, EndRequest, TunnelRequest, VethRequest};
 use crate::error::{Error, Result};
+use crate::impair::{self, End, Impairment, LinkPair};
 use crate::journal::Journal;
 use crate::net::link::{self, LinkState, VethOptions};
+use crate::net::tc::MirrorDir as Direction;
 use crate::net::tunnel::{TunnelKind, VxlanOptions};
 use crate::net::{addr, Session};
 use crate::ns::Namespace;
@@ -183,6 +192,8 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
     let mut veths = Vec::new();
     let mut peer_marks = Vec::new();
     let mut tunnels = Vec::new();
+    // (the sending end, its veth peer if any, what it sends degraded)
+    let mut impairs: Vec<(End, Option<End>, Impairment)> = Vec::new();
     for l in &topo.links {
         if let Some(have) = find(&existing, &l.local_intf) {
             if have.alias.as_deref() == Some(mark.as_str()) {
@@ -209,6 +220,9 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             let mut vx = VxlanOptions::new(remote, conf.vni_base + l.uid);
             vx.mtu = mtu;
             vx.local = conf.node_ip.as_deref().and_then(|ip| ip.parse().ok());
+            if let Some(what) = l.impairment()? {
+                impairs.push((End::new(&ns, &l.local_intf), None, what));
+            }
             tunnels.push(TunnelRequest {
                 parent_ns: Namespace::current()?,
                 parent: underlay,
@@ -234,6 +248,16 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             // The peer's end of this link, tied to an older sandbox of this
             // pod (this sandbox has no end yet): re-wire.
             session.block_on(link::delete(&pt, &l.peer_intf))?;
+        }
+        // This pod creates the pair, so it applies both records'
+        // impairments: its own to its end, the peer's to the peer's end.
+        let here = End::new(&ns, &l.local_intf);
+        let there = End::new(&peer_ns, &l.peer_intf);
+        if let Some(what) = l.impairment()? {
+            impairs.push((here.clone(), Some(there.clone()), what));
+        }
+        if let Some(what) = peer_link(source, &pod, l)?.and_then(|p| p.impairment().transpose()) {
+            impairs.push((there, Some(here), what?));
         }
         veths.push(VethRequest {
             a: local,
@@ -262,6 +286,13 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         }
         for req in &tunnels {
             connect::tunnel(&session, &mut journal, req)?;
+        }
+        for (end, peer, what) in &impairs {
+            let pair = LinkPair {
+                end: end.clone(),
+                peer: peer.clone(),
+            };
+            impair::impair(&session, &mut journal, &pair, Direction::Egress, what)?;
         }
         Ok(())
     })();
@@ -299,6 +330,16 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         }
     }
     Ok(added)
+}
+
+/// The peer pod's record of link `l` (same uid), if its topology has one.
+fn peer_link(source: &Source, pod: &str, l: &LinkRecord) -> Result<Option<LinkRecord>> {
+    let peer = source.pod(&l.peer_pod)?;
+    topology::validate(&l.peer_pod, &peer.links)?;
+    Ok(peer
+        .links
+        .into_iter()
+        .find(|p| p.uid == l.uid && p.peer_pod == pod))
 }
 
 /// Give each new pair's ends ifindexes of their own, unused in every
@@ -414,6 +455,9 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
         if !state.up {
             return Err(missing(format!("'{}' in {ns} is down", l.local_intf)));
         }
+        if let Some(want) = l.impairment()? {
+            check_impairment(&session, &ns, l, &want).map_err(|e| missing(e.to_string()))?;
+        }
         if let Some(want) = l.local_addr()? {
             if !addrs
                 .iter()
@@ -425,6 +469,30 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Is what `l`'s end sends still degraded as its record says? Read back
+/// from the kernel; on the tc-bpf backend loss is a filter on the
+/// receiver, readable only when the veth peer can be found.
+fn check_impairment(
+    session: &Session,
+    ns: &Namespace,
+    l: &LinkRecord,
+    want: &Impairment,
+) -> Result<()> {
+    let pair = LinkPair::resolve(session, End::new(ns, &l.local_intf), None)?;
+    let got = impair::impairments(session, &pair)?.egress;
+    let mut want = want.clone();
+    if pair.peer.is_none() && impair::Backend::detect() == impair::Backend::TcBpf {
+        want.loss_pct = got.loss_pct;
+    }
+    if got != want {
+        return Err(Error::Invalid(format!(
+            "'{}' in {ns} sends degraded by {got}, not by {want} as link {} says",
+            l.local_intf, l.uid
+        )));
     }
     Ok(())
 }

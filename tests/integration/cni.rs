@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{koko_bin, wait_until, Run, Sandbox};
+use crate::support::{
+    kernel_has, koko_bin, setup_lacks, tcp_goodput, udp_rtts, wait_until, Run, Sandbox,
+};
 
 /// The topology directory inside every sandbox (its /run/koko is private).
 const TOPO: &str = "/run/koko/topo";
@@ -339,6 +341,116 @@ fn cni_check_finds_a_lost_address() {
     cni(&sb, None, "CHECK", "b", &c)
         .fails(1, "down")
         .stdout_has("\"code\":101");
+}
+
+/// Is netem in this kernel? (Without it koko's tc-bpf backend impairs,
+/// and it cannot delay.)
+fn has_netem(sb: &Sandbox) -> bool {
+    kernel_has(
+        sb,
+        "tc qdisc add dev lo root netem delay 1ms && tc qdisc del dev lo root",
+    )
+}
+
+/// koko's own root qdisc on `dev` in `pod` (handle 6b6f:), as tc shows it.
+fn koko_root_qdisc(sb: &Sandbox, pod: &str, dev: &str) -> Option<Value> {
+    sb.tc_json(Some(pod), &format!("qdisc show dev {dev} root"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["handle"] == "6b6f:")
+        .cloned()
+}
+
+#[test]
+fn cni_link_records_impair_each_end_as_its_own_record_says() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    let netem = has_netem(&sb);
+    // a's record: what a sends is limited (and delayed, where the kernel
+    // can delay); b's record: what b sends is limited more gently.
+    let a_impair = if netem {
+        json!({"rate": "10mbit", "delay": "20ms"})
+    } else {
+        json!({"rate": "10mbit"})
+    };
+    let link = |peer: &str, ip: &str, peer_ip: &str, impair: Value| {
+        json!({"links": [{"uid": 1, "peer_pod": peer, "local_intf": "e1", "local_ip": ip,
+            "peer_intf": "e1", "peer_ip": peer_ip, "impair": impair}]})
+    };
+    sb.sh(&format!("mkdir -p {TOPO}"));
+    for (pod, text) in [
+        ("a", link("b", "10.0.1.1/24", "10.0.1.2/24", a_impair)),
+        (
+            "b",
+            link("a", "10.0.1.2/24", "10.0.1.1/24", json!({"rate": "50mbit"})),
+        ),
+    ] {
+        sb.sh(&format!("cat > {TOPO}/{pod}.json <<'EOF'\n{text}\nEOF"));
+    }
+    let c = conf(
+        "1.0.0",
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [], "ips": []}}),
+    );
+    add(&sb, "a", &c);
+    // Nothing impaired before the pair exists; b's ADD creates the pair
+    // and applies both records, each to its own end.
+    add(&sb, "b", &c);
+    let qa = koko_root_qdisc(&sb, "a", "e1").expect("koko's qdisc on a's e1");
+    let qb = koko_root_qdisc(&sb, "b", "e1").expect("koko's qdisc on b's e1");
+    if netem {
+        assert_eq!(qa["kind"], "netem", "{qa}");
+    } else {
+        setup_lacks("netem (CONFIG_NET_SCH_NETEM): the delay half of this test");
+        assert_eq!(qa["kind"], "tbf", "{qa}");
+        assert_eq!(qb["kind"], "tbf", "{qb}");
+        assert_eq!(qa["options"]["rate"], 1_250_000, "10mbit in bytes/s: {qa}");
+        assert_eq!(qb["options"]["rate"], 6_250_000, "50mbit in bytes/s: {qb}");
+    }
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let limited = tcp_goodput(
+        &nb,
+        &na,
+        "10.0.1.2:7101".parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(
+        (8e6..11e6).contains(&limited),
+        "a -> b at 10mbit carried {limited} bit/s"
+    );
+    if netem {
+        let rtts = udp_rtts(&na, &nb, "10.0.1.2:7102".parse().unwrap(), 10);
+        assert!(rtts.len() >= 8, "echoes lost: {rtts:?}");
+        assert!(
+            rtts.iter().all(|r| *r >= 20.0),
+            "a round trip shorter than a's 20 ms delay: {rtts:?}"
+        );
+    }
+    // CHECK sees the impairment, and misses it once it is gone.
+    cni(&sb, None, "CHECK", "a", &c).ok();
+    cni(&sb, None, "CHECK", "b", &c).ok();
+    sb.sh("tc -n a qdisc del dev e1 root");
+    cni(&sb, None, "CHECK", "a", &c)
+        .fails(1, "not by")
+        .stdout_has("\"code\":101");
+    // DEL: the links go, and their qdiscs with them.
+    cni(&sb, None, "DEL", "a", &c).ok();
+    cni(&sb, None, "DEL", "b", &c).ok();
+    assert!(lab_links(&sb, "a").is_empty() && lab_links(&sb, "b").is_empty());
+}
+
+#[test]
+fn cni_an_impairment_in_words_koko_does_not_know_is_refused() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    sb.sh(&format!("mkdir -p {TOPO}"));
+    let text = json!({"links": [{"uid": 1, "peer_pod": "b", "local_intf": "e1",
+        "peer_intf": "e1", "impair": {"delay": "soon"}}]});
+    sb.sh(&format!("cat > {TOPO}/a.json <<'EOF'\n{text}\nEOF"));
+    cni(&sb, None, "ADD", "a", &conf("1.0.0", json!({})))
+        .fails(1, "'delay soon': not a time")
+        .stdout_has("\"code\":");
+    assert!(lab_links(&sb, "a").is_empty());
 }
 
 #[test]
