@@ -12,7 +12,10 @@
 //! **Pairs on one node.** A veth needs both namespaces, so whichever pod of
 //! a pair arrives second creates it: each ADD records its pod (name,
 //! sandbox id, namespace path) under the state directory, and wires every
-//! link whose peer pod is already recorded there. A lock file in the state
+//! link whose peer pod is already recorded there. A pod is its Kubernetes
+//! namespace and name (see [`topology`]): records are keyed by both, and a
+//! peer is looked up in the pod's own namespace only, so two pods named
+//! alike in two namespaces never see each other. A lock file in the state
 //! directory serialises ADD/DEL/GC, so two pods arriving at once cannot
 //! both miss each other or both create the pair. When a pod restarts (a
 //! new sandbox, a new namespace), its peer's old end is gone with the old
@@ -65,38 +68,47 @@ pub fn mark_of(container_id: &str) -> String {
 /// What the state directory knows of a pod on this node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PodRecord {
+    /// The pod's Kubernetes namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     pub pod: String,
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub netns: String,
 }
 
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
 fn pods_dir(conf: &NetConf) -> PathBuf {
     conf.state_dir.join("pods")
 }
 
-fn record_path(conf: &NetConf, pod: &str) -> PathBuf {
-    // Pod names are DNS labels; anything else is escaped so it cannot
-    // leave the directory.
-    let safe: String = pod
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    pods_dir(conf).join(format!("{safe}.json"))
+fn record_path(conf: &NetConf, ns: &str, pod: &str) -> PathBuf {
+    // Names are DNS labels and subdomains; anything else is escaped so it
+    // cannot leave the directory. The escaped names never contain '+', so
+    // "NAMESPACE+POD" names one pod only.
+    let safe = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    pods_dir(conf).join(format!("{}+{}.json", safe(ns), safe(pod)))
 }
 
-fn read_record(conf: &NetConf, pod: &str) -> Result<Option<PodRecord>> {
-    let path = record_path(conf, pod);
+fn read_record(conf: &NetConf, ns: &str, pod: &str) -> Result<Option<PodRecord>> {
+    let path = record_path(conf, ns, pod);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(serde_json::from_str(&text)
             .ok()
-            .filter(|r: &PodRecord| r.pod == pod)),
+            .filter(|r: &PodRecord| r.pod == pod && r.namespace == ns)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
@@ -122,7 +134,7 @@ fn all_records(conf: &NetConf) -> Result<Vec<(PathBuf, PodRecord)>> {
 }
 
 fn write_record(conf: &NetConf, record: &PodRecord) -> Result<()> {
-    let path = record_path(conf, &record.pod);
+    let path = record_path(conf, &record.namespace, &record.pod);
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_string(record).expect("a record serialises");
     std::fs::write(&tmp, text)
@@ -162,8 +174,8 @@ fn find<'a>(links: &'a [LinkState], name: &str) -> Option<&'a LinkState> {
 }
 
 /// The peer's node, if the topology puts it on another node than this one.
-fn remote_node(conf: &NetConf, source: &Source, peer: &str) -> Result<Option<IpAddr>> {
-    let Some(node) = source.node_of(peer)? else {
+fn remote_node(conf: &NetConf, source: &Source, ns: &str, peer: &str) -> Result<Option<IpAddr>> {
+    let Some(node) = source.node_of(ns, peer)? else {
         return Ok(None);
     };
     if conf.node_ip.as_deref() == Some(node.as_str()) {
@@ -181,7 +193,8 @@ fn remote_node(conf: &NetConf, source: &Source, peer: &str) -> Result<Option<IpA
 pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> {
     let _lock = lock(conf)?;
     let pod = env.pod();
-    let topo = source.pod(&pod)?;
+    let kns = env.pod_namespace();
+    let topo = source.pod(&kns, &pod)?;
     topology::validate(&pod, &topo.links)?;
     let ns = sandbox_ns(&env.netns)?;
     let session = Session::new()?;
@@ -207,7 +220,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             addrs: l.local_addr()?.into_iter().collect(),
         };
         let mtu = l.mtu.or(conf.mtu);
-        if let Some(remote) = remote_node(conf, source, &l.peer_pod)? {
+        if let Some(remote) = remote_node(conf, source, &kns, &l.peer_pod)? {
             let underlay = conf.underlay.clone().ok_or_else(|| {
                 CniError::new(
                     7,
@@ -233,7 +246,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         }
         // Same node: only if the peer is here already (else it wires the
         // pair when it arrives).
-        let Some(peer) = read_record(conf, &l.peer_pod)? else {
+        let Some(peer) = read_record(conf, &kns, &l.peer_pod)? else {
             continue;
         };
         let Ok(peer_ns) = Namespace::path(Path::new(&peer.netns)) else {
@@ -256,7 +269,9 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         if let Some(what) = l.impairment()? {
             impairs.push((here.clone(), Some(there.clone()), what));
         }
-        if let Some(what) = peer_link(source, &pod, l)?.and_then(|p| p.impairment().transpose()) {
+        if let Some(what) =
+            peer_link(source, &kns, &pod, l)?.and_then(|p| p.impairment().transpose())
+        {
             impairs.push((there, Some(here), what?));
         }
         veths.push(VethRequest {
@@ -305,6 +320,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
     write_record(
         conf,
         &PodRecord {
+            namespace: kns.clone(),
             pod: pod.clone(),
             container_id: env.container_id.clone(),
             netns: env.netns.clone(),
@@ -333,8 +349,8 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
 }
 
 /// The peer pod's record of link `l` (same uid), if its topology has one.
-fn peer_link(source: &Source, pod: &str, l: &LinkRecord) -> Result<Option<LinkRecord>> {
-    let peer = source.pod(&l.peer_pod)?;
+fn peer_link(source: &Source, ns: &str, pod: &str, l: &LinkRecord) -> Result<Option<LinkRecord>> {
+    let peer = source.pod(ns, &l.peer_pod)?;
     topology::validate(&l.peer_pod, &peer.links)?;
     Ok(peer
         .links
@@ -425,7 +441,8 @@ pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
 /// sandbox's mark, is up and has its address.
 pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
     let pod = env.pod();
-    let topo = source.pod(&pod)?;
+    let kns = env.pod_namespace();
+    let topo = source.pod(&kns, &pod)?;
     let ns = sandbox_ns(&env.netns)?;
     let session = Session::new()?;
     let t = session.target(&ns)?;
@@ -434,8 +451,8 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
     let mark = mark_of(&env.container_id);
     let missing = |what: String| CniError::new(101, what);
     for l in &topo.links {
-        let expected = remote_node(conf, source, &l.peer_pod)?.is_some()
-            || read_record(conf, &l.peer_pod)?
+        let expected = remote_node(conf, source, &kns, &l.peer_pod)?.is_some()
+            || read_record(conf, &kns, &l.peer_pod)?
                 .is_some_and(|p| Namespace::path(Path::new(&p.netns)).is_ok());
         if !expected {
             continue; // its peer is not here yet

@@ -58,6 +58,20 @@ fn conf(version: &str, extra: Value) -> Value {
 /// node: `ip netns exec NODE`). Pod `pod`'s sandbox is `ctr-POD`, its
 /// namespace the netns named `pod`.
 fn cni(sb: &Sandbox, node: Option<&str>, command: &str, pod: &str, conf: &Value) -> Run {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={pod}");
+    invoke(sb, node, command, pod, &args, conf)
+}
+
+/// One plugin invocation for the sandbox of netns `netns` (its container
+/// id `ctr-NETNS`), with `args` as CNI_ARGS.
+fn invoke(
+    sb: &Sandbox,
+    node: Option<&str>,
+    command: &str,
+    netns: &str,
+    args: &str,
+    conf: &Value,
+) -> Run {
     let mut cmd: Command = match node {
         Some(n) => {
             let mut c = sb.command("ip");
@@ -71,15 +85,16 @@ fn cni(sb: &Sandbox, node: Option<&str>, command: &str, pod: &str, conf: &Value)
         }
     };
     cmd.env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", format!("ctr-{pod}"))
-        .env("CNI_NETNS", format!("/run/netns/{pod}"))
+        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={pod}"),
-        );
-    Run::with_input(&mut cmd, &conf.to_string(), format!("CNI {command} {pod}"))
+        .env("CNI_ARGS", args);
+    Run::with_input(
+        &mut cmd,
+        &conf.to_string(),
+        format!("CNI {command} {netns} ({args})"),
+    )
 }
 
 fn add(sb: &Sandbox, pod: &str, conf: &Value) -> Value {
@@ -287,7 +302,7 @@ fn cni_del_is_idempotent_and_leaves_nothing() {
     assert!(sb
         .sh("ls /run/koko/cni/pods")
         .split_whitespace()
-        .eq(["a.json"]));
+        .eq(["lab+a.json"]));
 }
 
 #[test]
@@ -451,6 +466,84 @@ fn cni_an_impairment_in_words_koko_does_not_know_is_refused() {
         .fails(1, "'delay soon': not a time")
         .stdout_has("\"code\":");
     assert!(lab_links(&sb, "a").is_empty());
+}
+
+#[test]
+fn cni_pods_named_alike_in_two_kubernetes_namespaces_get_their_own_peers() {
+    let sb = Sandbox::new();
+    // Pods a and b in namespace red (netns ra, rb) and in namespace blue
+    // (ba, bb), and a and b without a namespace ("default": da, db). red
+    // and blue have their own topology subdirectories, default the flat
+    // top-level files.
+    sb.netns_add(&["ra", "rb", "ba", "bb", "da", "db"]);
+    let link = |peer: &str, intf: &str, ip: &str, peer_ip: &str| {
+        json!({"links": [{"uid": 1, "peer_pod": peer, "local_intf": intf, "local_ip": ip,
+            "peer_intf": intf, "peer_ip": peer_ip}]})
+    };
+    for (dir, intf, net) in [
+        ("red/", "r1", "10.0.1"),
+        ("blue/", "b1", "10.0.2"),
+        ("", "d1", "10.0.3"),
+    ] {
+        sb.sh(&format!("mkdir -p {TOPO}/{dir}"));
+        for (pod, peer, me, it) in [("a", "b", 1, 2), ("b", "a", 2, 1)] {
+            let text = link(
+                peer,
+                intf,
+                &format!("{net}.{me}/24"),
+                &format!("{net}.{it}/24"),
+            );
+            sb.sh(&format!(
+                "cat > {TOPO}/{dir}{pod}.json <<'EOF'\n{text}\nEOF"
+            ));
+        }
+    }
+    let c = conf(
+        "1.0.0",
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [], "ips": []}}),
+    );
+    let add_in = |k8s_ns: Option<&str>, pod: &str, netns: &str| {
+        let args = match k8s_ns {
+            Some(n) => format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={n};K8S_POD_NAME={pod}"),
+            None => format!("IgnoreUnknown=1;K8S_POD_NAME={pod}"),
+        };
+        invoke(&sb, None, "ADD", netns, &args, &c).ok();
+    };
+    // red's a and blue's b: same-named peers of each other by name alone,
+    // but in different namespaces, so neither is wired yet.
+    add_in(Some("red"), "a", "ra");
+    add_in(Some("blue"), "b", "bb");
+    add_in(None, "a", "da");
+    for netns in ["ra", "bb", "da"] {
+        assert!(
+            lab_links(&sb, netns).is_empty(),
+            "{netns}: {:?}",
+            lab_links(&sb, netns)
+        );
+    }
+    // Each namespace's second pod wires its own pair.
+    add_in(Some("red"), "b", "rb");
+    add_in(Some("blue"), "a", "ba");
+    add_in(None, "b", "db");
+    for (netns, intf, addr) in [
+        ("ra", "r1", "10.0.1.1/24"),
+        ("rb", "r1", "10.0.1.2/24"),
+        ("ba", "b1", "10.0.2.1/24"),
+        ("bb", "b1", "10.0.2.2/24"),
+        ("da", "d1", "10.0.3.1/24"),
+        ("db", "d1", "10.0.3.2/24"),
+    ] {
+        assert_eq!(lab_links(&sb, netns), vec![intf.to_string()], "{netns}");
+        assert_eq!(sb.addrs(Some(netns), intf), vec![addr], "{netns}");
+    }
+    // The veths join the right namespaces: each pair carries TCP.
+    sb.assert_tcp("ra", "rb", "10.0.1.1:7201");
+    sb.assert_tcp("ba", "bb", "10.0.2.1:7202");
+    sb.assert_tcp("da", "db", "10.0.3.1:7203");
+    for netns in ["ra", "rb", "ba", "bb", "da", "db"] {
+        invoke(&sb, None, "DEL", netns, "", &c).ok();
+        assert!(lab_links(&sb, netns).is_empty(), "{netns}");
+    }
 }
 
 #[test]
@@ -681,8 +774,10 @@ fn cni_containerd_calls_add_on_run_pod_sandbox_and_del_on_stop() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!names.contains(&format!("{b}.json")), "{names:?}");
-    assert!(names.contains(&format!("{a}.json")), "{names:?}");
+    // Records are named NAMESPACE+POD.json (the pod's Kubernetes namespace).
+    let has = |pod: &str| names.iter().any(|n| n.ends_with(&format!("+{pod}.json")));
+    assert!(!has(&b), "{names:?}");
+    assert!(has(&a), "{names:?}");
     drop(pa);
     let state = std::fs::read_dir(format!("{CRI_CNI}/state/pods")).unwrap();
     assert!(!state.flatten().any(
