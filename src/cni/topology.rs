@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn impairments_take_the_words_of_koko_ip_link_impair() {
+        let text = r#"{"uid": 3, "peer_pod": "r2", "local_intf": "e1", "peer_intf": "e1",
+            "impair": {"delay": "20ms", "loss": "1%", "rate": "10mbit", "limit": 100}}"#;
+        let l: LinkRecord = serde_json::from_str(text).unwrap();
+        let what = l.impairment().unwrap().unwrap();
+        assert_eq!(what.delay_ms, 20.0);
+        assert_eq!(what.loss_pct, 1.0);
+        assert_eq!(what.rate.unwrap().to_string(), "10mbit");
+        assert_eq!(what.limit, 100);
+        for (bad, says) in [
+            (r#"{"dir": "ingress"}"#, "unknown impairment 'dir'"),
+            (r#"{"loss": "150%"}"#, "loss"),
+            (r#"{"rate": true}"#, "not a string or number"),
+        ] {
+            let l = LinkRecord {
+                impair: Some(serde_json::from_str(bad).unwrap()),
+                ..l.clone()
+            };
+            let err = validate("a", &[l]).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("'e1'"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn validation_names_the_problem() {
         let l = LinkRecord {
             uid: 1,
