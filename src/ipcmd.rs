@@ -558,15 +558,8 @@ fn parse_impair(w: &mut Words) -> Result<IpCommand> {
         seen.push(key);
         let value = w.value(key, "a value")?;
         match key {
-            "delay" => what.delay_ms = parse_time_ms(key, value)?,
-            "jitter" => what.jitter_ms = parse_time_ms(key, value)?,
-            "loss" => what.loss_pct = parse_percent(key, value)?,
-            "duplicate" => what.duplicate_pct = parse_percent(key, value)?,
-            "corrupt" => what.corrupt_pct = parse_percent(key, value)?,
-            "reorder" => what.reorder_pct = parse_percent(key, value)?,
-            "rate" => what.rate = Some(value.parse::<Rate>()?),
-            "limit" => what.limit = parse_number(key, value)?,
-            _ => dir = Some(value.parse::<Direction>()?),
+            "dir" => dir = Some(value.parse::<Direction>()?),
+            _ => set_impair_value(&mut what, key, value)?,
         }
     }
     if clear {
@@ -592,6 +585,28 @@ fn parse_impair(w: &mut Words) -> Result<IpCommand> {
         what: Some(what),
         dir: dir.unwrap_or(Direction::Egress),
     })
+}
+
+/// Set one impairment value from its `link impair` word and text
+/// (`delay 20ms`, `loss 1%`, `rate 10mbit`, ...). Shared with the CNI
+/// plugin's link records, so both take the same words and units.
+pub fn set_impair_value(what: &mut Impairment, key: &str, value: &str) -> Result<()> {
+    match key {
+        "delay" => what.delay_ms = parse_time_ms(key, value)?,
+        "jitter" => what.jitter_ms = parse_time_ms(key, value)?,
+        "loss" => what.loss_pct = parse_percent(key, value)?,
+        "duplicate" => what.duplicate_pct = parse_percent(key, value)?,
+        "corrupt" => what.corrupt_pct = parse_percent(key, value)?,
+        "reorder" => what.reorder_pct = parse_percent(key, value)?,
+        "rate" => what.rate = Some(value.parse::<Rate>()?),
+        "limit" => what.limit = parse_number(key, value)?,
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown impairment '{other}': expected delay, jitter, loss, rate, duplicate, corrupt, reorder or limit"
+            )))
+        }
+    }
+    Ok(())
 }
 
 fn parse_blackhole(w: &mut Words) -> Result<IpCommand> {

@@ -155,6 +155,16 @@ impl Env {
         }
     }
 
+    /// The pod's Kubernetes namespace: `K8S_POD_NAMESPACE`, else
+    /// `default` (as Kubernetes does for a pod that names none). A pod is
+    /// this and its name; its peers are in the same namespace.
+    pub fn pod_namespace(&self) -> String {
+        match self.arg("K8S_POD_NAMESPACE") {
+            Some(ns) if !ns.is_empty() => ns.to_string(),
+            _ => "default".to_string(),
+        }
+    }
+
     fn require(&self, what: &str, value: &str) -> CniResult<()> {
         if value.is_empty() {
             return Err(CniError::new(4, format!("{what} is not set")));
@@ -481,6 +491,15 @@ mod tests {
             ..Env::default()
         };
         assert_eq!(env.pod(), "r1");
+        assert_eq!(env.pod_namespace(), "lab");
+        assert_eq!(
+            Env {
+                args: parse_args("K8S_POD_NAME=r1"),
+                ..Env::default()
+            }
+            .pod_namespace(),
+            "default"
+        );
         assert_eq!(
             Env {
                 container_id: "c1".into(),

@@ -15,14 +15,30 @@
 //! The node map gives the underlay address of the node of a pod that lives
 //! elsewhere; a pod it does not name is on this node. A pod may also carry
 //! its node in its own record (`"node_ip"`).
+//!
+//! **Kubernetes namespaces.** A pod is a Kubernetes namespace and a name
+//! (`K8S_POD_NAMESPACE`, default `default`, and `K8S_POD_NAME`). As in
+//! meshnet, whose Topology resources live in the pod's namespace, a
+//! record's `peer_pod` names a pod of the *same* namespace: a link never
+//! crosses namespaces. The source can be per namespace:
+//! - a directory: `NAMESPACE/POD.json` (and `NAMESPACE/.nodes.json`) when
+//!   the subdirectory `NAMESPACE` exists, else the flat `POD.json`;
+//! - a file: `{"namespaces": {"NAMESPACE": {"pods": ..., "nodes": ...}}}`
+//!   for a namespace it lists, else its top-level `pods` and `nodes`.
+//!
+//! A flat source thus serves every namespace alike: pods named the same in
+//! two namespaces get the same links, each to the peer of its own
+//! namespace.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::impair::Impairment;
 use crate::net::addr;
 
 /// One link of a pod, seen from that pod.
@@ -40,6 +56,11 @@ pub struct LinkRecord {
     /// else 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// koko's extra: how this pod's end degrades what it sends on the
+    /// link, in the words and units of `koko ip link impair`:
+    /// `{"delay": "20ms", "loss": "1%", "rate": "10mbit"}`.
+    #[serde(default)]
+    pub impair: Option<BTreeMap<String, Value>>,
 }
 
 impl LinkRecord {
@@ -51,6 +72,38 @@ impl LinkRecord {
     /// The peer's address, if the record has one.
     pub fn peer_addr(&self) -> Result<Option<IpNet>> {
         parse_opt(&self.peer_ip, &self.peer_intf)
+    }
+
+    /// What this pod's end sends degraded, if the record says so. Parsed
+    /// by `koko ip link impair`'s own parser; a number may stand for its
+    /// text (`"limit": 100`, `"delay": 20` meaning 20ms).
+    pub fn impairment(&self) -> Result<Option<Impairment>> {
+        let Some(map) = &self.impair else {
+            return Ok(None);
+        };
+        let what = format!(
+            "topology: impairment of '{}' (link {})",
+            self.local_intf, self.uid
+        );
+        let mut out = Impairment::default();
+        for (key, value) in map {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{what}: '{key}' is {other}, not a string or number"
+                    )))
+                }
+            };
+            crate::ipcmd::set_impair_value(&mut out, key, &text)
+                .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+        }
+        if out.is_none() {
+            return Ok(None);
+        }
+        out.validate(&what)?;
+        Ok(Some(out))
     }
 }
 
@@ -95,6 +148,24 @@ struct TopologyFile {
     pods: HashMap<String, PodTopology>,
     #[serde(default)]
     nodes: HashMap<String, String>,
+    /// Per-namespace topologies (see the module doc).
+    #[serde(default)]
+    namespaces: HashMap<String, TopologyFile>,
+}
+
+impl TopologyFile {
+    /// The part of the file for Kubernetes namespace `ns`.
+    fn scope(mut self, ns: &str) -> TopologyFile {
+        match self.namespaces.remove(ns) {
+            Some(part) => part,
+            None => self,
+        }
+    }
+}
+
+/// A name usable as one path component (not empty, no `/`, no leading dot).
+fn plain(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/')
 }
 
 /// Where the topology is read from.
@@ -133,13 +204,25 @@ impl Source {
         })
     }
 
-    /// The links of `pod` (empty if the topology does not name it).
-    pub fn pod(&self, pod: &str) -> Result<PodTopology> {
+    /// The directory holding namespace `ns`'s pods: its own subdirectory
+    /// if there is one, else the top.
+    fn dir_of(&self, ns: &str) -> PathBuf {
+        let sub = self.path.join(ns);
+        if plain(ns) && sub.is_dir() {
+            sub
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// The links of pod `pod` of Kubernetes namespace `ns` (empty if the
+    /// topology does not name it).
+    pub fn pod(&self, ns: &str, pod: &str) -> Result<PodTopology> {
         if self.path.is_dir() {
-            if pod.is_empty() || pod.starts_with('.') || pod.contains('/') {
+            if !plain(pod) {
                 return Ok(PodTopology::default());
             }
-            let file = self.path.join(format!("{pod}.json"));
+            let file = self.dir_of(ns).join(format!("{pod}.json"));
             match std::fs::read_to_string(&file) {
                 Ok(text) => serde_json::from_str::<PodTopology>(&text)
                     .map(PodTopology::flatten)
@@ -150,7 +233,7 @@ impl Source {
                 Err(e) => Err(Error::io(format!("reading topology {}", file.display()), e)),
             }
         } else {
-            let mut all = self.read_file()?;
+            let mut all = self.read_file()?.scope(ns);
             Ok(all
                 .pods
                 .remove(pod)
@@ -161,9 +244,9 @@ impl Source {
 
     /// The underlay address of `pod`'s node, if the topology places it on
     /// a node (see the module doc).
-    pub fn node_of(&self, pod: &str) -> Result<Option<String>> {
+    pub fn node_of(&self, ns: &str, pod: &str) -> Result<Option<String>> {
         if self.path.is_dir() {
-            let nodes = self.path.join(".nodes.json");
+            let nodes = self.dir_of(ns).join(".nodes.json");
             if let Ok(text) = std::fs::read_to_string(&nodes) {
                 let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
                     Error::Invalid(format!("node map {} is not valid: {e}", nodes.display()))
@@ -172,9 +255,9 @@ impl Source {
                     return Ok(Some(ip.clone()));
                 }
             }
-            Ok(self.pod(pod)?.node_ip)
+            Ok(self.pod(ns, pod)?.node_ip)
         } else {
-            let all = self.read_file()?;
+            let all = self.read_file()?.scope(ns);
             if let Some(ip) = all.nodes.get(pod) {
                 return Ok(Some(ip.clone()));
             }
@@ -195,6 +278,7 @@ pub fn validate(pod: &str, links: &[LinkRecord]) -> Result<()> {
         if let Some(mtu) = l.mtu {
             crate::net::link::check_mtu(mtu)?;
         }
+        l.impairment()?;
         if !seen.insert(l.local_intf.as_str()) {
             return Err(Error::Invalid(format!(
                 "topology: pod '{pod}' has interface '{}' in two links",
@@ -248,15 +332,67 @@ mod tests {
         )
         .unwrap();
         let source = Source::new(&path);
-        let r1 = source.pod("r1").unwrap();
+        let r1 = source.pod("default", "r1").unwrap();
         assert_eq!(r1.links[0].mtu, Some(9000));
-        assert!(source.pod("nobody").unwrap().links.is_empty());
-        assert_eq!(source.node_of("r2").unwrap().as_deref(), Some("10.9.0.2"));
-        assert_eq!(source.node_of("r3").unwrap().as_deref(), Some("10.9.0.3"));
-        assert_eq!(source.node_of("r1").unwrap(), None);
+        assert!(source.pod("default", "nobody").unwrap().links.is_empty());
+        assert_eq!(
+            source.node_of("lab", "r2").unwrap().as_deref(),
+            Some("10.9.0.2")
+        );
+        assert_eq!(
+            source.node_of("default", "r3").unwrap().as_deref(),
+            Some("10.9.0.3")
+        );
+        assert_eq!(source.node_of("default", "r1").unwrap(), None);
         assert!(source.check().is_ok());
         std::fs::remove_file(&path).unwrap();
         assert!(source.check().is_err());
+    }
+
+    #[test]
+    fn a_topology_file_can_hold_one_topology_per_namespace() {
+        let path = std::env::temp_dir().join(format!("koko-topo-ns-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"pods": {"r1": {"links": [{"uid": 1, "peer_pod": "r2", "local_intf": "e1",
+                "peer_intf": "e1"}]}},
+                "namespaces": {"blue": {"pods": {"r1": {"links": [{"uid": 9, "peer_pod": "r5",
+                "local_intf": "b1", "peer_intf": "b1"}]}}, "nodes": {"r5": "10.9.0.5"}}}}"#,
+        )
+        .unwrap();
+        let source = Source::new(&path);
+        assert_eq!(source.pod("blue", "r1").unwrap().links[0].uid, 9);
+        assert_eq!(source.pod("red", "r1").unwrap().links[0].uid, 1);
+        assert_eq!(
+            source.node_of("blue", "r5").unwrap().as_deref(),
+            Some("10.9.0.5")
+        );
+        assert_eq!(source.node_of("red", "r5").unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn impairments_take_the_words_of_koko_ip_link_impair() {
+        let text = r#"{"uid": 3, "peer_pod": "r2", "local_intf": "e1", "peer_intf": "e1",
+            "impair": {"delay": "20ms", "loss": "1%", "rate": "10mbit", "limit": 100}}"#;
+        let l: LinkRecord = serde_json::from_str(text).unwrap();
+        let what = l.impairment().unwrap().unwrap();
+        assert_eq!(what.delay_ms, 20.0);
+        assert_eq!(what.loss_pct, 1.0);
+        assert_eq!(what.rate.unwrap().to_string(), "10mbit");
+        assert_eq!(what.limit, 100);
+        for (bad, says) in [
+            (r#"{"dir": "ingress"}"#, "unknown impairment 'dir'"),
+            (r#"{"loss": "150%"}"#, "loss"),
+            (r#"{"rate": true}"#, "not a string or number"),
+        ] {
+            let l = LinkRecord {
+                impair: Some(serde_json::from_str(bad).unwrap()),
+                ..l.clone()
+            };
+            let err = validate("a", &[l]).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("'e1'"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -269,6 +405,7 @@ mod tests {
             peer_intf: "e1".into(),
             peer_ip: String::new(),
             mtu: None,
+            impair: None,
         };
         assert!(validate("a", std::slice::from_ref(&l)).is_ok());
         let err = validate("a", &[l.clone(), l.clone()])

@@ -12,7 +12,10 @@
 //! **Pairs on one node.** A veth needs both namespaces, so whichever pod of
 //! a pair arrives second creates it: each ADD records its pod (name,
 //! sandbox id, namespace path) under the state directory, and wires every
-//! link whose peer pod is already recorded there. A lock file in the state
+//! link whose peer pod is already recorded there. A pod is its Kubernetes
+//! namespace and name (see [`topology`]): records are keyed by both, and a
+//! peer is looked up in the pod's own namespace only, so two pods named
+//! alike in two namespaces never see each other. A lock file in the state
 //! directory serialises ADD/DEL/GC, so two pods arriving at once cannot
 //! both miss each other or both create the pair. When a pod restarts (a
 //! new sandbox, a new namespace), its peer's old end is gone with the old
@@ -26,6 +29,13 @@
 //! `underlay`), so nothing has to wait for the other side and no daemon is
 //! on the data path.
 //!
+//! **Impairments.** A record's `impair` degrades what its pod's end sends.
+//! The ADD that creates a same-node pair applies both records' impairments
+//! (this pod's to its end, the peer's record of the same uid to the peer's
+//! end), so either arrival order gives the same result; a cross-node end
+//! gets its own. They are applied inside the same journal as the links, so
+//! a refused impairment leaves nothing half-built.
+//!
 //! **DEL is idempotent.** A missing namespace, a repeated DEL or a DEL
 //! without ADD all succeed: there is simply nothing marked left to delete.
 
@@ -35,12 +45,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::topology::{self, Source};
+use super::topology::{self, LinkRecord, Source};
 use super::{Added, CniError, CniResult, Env, NetConf};
 use crate::connect::{self, EndRequest, TunnelRequest, VethRequest};
 use crate::error::{Error, Result};
+use crate::impair::{self, End, Impairment, LinkPair};
 use crate::journal::Journal;
 use crate::net::link::{self, LinkState, VethOptions};
+use crate::net::tc::MirrorDir as Direction;
 use crate::net::tunnel::{TunnelKind, VxlanOptions};
 use crate::net::{addr, Session};
 use crate::ns::Namespace;
@@ -56,38 +68,47 @@ pub fn mark_of(container_id: &str) -> String {
 /// What the state directory knows of a pod on this node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PodRecord {
+    /// The pod's Kubernetes namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     pub pod: String,
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub netns: String,
 }
 
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
 fn pods_dir(conf: &NetConf) -> PathBuf {
     conf.state_dir.join("pods")
 }
 
-fn record_path(conf: &NetConf, pod: &str) -> PathBuf {
-    // Pod names are DNS labels; anything else is escaped so it cannot
-    // leave the directory.
-    let safe: String = pod
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    pods_dir(conf).join(format!("{safe}.json"))
+fn record_path(conf: &NetConf, ns: &str, pod: &str) -> PathBuf {
+    // Names are DNS labels and subdomains; anything else is escaped so it
+    // cannot leave the directory. The escaped names never contain '+', so
+    // "NAMESPACE+POD" names one pod only.
+    let safe = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    pods_dir(conf).join(format!("{}+{}.json", safe(ns), safe(pod)))
 }
 
-fn read_record(conf: &NetConf, pod: &str) -> Result<Option<PodRecord>> {
-    let path = record_path(conf, pod);
+fn read_record(conf: &NetConf, ns: &str, pod: &str) -> Result<Option<PodRecord>> {
+    let path = record_path(conf, ns, pod);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(serde_json::from_str(&text)
             .ok()
-            .filter(|r: &PodRecord| r.pod == pod)),
+            .filter(|r: &PodRecord| r.pod == pod && r.namespace == ns)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
@@ -113,7 +134,7 @@ fn all_records(conf: &NetConf) -> Result<Vec<(PathBuf, PodRecord)>> {
 }
 
 fn write_record(conf: &NetConf, record: &PodRecord) -> Result<()> {
-    let path = record_path(conf, &record.pod);
+    let path = record_path(conf, &record.namespace, &record.pod);
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_string(record).expect("a record serialises");
     std::fs::write(&tmp, text)
@@ -153,8 +174,8 @@ fn find<'a>(links: &'a [LinkState], name: &str) -> Option<&'a LinkState> {
 }
 
 /// The peer's node, if the topology puts it on another node than this one.
-fn remote_node(conf: &NetConf, source: &Source, peer: &str) -> Result<Option<IpAddr>> {
-    let Some(node) = source.node_of(peer)? else {
+fn remote_node(conf: &NetConf, source: &Source, ns: &str, peer: &str) -> Result<Option<IpAddr>> {
+    let Some(node) = source.node_of(ns, peer)? else {
         return Ok(None);
     };
     if conf.node_ip.as_deref() == Some(node.as_str()) {
@@ -172,7 +193,8 @@ fn remote_node(conf: &NetConf, source: &Source, peer: &str) -> Result<Option<IpA
 pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> {
     let _lock = lock(conf)?;
     let pod = env.pod();
-    let topo = source.pod(&pod)?;
+    let kns = env.pod_namespace();
+    let topo = source.pod(&kns, &pod)?;
     topology::validate(&pod, &topo.links)?;
     let ns = sandbox_ns(&env.netns)?;
     let session = Session::new()?;
@@ -183,6 +205,8 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
     let mut veths = Vec::new();
     let mut peer_marks = Vec::new();
     let mut tunnels = Vec::new();
+    // (the sending end, its veth peer if any, what it sends degraded)
+    let mut impairs: Vec<(End, Option<End>, Impairment)> = Vec::new();
     for l in &topo.links {
         if let Some(have) = find(&existing, &l.local_intf) {
             if have.alias.as_deref() == Some(mark.as_str()) {
@@ -196,7 +220,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             addrs: l.local_addr()?.into_iter().collect(),
         };
         let mtu = l.mtu.or(conf.mtu);
-        if let Some(remote) = remote_node(conf, source, &l.peer_pod)? {
+        if let Some(remote) = remote_node(conf, source, &kns, &l.peer_pod)? {
             let underlay = conf.underlay.clone().ok_or_else(|| {
                 CniError::new(
                     7,
@@ -209,6 +233,9 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             let mut vx = VxlanOptions::new(remote, conf.vni_base + l.uid);
             vx.mtu = mtu;
             vx.local = conf.node_ip.as_deref().and_then(|ip| ip.parse().ok());
+            if let Some(what) = l.impairment()? {
+                impairs.push((End::new(&ns, &l.local_intf), None, what));
+            }
             tunnels.push(TunnelRequest {
                 parent_ns: Namespace::current()?,
                 parent: underlay,
@@ -219,7 +246,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         }
         // Same node: only if the peer is here already (else it wires the
         // pair when it arrives).
-        let Some(peer) = read_record(conf, &l.peer_pod)? else {
+        let Some(peer) = read_record(conf, &kns, &l.peer_pod)? else {
             continue;
         };
         let Ok(peer_ns) = Namespace::path(Path::new(&peer.netns)) else {
@@ -234,6 +261,18 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
             // The peer's end of this link, tied to an older sandbox of this
             // pod (this sandbox has no end yet): re-wire.
             session.block_on(link::delete(&pt, &l.peer_intf))?;
+        }
+        // This pod creates the pair, so it applies both records'
+        // impairments: its own to its end, the peer's to the peer's end.
+        let here = End::new(&ns, &l.local_intf);
+        let there = End::new(&peer_ns, &l.peer_intf);
+        if let Some(what) = l.impairment()? {
+            impairs.push((here.clone(), Some(there.clone()), what));
+        }
+        if let Some(what) =
+            peer_link(source, &kns, &pod, l)?.and_then(|p| p.impairment().transpose())
+        {
+            impairs.push((there, Some(here), what?));
         }
         veths.push(VethRequest {
             a: local,
@@ -263,6 +302,13 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         for req in &tunnels {
             connect::tunnel(&session, &mut journal, req)?;
         }
+        for (end, peer, what) in &impairs {
+            let pair = LinkPair {
+                end: end.clone(),
+                peer: peer.clone(),
+            };
+            impair::impair(&session, &mut journal, &pair, Direction::Egress, what)?;
+        }
         Ok(())
     })();
     link::set_owner_mark(None);
@@ -274,6 +320,7 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
     write_record(
         conf,
         &PodRecord {
+            namespace: kns.clone(),
             pod: pod.clone(),
             container_id: env.container_id.clone(),
             netns: env.netns.clone(),
@@ -299,6 +346,16 @@ pub fn add(conf: &NetConf, source: &Source, env: &Env) -> CniResult<Vec<Added>> 
         }
     }
     Ok(added)
+}
+
+/// The peer pod's record of link `l` (same uid), if its topology has one.
+fn peer_link(source: &Source, ns: &str, pod: &str, l: &LinkRecord) -> Result<Option<LinkRecord>> {
+    let peer = source.pod(ns, &l.peer_pod)?;
+    topology::validate(&l.peer_pod, &peer.links)?;
+    Ok(peer
+        .links
+        .into_iter()
+        .find(|p| p.uid == l.uid && p.peer_pod == pod))
 }
 
 /// Give each new pair's ends ifindexes of their own, unused in every
@@ -384,7 +441,8 @@ pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
 /// sandbox's mark, is up and has its address.
 pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
     let pod = env.pod();
-    let topo = source.pod(&pod)?;
+    let kns = env.pod_namespace();
+    let topo = source.pod(&kns, &pod)?;
     let ns = sandbox_ns(&env.netns)?;
     let session = Session::new()?;
     let t = session.target(&ns)?;
@@ -393,8 +451,8 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
     let mark = mark_of(&env.container_id);
     let missing = |what: String| CniError::new(101, what);
     for l in &topo.links {
-        let expected = remote_node(conf, source, &l.peer_pod)?.is_some()
-            || read_record(conf, &l.peer_pod)?
+        let expected = remote_node(conf, source, &kns, &l.peer_pod)?.is_some()
+            || read_record(conf, &kns, &l.peer_pod)?
                 .is_some_and(|p| Namespace::path(Path::new(&p.netns)).is_ok());
         if !expected {
             continue; // its peer is not here yet
@@ -414,6 +472,9 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
         if !state.up {
             return Err(missing(format!("'{}' in {ns} is down", l.local_intf)));
         }
+        if let Some(want) = l.impairment()? {
+            check_impairment(&session, &ns, l, &want).map_err(|e| missing(e.to_string()))?;
+        }
         if let Some(want) = l.local_addr()? {
             if !addrs
                 .iter()
@@ -425,6 +486,30 @@ pub fn check(conf: &NetConf, source: &Source, env: &Env) -> CniResult<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Is what `l`'s end sends still degraded as its record says? Read back
+/// from the kernel; on the tc-bpf backend loss is a filter on the
+/// receiver, readable only when the veth peer can be found.
+fn check_impairment(
+    session: &Session,
+    ns: &Namespace,
+    l: &LinkRecord,
+    want: &Impairment,
+) -> Result<()> {
+    let pair = LinkPair::resolve(session, End::new(ns, &l.local_intf), None)?;
+    let got = impair::impairments(session, &pair)?.egress;
+    let mut want = want.clone();
+    if pair.peer.is_none() && impair::Backend::detect() == impair::Backend::TcBpf {
+        want.loss_pct = got.loss_pct;
+    }
+    if got != want {
+        return Err(Error::Invalid(format!(
+            "'{}' in {ns} sends degraded by {got}, not by {want} as link {} says",
+            l.local_intf, l.uid
+        )));
     }
     Ok(())
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{koko_bin, wait_until, Run, Sandbox};
+use crate::support::{
+    kernel_has, koko_bin, setup_lacks, tcp_goodput, udp_rtts, wait_until, Run, Sandbox,
+};
 
 /// The topology directory inside every sandbox (its /run/koko is private).
 const TOPO: &str = "/run/koko/topo";
@@ -56,6 +58,20 @@ fn conf(version: &str, extra: Value) -> Value {
 /// node: `ip netns exec NODE`). Pod `pod`'s sandbox is `ctr-POD`, its
 /// namespace the netns named `pod`.
 fn cni(sb: &Sandbox, node: Option<&str>, command: &str, pod: &str, conf: &Value) -> Run {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={pod}");
+    invoke(sb, node, command, pod, &args, conf)
+}
+
+/// One plugin invocation for the sandbox of netns `netns` (its container
+/// id `ctr-NETNS`), with `args` as CNI_ARGS.
+fn invoke(
+    sb: &Sandbox,
+    node: Option<&str>,
+    command: &str,
+    netns: &str,
+    args: &str,
+    conf: &Value,
+) -> Run {
     let mut cmd: Command = match node {
         Some(n) => {
             let mut c = sb.command("ip");
@@ -69,15 +85,16 @@ fn cni(sb: &Sandbox, node: Option<&str>, command: &str, pod: &str, conf: &Value)
         }
     };
     cmd.env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", format!("ctr-{pod}"))
-        .env("CNI_NETNS", format!("/run/netns/{pod}"))
+        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={pod}"),
-        );
-    Run::with_input(&mut cmd, &conf.to_string(), format!("CNI {command} {pod}"))
+        .env("CNI_ARGS", args);
+    Run::with_input(
+        &mut cmd,
+        &conf.to_string(),
+        format!("CNI {command} {netns} ({args})"),
+    )
 }
 
 fn add(sb: &Sandbox, pod: &str, conf: &Value) -> Value {
@@ -285,7 +302,7 @@ fn cni_del_is_idempotent_and_leaves_nothing() {
     assert!(sb
         .sh("ls /run/koko/cni/pods")
         .split_whitespace()
-        .eq(["a.json"]));
+        .eq(["lab+a.json"]));
 }
 
 #[test]
@@ -339,6 +356,194 @@ fn cni_check_finds_a_lost_address() {
     cni(&sb, None, "CHECK", "b", &c)
         .fails(1, "down")
         .stdout_has("\"code\":101");
+}
+
+/// Is netem in this kernel? (Without it koko's tc-bpf backend impairs,
+/// and it cannot delay.)
+fn has_netem(sb: &Sandbox) -> bool {
+    kernel_has(
+        sb,
+        "tc qdisc add dev lo root netem delay 1ms && tc qdisc del dev lo root",
+    )
+}
+
+/// koko's own root qdisc on `dev` in `pod` (handle 6b6f:), as tc shows it.
+fn koko_root_qdisc(sb: &Sandbox, pod: &str, dev: &str) -> Option<Value> {
+    sb.tc_json(Some(pod), &format!("qdisc show dev {dev} root"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["handle"] == "6b6f:")
+        .cloned()
+}
+
+#[test]
+fn cni_link_records_impair_each_end_as_its_own_record_says() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    let netem = has_netem(&sb);
+    // a's record: what a sends is limited (and delayed, where the kernel
+    // can delay); b's record: what b sends is limited more gently.
+    let a_impair = if netem {
+        json!({"rate": "10mbit", "delay": "20ms"})
+    } else {
+        json!({"rate": "10mbit"})
+    };
+    let link = |peer: &str, ip: &str, peer_ip: &str, impair: Value| {
+        json!({"links": [{"uid": 1, "peer_pod": peer, "local_intf": "e1", "local_ip": ip,
+            "peer_intf": "e1", "peer_ip": peer_ip, "impair": impair}]})
+    };
+    sb.sh(&format!("mkdir -p {TOPO}"));
+    for (pod, text) in [
+        ("a", link("b", "10.0.1.1/24", "10.0.1.2/24", a_impair)),
+        (
+            "b",
+            link("a", "10.0.1.2/24", "10.0.1.1/24", json!({"rate": "50mbit"})),
+        ),
+    ] {
+        sb.sh(&format!("cat > {TOPO}/{pod}.json <<'EOF'\n{text}\nEOF"));
+    }
+    let c = conf(
+        "1.0.0",
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [], "ips": []}}),
+    );
+    add(&sb, "a", &c);
+    // Nothing impaired before the pair exists; b's ADD creates the pair
+    // and applies both records, each to its own end.
+    add(&sb, "b", &c);
+    let qa = koko_root_qdisc(&sb, "a", "e1").expect("koko's qdisc on a's e1");
+    let qb = koko_root_qdisc(&sb, "b", "e1").expect("koko's qdisc on b's e1");
+    if netem {
+        assert_eq!(qa["kind"], "netem", "{qa}");
+    } else {
+        setup_lacks("netem (CONFIG_NET_SCH_NETEM): the delay half of this test");
+        assert_eq!(qa["kind"], "tbf", "{qa}");
+        assert_eq!(qb["kind"], "tbf", "{qb}");
+        assert_eq!(qa["options"]["rate"], 1_250_000, "10mbit in bytes/s: {qa}");
+        assert_eq!(qb["options"]["rate"], 6_250_000, "50mbit in bytes/s: {qb}");
+    }
+    let (na, nb) = (sb.netns_path("a"), sb.netns_path("b"));
+    let limited = tcp_goodput(
+        &nb,
+        &na,
+        "10.0.1.2:7101".parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(
+        (8e6..11e6).contains(&limited),
+        "a -> b at 10mbit carried {limited} bit/s"
+    );
+    if netem {
+        let rtts = udp_rtts(&na, &nb, "10.0.1.2:7102".parse().unwrap(), 10);
+        assert!(rtts.len() >= 8, "echoes lost: {rtts:?}");
+        assert!(
+            rtts.iter().all(|r| *r >= 20.0),
+            "a round trip shorter than a's 20 ms delay: {rtts:?}"
+        );
+    }
+    // CHECK sees the impairment, and misses it once it is gone.
+    cni(&sb, None, "CHECK", "a", &c).ok();
+    cni(&sb, None, "CHECK", "b", &c).ok();
+    sb.sh("tc -n a qdisc del dev e1 root");
+    cni(&sb, None, "CHECK", "a", &c)
+        .fails(1, "not by")
+        .stdout_has("\"code\":101");
+    // DEL: the links go, and their qdiscs with them.
+    cni(&sb, None, "DEL", "a", &c).ok();
+    cni(&sb, None, "DEL", "b", &c).ok();
+    assert!(lab_links(&sb, "a").is_empty() && lab_links(&sb, "b").is_empty());
+}
+
+#[test]
+fn cni_an_impairment_in_words_koko_does_not_know_is_refused() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["a", "b"]);
+    sb.sh(&format!("mkdir -p {TOPO}"));
+    let text = json!({"links": [{"uid": 1, "peer_pod": "b", "local_intf": "e1",
+        "peer_intf": "e1", "impair": {"delay": "soon"}}]});
+    sb.sh(&format!("cat > {TOPO}/a.json <<'EOF'\n{text}\nEOF"));
+    cni(&sb, None, "ADD", "a", &conf("1.0.0", json!({})))
+        .fails(1, "'delay soon': not a time")
+        .stdout_has("\"code\":");
+    assert!(lab_links(&sb, "a").is_empty());
+}
+
+#[test]
+fn cni_pods_named_alike_in_two_kubernetes_namespaces_get_their_own_peers() {
+    let sb = Sandbox::new();
+    // Pods a and b in namespace red (netns ra, rb) and in namespace blue
+    // (ba, bb), and a and b without a namespace ("default": da, db). red
+    // and blue have their own topology subdirectories, default the flat
+    // top-level files.
+    sb.netns_add(&["ra", "rb", "ba", "bb", "da", "db"]);
+    let link = |peer: &str, intf: &str, ip: &str, peer_ip: &str| {
+        json!({"links": [{"uid": 1, "peer_pod": peer, "local_intf": intf, "local_ip": ip,
+            "peer_intf": intf, "peer_ip": peer_ip}]})
+    };
+    for (dir, intf, net) in [
+        ("red/", "r1", "10.0.1"),
+        ("blue/", "b1", "10.0.2"),
+        ("", "d1", "10.0.3"),
+    ] {
+        sb.sh(&format!("mkdir -p {TOPO}/{dir}"));
+        for (pod, peer, me, it) in [("a", "b", 1, 2), ("b", "a", 2, 1)] {
+            let text = link(
+                peer,
+                intf,
+                &format!("{net}.{me}/24"),
+                &format!("{net}.{it}/24"),
+            );
+            sb.sh(&format!(
+                "cat > {TOPO}/{dir}{pod}.json <<'EOF'\n{text}\nEOF"
+            ));
+        }
+    }
+    let c = conf(
+        "1.0.0",
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [], "ips": []}}),
+    );
+    let add_in = |k8s_ns: Option<&str>, pod: &str, netns: &str| {
+        let args = match k8s_ns {
+            Some(n) => format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={n};K8S_POD_NAME={pod}"),
+            None => format!("IgnoreUnknown=1;K8S_POD_NAME={pod}"),
+        };
+        invoke(&sb, None, "ADD", netns, &args, &c).ok();
+    };
+    // red's a and blue's b: same-named peers of each other by name alone,
+    // but in different namespaces, so neither is wired yet.
+    add_in(Some("red"), "a", "ra");
+    add_in(Some("blue"), "b", "bb");
+    add_in(None, "a", "da");
+    for netns in ["ra", "bb", "da"] {
+        assert!(
+            lab_links(&sb, netns).is_empty(),
+            "{netns}: {:?}",
+            lab_links(&sb, netns)
+        );
+    }
+    // Each namespace's second pod wires its own pair.
+    add_in(Some("red"), "b", "rb");
+    add_in(Some("blue"), "a", "ba");
+    add_in(None, "b", "db");
+    for (netns, intf, addr) in [
+        ("ra", "r1", "10.0.1.1/24"),
+        ("rb", "r1", "10.0.1.2/24"),
+        ("ba", "b1", "10.0.2.1/24"),
+        ("bb", "b1", "10.0.2.2/24"),
+        ("da", "d1", "10.0.3.1/24"),
+        ("db", "d1", "10.0.3.2/24"),
+    ] {
+        assert_eq!(lab_links(&sb, netns), vec![intf.to_string()], "{netns}");
+        assert_eq!(sb.addrs(Some(netns), intf), vec![addr], "{netns}");
+    }
+    // The veths join the right namespaces: each pair carries TCP.
+    sb.assert_tcp("ra", "rb", "10.0.1.1:7201");
+    sb.assert_tcp("ba", "bb", "10.0.2.1:7202");
+    sb.assert_tcp("da", "db", "10.0.3.1:7203");
+    for netns in ["ra", "rb", "ba", "bb", "da", "db"] {
+        invoke(&sb, None, "DEL", netns, "", &c).ok();
+        assert!(lab_links(&sb, netns).is_empty(), "{netns}");
+    }
 }
 
 #[test]
@@ -569,8 +774,10 @@ fn cni_containerd_calls_add_on_run_pod_sandbox_and_del_on_stop() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!names.contains(&format!("{b}.json")), "{names:?}");
-    assert!(names.contains(&format!("{a}.json")), "{names:?}");
+    // Records are named NAMESPACE+POD.json (the pod's Kubernetes namespace).
+    let has = |pod: &str| names.iter().any(|n| n.ends_with(&format!("+{pod}.json")));
+    assert!(!has(&b), "{names:?}");
+    assert!(has(&a), "{names:?}");
     drop(pa);
     let state = std::fs::read_dir(format!("{CRI_CNI}/state/pods")).unwrap();
     assert!(!state.flatten().any(
