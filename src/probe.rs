@@ -753,6 +753,11 @@ impl OutageProbe {
         WindowStats::of(samples.range(start..), now, window_ms)
     }
 
+    /// Whether the probe is still probing (not stopped).
+    pub fn is_running(&self) -> bool {
+        !self.stop.load(Ordering::SeqCst)
+    }
+
     /// What the probe has seen so far.
     pub fn report(&self) -> OutageReport {
         self.report.lock().expect("probe report").clone()

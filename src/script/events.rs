@@ -291,8 +291,20 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
         }
     }
 
-    // 2. Path quality, from the probes' recent samples.
+    // 2. Path quality, from the probes' recent samples. A stopped probe's
+    // hooks never fire: its last window would still hold the samples of
+    // the drill it measured (a drill that stops its probe and starts a new
+    // one would otherwise see the old probe's hook fire again).
     for hook in events.hooks.iter_mut() {
+        let probe_stopped = match &hook.on {
+            HookKind::ProbeLoss { probe, .. } | HookKind::ProbeRtt { probe, .. } => {
+                !probe.0.borrow().is_running()
+            }
+            _ => false,
+        };
+        if probe_stopped {
+            continue;
+        }
         let (kind, stats, holds) = match &hook.on {
             HookKind::ProbeLoss {
                 probe,
