@@ -42,11 +42,7 @@ fn main() {
         .chain((0..64).map(|i| format!("leaf{i}")))
         .collect();
     write_topology(&links);
-    sh(&pods
-        .iter()
-        .map(|p| format!("ip netns add {p}"))
-        .collect::<Vec<_>>()
-        .join(" && "));
+    netns_add_all(&pods);
     for p in &pods[1..] {
         cni(koko, "ADD", p);
     }
@@ -88,11 +84,7 @@ fn main() {
         }
     }
     write_topology(&links);
-    sh(&pods
-        .iter()
-        .map(|p| format!("ip netns add {p}"))
-        .collect::<Vec<_>>()
-        .join(" && "));
+    netns_add_all(&pods);
     let (mut cni_add, mut cni_del, mut one_add, mut one_del) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         let t = Instant::now();
@@ -254,4 +246,13 @@ fn run(argv: &[&str]) {
         "{argv:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Make a named namespace for every pod (one shell, set-up only).
+fn netns_add_all(pods: &[String]) {
+    sh(&pods
+        .iter()
+        .map(|p| format!("ip netns add {p}"))
+        .collect::<Vec<_>>()
+        .join(" && "));
 }

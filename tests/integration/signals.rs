@@ -88,6 +88,20 @@ impl Running {
         self.child.id()
     }
 
+    /// Send `signal` (number `signo`), wait for the exit and check that it
+    /// is koko's answer to it: exit 128+signo, "interrupted by SIG...".
+    /// Returns stdout and stderr.
+    fn stop_with(self, signal: &str, signo: i32, what: &str) -> (String, String) {
+        send(self.pid(), signal);
+        let (code, out, err) = self.exit(what);
+        assert_eq!(code, 128 + signo, "{what}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by {signal}")),
+            "{what}: {err}"
+        );
+        (out, err)
+    }
+
     /// Wait for the exit (at most 5 s); the exit code and stderr.
     fn exit(mut self, what: &str) -> (i32, String, String) {
         let status = wait_exit(&mut self.child, what, Duration::from_secs(5));
@@ -116,14 +130,9 @@ fn a_signal_at_any_point_of_a_one_shot_command_leaves_nothing() {
                 &[(&var, "20000")],
             );
             koko.err.wait_for_text("test hook", Duration::from_secs(5));
-            send(koko.pid(), signal);
             let what = format!("koko after {signal} at {point}");
-            let (code, out, err) = koko.exit(&what);
-            assert_eq!(code, 128 + signo, "{what}: {err}");
-            assert!(
-                err.contains(&format!("interrupted by {signal}")) && err.contains("undone"),
-                "{what}: {err}"
-            );
+            let (out, err) = koko.stop_with(signal, signo, &what);
+            assert!(err.contains("undone"), "{what}: {err}");
             assert!(!out.contains("done"), "{what} reported success: {out}");
             for ns in ["a", "b"] {
                 assert!(
@@ -148,14 +157,8 @@ fn a_signal_during_netns_add_of_several_names_leaves_none() {
             &[("KOKO_TEST_PAUSE_AFTER_NETNS_MS", "20000")],
         );
         koko.err.wait_for_text("test hook", Duration::from_secs(5));
-        send(koko.pid(), signal);
         let what = format!("koko netns add after {signal}");
-        let (code, _out, err) = koko.exit(&what);
-        assert_eq!(code, 128 + signo, "{what}: {err}");
-        assert!(
-            err.contains(&format!("interrupted by {signal}")),
-            "{what}: {err}"
-        );
+        let (_out, err) = koko.stop_with(signal, signo, &what);
         assert!(err.contains("deleted netns 's1' again"), "{what}: {err}");
         assert!(
             sb.netns_list().is_empty(),
@@ -340,14 +343,8 @@ fn a_signal_at_any_point_of_a_script_undoes_it_and_kills_its_programs() {
                     !processes_with(m).is_empty()
                 });
             }
-            send(koko.pid(), signal);
             let what = format!("koko run after {signal} during {point}");
-            let (code, out, err) = koko.exit(&what);
-            assert_eq!(code, 128 + signo, "{what}: {err}");
-            assert!(
-                err.contains(&format!("interrupted by {signal}")),
-                "{what}: {err}"
-            );
+            let (out, err) = koko.stop_with(signal, signo, &what);
             assert!(err.contains("undid"), "{what}: {err}");
             assert!(!out.contains("not reached"), "{what}: {out}");
             assert_clean(&sb, &what);
