@@ -4,9 +4,11 @@
 //! the library's [`crate::plan`]; this module only turns arguments into a
 //! call of it and its report (or error) into text, JSON and an exit code.
 
+pub mod completions;
 pub mod koro;
 pub mod runs;
 pub mod show;
+pub mod spec;
 pub mod test;
 
 use serde_json::json;
@@ -18,61 +20,11 @@ use crate::plan::{self, oneshot, oneshot::Action, Report, Request};
 
 pub use crate::plan::VERSION;
 
-pub const HELP: &str = "\
-koko: connect containers and network namespaces with veth, vxlan, vlan and macvlan links
-
-Usage:
-  koko ENDPOINT ENDPOINT [--mtu N]        veth pair between two endpoints
-  koko ENDPOINT -x PARENT,REMOTE,VNI[,port=N][,mtu=N][,local=IP][,ttl=N][,learning=off]
-                                          vxlan into ENDPOINT (-X is the same)
-  koko ENDPOINT -V PARENT,VID             vlan into ENDPOINT
-  koko ENDPOINT -M PARENT,MODE            macvlan (default|private|vepa|bridge|passthru)
-  koko DELETE...                          delete links (a veth's peer goes with it)
-  koko netns add|del NAME... | list       named namespaces, as `ip netns` makes them
-  koko run FILE [--keep|--cleanup] [--max-memory SIZE] [-- ARGS...]   run a Rhai script
-  koko run --sandbox FILE ...             the same, in a private network+mount namespace
-  koko test [PATH...] [-j N] [--filter P] [--list] [--timeout S] [--junit FILE] [--tap] [--keep-failed]
-                                          run *_test.rhai tests, each in a sandbox of its own
-  koko repl                               interactive prompt with the script API
-  koko ip TARGET COMMAND...               addresses, routes, link state (koro; see `koko ip -h`)
-  koko show TARGET                        links, addresses and routes of a namespace
-  koko runs [--json]                      runs with a journal in /run/koko: alive or dead
-  koko undo RUN... | --dead               undo what a dead (killed, crashed) run left
-  koko cni                                the CNI plugin (also installed as koko-cni): CNI_COMMAND
-                                          and friends in the environment, the network config on stdin
-  koko -h | -v
-
-ENDPOINT:
-  -d CONTAINER,LINK[,ITEM...]   Docker (or Podman) container, by name or id
-  -n NETNS,LINK[,ITEM...]       `ip netns` namespace (/run/netns/NETNS)
-  -p PID,LINK[,ITEM...]         the network namespace of process PID
-  -a PATH,LINK[,ITEM...]        a namespace file, e.g. /proc/1/ns/net
-  -c LINK[,ITEM...]             koko's own namespace
-  -e ID,LINK[,ITEM...]          CRI (containerd, CRI-O) container or pod sandbox, by id or unique prefix
-DELETE: the same flags in upper case with NS,LINK: -D -N -P -A -C -E
-ITEM:   ADDR/PREFIX (IPv4 or IPv6, any number) | mirror:DIR:IFACE | mirror:DIR,IFACE
-        DIR := ingress | egress | both   (copy IFACE's traffic out through LINK)
-PARENT is a link of koko's own namespace: run koko under `ip netns exec HOST`
-to use a parent there. vxlan defaults: port 4789, learning on, MTU from the parent.
-
-Options:
-  --mtu N   MTU of a new veth pair (default 1500)
-  --json    print a machine-readable result
-  --cri-socket unix:///PATH   the CRI runtime for -e/-E, `cri ID` and scripts' cri()
-            (default: $CONTAINER_RUNTIME_ENDPOINT, else the first that answers of
-            /run/containerd/containerd.sock and /var/run/crio/crio.sock)
-
-Examples:
-  koko -n testns1,link1,192.168.1.1/24 -n testns2,link2,192.168.1.2/24
-  koko -d centos1,link1,192.168.1.1/24,2001:DB8::1/64 -d centos2,link2,192.168.1.2/24,2001:DB8::2/64
-  koko -p 4242,eth1,10.0.0.1/24 -c veth-host,10.0.0.2/24
-  koko -N testns1,link1
-  ip netns exec hostA koko -n ca,vx0,10.200.0.1/24 -x eth1,10.9.0.2,42
-  koko -n a,mir0,mirror:both:eth0 -n monitor,tap0
-
-Exit status: 0 done; 1 the request could not be carried out; 2 the request is wrong;
-128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP), what was done undone.
-";
+/// The text of `koko -h`, generated from [`spec`] (the same definition
+/// the completions and the man page come from).
+pub fn help() -> String {
+    spec::help()
+}
 
 /// Run koko with `args` (including the program name); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
@@ -102,6 +54,9 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("__test-one") => test::test_one_main(&rest[1..]),
         Some("__sandbox-hold") => test::hold_main(),
         Some("cni") => crate::cni::main(),
+        Some("completions") => completions::completions_main(&rest[1..]),
+        Some("man") => completions::man_main(&rest[1..]),
+        Some("__complete") => completions::complete_main(&rest[1..]),
         _ => oneshot_main(rest),
     }
 }
@@ -141,8 +96,8 @@ fn oneshot_main(args: &[String]) -> i32 {
     match line.action {
         Action::Help => finish(
             Ok(Output {
-                lines: vec![HELP.trim_end().to_string()],
-                json: json!({"ok": true, "help": HELP}),
+                lines: vec![help().trim_end().to_string()],
+                json: json!({"ok": true, "help": help()}),
             }),
             line.json,
         ),

@@ -14,7 +14,7 @@ use crate::suite::{self, report, SuiteOptions, TestCase};
     name = "koko test",
     about = "Run the scenario tests (*_test.rhai, *.test.rhai) under PATHs, each in a sandbox of its own"
 )]
-struct TestArgs {
+pub(super) struct TestArgs {
     /// Files or directories to search (default: tests/ if it exists, else .).
     paths: Vec<PathBuf>,
     /// How many tests run at once (default: the number of cores).

@@ -353,6 +353,27 @@ pub fn resolve(name: &str) -> Result<Namespace> {
     run(async { Engine::connect(name).await?.resolve(name).await })
 }
 
+/// The names of the running containers (for shell completion): one short
+/// request; an engine that is absent or slow gives an error the caller may
+/// ignore.
+pub fn running_names() -> Result<Vec<String>> {
+    run(async {
+        let engine = Engine::connect("(any)").await?;
+        let list = engine
+            .docker
+            .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+            .await
+            .map_err(|e| engine_error(&engine.host, "(any)", e))?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+}
+
 /// [`Engine::inspect`] with a client of its own.
 pub fn inspect(name: &str) -> Result<Container> {
     run(async { Engine::connect(name).await?.inspect(name).await })

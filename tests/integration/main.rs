@@ -21,6 +21,7 @@ mod bad_inputs;
 mod cli_errors;
 mod cli_veth;
 mod cni;
+mod completions;
 mod cri;
 mod docker;
 mod failover;
