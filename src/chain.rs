@@ -183,7 +183,9 @@ pub fn build(
         ..VethOptions::default()
     };
     let mut k = 0;
+    let mut progress = crate::progress::Progress::counted("wiring the chain: links", last);
     while k < last {
+        progress.set(k);
         // A long chain stops between windows on a stop signal; what it
         // built so far is in the journal, for the caller's undo.
         crate::interrupt::check()?;
@@ -331,7 +333,9 @@ pub fn destroy_namespaces(session: &Session, names: &[String]) -> Vec<Error> {
         }
     }
     let mut errors = Vec::new();
+    let mut progress = crate::progress::Progress::counted("deleting namespaces", found.len());
     for ns in &found {
+        progress.add(1);
         session.forget(ns);
         if let Err(e) = named::delete(ns.name()) {
             errors.push(e);

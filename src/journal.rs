@@ -486,7 +486,9 @@ impl Journal {
     pub fn undo_all(&mut self, session: &Session) -> Vec<Error> {
         let mut report = UndoReport::default();
         let mark = self.mark();
+        let mut progress = crate::progress::Progress::counted("undoing", self.entries.len());
         while let Some(entry) = self.entries.pop() {
+            progress.add(1);
             self.undo_checked(session, &entry, mark.as_deref(), &mut report);
         }
         report.into_errors()
@@ -553,7 +555,11 @@ impl Journal {
         let ids: HashSet<_> = doomed.iter().map(|(ns, _)| ns.id()).collect();
         let dies = |ns: &Namespace| ids.contains(&ns.id());
         let mut deleting = Vec::new();
+        // One step per entry, and one per namespace deleted at the end.
+        let mut progress =
+            crate::progress::Progress::counted("undoing", self.entries.len() + doomed.len());
         while let Some(entry) = self.entries.pop() {
+            progress.add(1);
             let skip = match &entry.undo {
                 Undo::DeleteNamespace { .. } => {
                     if doomed.iter().any(|(_, seq)| *seq == entry.seq) {
@@ -593,6 +599,7 @@ impl Journal {
         }
         // Newest first, as recorded.
         for entry in deleting {
+            progress.add(1);
             let Undo::DeleteNamespace { name } = &entry.undo else {
                 continue;
             };

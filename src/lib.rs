@@ -26,7 +26,9 @@
 //! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
 //! * [`interrupt`] — SIGINT/SIGTERM/SIGHUP as a flag every wait checks
 //! * [`memory`] — the byte count behind `koko run --max-memory`
-//! * [`output`] — stdout writes that fail instead of panicking
+//! * [`output`] — stdout writes that fail instead of panicking; numbers
+//!   rounded for people
+//! * [`progress`] — a progress line on stderr, when it is a terminal
 //!
 //! Layers only call down (cli, script → plan → connect/ipcmd/inspect →
 //! journal → net → ns); `.ci/layering.sh` checks the two rules that are
@@ -48,6 +50,7 @@ pub mod ns;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod progress;
 pub mod runs;
 pub mod script;
 pub mod suite;

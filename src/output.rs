@@ -16,6 +16,14 @@
 //! Messages to stderr go through [`say!`](crate::say): `eprintln!` panics
 //! too when stderr is a closed pipe (`2>&1 | head -1`), and the message
 //! that panics is usually the one just before an undo.
+//!
+//! Numbers a person reads — durations, RTTs — are rounded by one rule,
+//! [`round_ms`] / [`fmt_ms`]: three significant digits, never finer than a
+//! microsecond, whole milliseconds from 100 ms up (`20.2 ms`, `0.122 ms`,
+//! `1503 ms`). A measurement finer than that is noise (scheduling, timer
+//! slack), and `20.237548828125 ms` only hides the number that matters.
+//! Only text for people is rounded: `--json` output and the values scripts
+//! compute with keep every digit.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,5 +94,59 @@ pub fn check() -> Result<()> {
             source: std::io::Error::other(why),
         }),
         None => Ok(()),
+    }
+}
+
+/// How many decimals a number of milliseconds is shown with: three
+/// significant digits, at most three decimals (a microsecond), none from
+/// 100 ms up.
+fn ms_decimals(ms: f64) -> usize {
+    match ms.abs() {
+        m if m >= 100.0 => 0,
+        m if m >= 10.0 => 1,
+        m if m >= 1.0 => 2,
+        _ => 3,
+    }
+}
+
+/// `ms` rounded to the precision [`fmt_ms`] shows (for values displayed as
+/// numbers, such as the REPL's view of a map).
+pub fn round_ms(ms: f64) -> f64 {
+    if !ms.is_finite() {
+        return ms;
+    }
+    let scale = 10f64.powi(ms_decimals(ms) as i32);
+    (ms * scale).round() / scale
+}
+
+/// A number of milliseconds for a person: `20.2`, `0.122`, `1503` (no
+/// unit: callers write `{} ms`).
+pub fn fmt_ms(ms: f64) -> String {
+    if !ms.is_finite() {
+        return ms.to_string();
+    }
+    format!("{:.*}", ms_decimals(ms), ms)
+}
+
+/// A duration in seconds for a person, by the same rule: `3.20 s`, `12.5 s`.
+pub fn fmt_secs(d: std::time::Duration) -> String {
+    format!("{} s", fmt_ms(d.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_get_three_significant_digits_at_most_microseconds() {
+        assert_eq!(fmt_ms(20.237548828125), "20.2");
+        assert_eq!(fmt_ms(0.12152800000000001), "0.122");
+        assert_eq!(fmt_ms(1.5), "1.50");
+        assert_eq!(fmt_ms(1503.4), "1503");
+        assert_eq!(fmt_ms(0.0000004), "0.000");
+        assert_eq!(fmt_ms(-2.5123), "-2.51");
+        assert_eq!(round_ms(0.12152800000000001).to_string(), "0.122");
+        assert_eq!(round_ms(20.237548828125).to_string(), "20.2");
+        assert_eq!(fmt_secs(std::time::Duration::from_millis(3217)), "3.22 s");
     }
 }

@@ -400,7 +400,9 @@ fn netns_delete(names: &[String]) -> Result<Output> {
         }
     }
     let mut lines = Vec::with_capacity(found.len());
+    let mut progress = crate::progress::Progress::counted("deleting namespaces", found.len());
     for (i, ns) in found.iter().enumerate() {
+        progress.set(i);
         if let Err(e) = named::delete(ns.name()) {
             let quote = |list: &[ns::Namespace]| {
                 list.iter()

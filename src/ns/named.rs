@@ -189,7 +189,9 @@ fn validate_names(names: &[String]) -> Result<()> {
 pub fn create_all(names: &[String]) -> Result<Vec<Namespace>> {
     validate_names(names)?;
     let mut made: Vec<Namespace> = Vec::with_capacity(names.len());
+    let mut progress = crate::progress::Progress::counted("creating namespaces", names.len());
     for name in names {
+        progress.add(1);
         // A stop signal between two names ends the request like a failure
         // (see crate::interrupt): what it made goes again.
         match crate::interrupt::check().and_then(|()| create(name)) {
@@ -368,7 +370,10 @@ pub fn create_many(
     let made = std::thread::scope(|s| {
         s.spawn(|| -> std::result::Result<(), (usize, Error)> {
             let none: Option<&str> = None;
+            let mut progress =
+                crate::progress::Progress::counted("creating namespaces", paths.len());
             for (i, path) in paths.iter().enumerate() {
+                progress.set(i);
                 let what = || format!("creating netns '{}'", names[i]);
                 unshare(CloneFlags::CLONE_NEWNET).map_err(|e| (i, Error::kernel(what(), e)))?;
                 mount(

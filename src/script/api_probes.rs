@@ -74,6 +74,26 @@ fn http_get(ns: &Namespace, url: &str, timeout: Duration) -> R<String> {
 }
 
 pub fn register(engine: &mut Engine, world: &SharedWorld) {
+    // Durations and RTTs for a person: the results keep every digit (a
+    // script computes with them), printing rounds them (crate::output).
+    func!(
+        engine,
+        "fmt_ms",
+        /// a number of milliseconds as text for people: 3 significant digits, at most µs, whole ms from 100 up ("20.2", "0.122", "1503")
+        |ms: f64| -> String { crate::output::fmt_ms(ms) }
+    );
+    func!(
+        engine,
+        "fmt_ms",
+        /// a whole number of milliseconds as text ("1503")
+        |ms: i64| -> String { ms.to_string() }
+    );
+    func!(
+        engine,
+        "fmt_ms",
+        /// no measurement (a ping that got no reply has rtt_ms ()): "-"
+        |_none: ()| -> String { "-".to_string() }
+    );
     sys!(
         engine,
         "ping",

@@ -422,9 +422,11 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
             "watch: {ms} is not a number of milliseconds"
         )))
     })?;
-    let deadline = Instant::now() + Duration::from_millis(ms);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(ms);
     world.borrow_mut().events.stopped = false;
     let mut dispatched = 0;
+    let mut progress = crate::progress::Progress::timed(Duration::from_millis(ms));
     let mut first_failure: Option<Box<EvalAltResult>> = None;
     loop {
         super::api::stop_if_interrupted()?;
@@ -434,6 +436,14 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
                 None => Ok(dispatched),
             };
         }
+        progress.show(|| {
+            format!(
+                "watching: {} of {}, {dispatched} hook{} fired",
+                crate::output::fmt_secs(started.elapsed()),
+                crate::output::fmt_secs(Duration::from_millis(ms)),
+                if dispatched == 1 { "" } else { "s" }
+            )
+        });
         let fired = collect(&mut world.borrow_mut(), deadline).map_err(fail)?;
         for (callback, event) in fired {
             dispatched += 1;

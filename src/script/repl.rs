@@ -162,6 +162,34 @@ struct Session {
     resolver: super::resolver::Resolver,
 }
 
+/// A copy of `value` for a person to read: the milliseconds in maps
+/// (values of keys ending in `_ms`: `rtt_ms`, `outage_ms`) rounded by
+/// [`crate::output::round_ms`]. Only the display: the variable keeps every
+/// digit.
+fn rounded_for_display(value: Dynamic) -> Dynamic {
+    if value.is_map() {
+        let map = value.cast::<rhai::Map>();
+        let shown: rhai::Map = map
+            .into_iter()
+            .map(|(key, v)| {
+                let v = match v.as_float() {
+                    Ok(ms) if key.ends_with("_ms") => {
+                        Dynamic::from_float(crate::output::round_ms(ms))
+                    }
+                    _ => rounded_for_display(v),
+                };
+                (key, v)
+            })
+            .collect();
+        Dynamic::from_map(shown)
+    } else if value.is_array() {
+        let list = value.cast::<rhai::Array>();
+        Dynamic::from_array(list.into_iter().map(rounded_for_display).collect())
+    } else {
+        value
+    }
+}
+
 impl Session {
     /// Evaluate one complete input; returns what to print.
     fn eval(&mut self, input: &str) -> Result<Option<String>, String> {
@@ -187,6 +215,7 @@ impl Session {
     /// `Link(x in netns 'a')`, also inside arrays and maps, not as a Rust
     /// type name).
     fn show(&self, value: Dynamic) -> String {
+        let value = rounded_for_display(value);
         let fallback = format!("{value:?}");
         let mut scope = Scope::new();
         scope.push("__koko_value", value);

@@ -24,10 +24,10 @@ pub fn word(status: Status) -> &'static str {
 /// The line printed as a test ends.
 pub fn line(r: &CaseResult) -> String {
     format!(
-        "{:<7} {} ({:.3} s)",
+        "{:<7} {} ({})",
         word(r.result.status),
         r.case.id(),
-        r.duration.as_secs_f64()
+        crate::output::fmt_secs(r.duration)
     )
 }
 
@@ -88,10 +88,10 @@ pub fn summary(results: &[CaseResult], wall: Duration, not_run: usize) -> String
     };
     let _ = writeln!(
         out,
-        "\ntest result: {verdict}. {} ({} tests, {:.2} s)",
+        "\ntest result: {verdict}. {} ({} tests, {})",
         parts.join(", "),
         results.len() + not_run,
-        wall.as_secs_f64()
+        crate::output::fmt_secs(wall)
     );
     out
 }

@@ -30,6 +30,7 @@ mod kernel_features;
 mod koko_test;
 mod koro;
 mod monitor_flood;
+mod polish;
 mod races;
 mod recovery;
 mod repl;
