@@ -17,7 +17,8 @@
 //!
 //! Runs inside a private network + mount namespace (re-executes itself under
 //! `unshare`). Writes target/bench-scale/scale.json and scale.png (plotted
-//! with Python matplotlib, installed with pip if missing).
+//! with Python matplotlib: Debian's python3-matplotlib, as
+//! tests/setup/tools.sh installs it, for /usr/bin/python3).
 //!
 //!     cargo bench --bench scale [-- SIZES] [--rounds R] [--per-step-max N]
 //!
@@ -494,24 +495,34 @@ fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
 "#;
 
+/// The Python interpreters to try, in order. Debian's own first: a
+/// `python3` earlier on PATH (pyenv, a virtualenv) usually lacks the
+/// distribution's python3-matplotlib.
+const PYTHONS: &[&str] = &["/usr/bin/python3", "python3"];
+
 fn plot(json: &Path, png: &Path) {
-    let have = |py: &str| {
+    let has_matplotlib = |py: &str| {
         Command::new(py)
             .args(["-c", "import matplotlib"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
-    if !have("python3") {
-        eprintln!("matplotlib missing: installing it with pip (PyPI)");
-        let _ = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "matplotlib"])
-            .status();
-    }
+    // No pip here: the benchmark runs in a private network namespace (see
+    // sandbox.rs) where no package registry is reachable, so matplotlib
+    // must be installed beforehand (tests/setup/tools.sh).
+    let Some(python) = PYTHONS.iter().copied().find(|py| has_matplotlib(py)) else {
+        eprintln!(
+            "could not plot: no python3 with matplotlib (tried {}); install Debian's \
+             python3-matplotlib (tests/setup/tools.sh does). The JSON has the figures.",
+            PYTHONS.join(", ")
+        );
+        return;
+    };
     let script = json.with_file_name("plot.py");
     let mut f = std::fs::File::create(&script).unwrap();
     f.write_all(PLOT.as_bytes()).unwrap();
-    let ok = Command::new("python3")
+    let ok = Command::new(python)
         .arg(&script)
         .arg(json)
         .arg(png)
@@ -521,6 +532,6 @@ fn plot(json: &Path, png: &Path) {
     if ok {
         println!("plot: {}", png.display());
     } else {
-        eprintln!("could not plot (python3 with matplotlib needed); the JSON has the figures");
+        eprintln!("could not plot with {python}; the JSON has the figures");
     }
 }

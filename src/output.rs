@@ -36,6 +36,7 @@ use std::sync::Mutex;
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::progress::clear_line();
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
@@ -50,6 +51,7 @@ static HAS_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Write `s` and a newline to stdout, and flush.
 pub fn line(s: &str) -> Result<()> {
+    crate::progress::clear_line();
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())
         .and_then(|_| out.write_all(b"\n"))

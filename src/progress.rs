@@ -15,11 +15,31 @@
 //! early with an error or a signal ([`Drop`]), so the error message that
 //! follows starts on a clean line.
 //!
+//! Output of the work itself (a hook's `print` during a `watch`, a message
+//! on stderr) must not land at the end of the progress text on the same
+//! line of the terminal: [`crate::output::line`] and [`say!`](crate::say)
+//! erase a drawn line first ([`clear_line`]); the next update draws it
+//! again below what was printed.
+//!
 //! Short work shows nothing: a count below [`MIN_ITEMS`] or a wait shorter
 //! than [`MIN_WAIT`] would only flicker.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether a progress line stands on the terminal now (any [`Progress`]).
+static ON_SCREEN: AtomicBool = AtomicBool::new(false);
+
+/// Erase the progress line, if one is drawn, so that a line printed next
+/// starts at the left margin. Cheap when none is (one atomic load).
+pub fn clear_line() {
+    if ON_SCREEN.swap(false, Ordering::SeqCst) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K");
+        let _ = err.flush();
+    }
+}
 
 /// At most this many redraws a second.
 pub const MAX_RATE: u32 = 10;
@@ -116,15 +136,14 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r{text}\x1b[K");
         let _ = err.flush();
+        ON_SCREEN.store(true, Ordering::SeqCst);
     }
 
     /// Erase the line (also done on drop).
     pub fn finish(&mut self) {
         if self.drawn {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K");
-            let _ = err.flush();
             self.drawn = false;
+            clear_line();
         }
     }
 }

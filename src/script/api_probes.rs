@@ -92,7 +92,10 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         engine,
         "fmt_ms",
         /// no measurement (a ping that got no reply has rtt_ms ()): "-"
-        |_none: ()| -> String { "-".to_string() }
+        |none: ()| -> String {
+            let () = none;
+            "-".to_string()
+        }
     );
     sys!(
         engine,
