@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::support::script::tmp_dir;
-use crate::support::{koko_bin, Run, Sandbox};
+use crate::support::{engine_sandbox, koko_bin, Ctr, Run, Sandbox};
 
 /// `PATH` with the koko under test first: the scripts call `koko
 /// __complete` for live names, as an installed koko would be called.
@@ -177,6 +177,57 @@ fn zsh_and_fish_scripts_parse_and_fish_completes() {
     assert!(complete("koko run --keep-").contains(&"--keep-wired".to_string()));
 }
 
+/// zsh's function driven with `words`/`CURRENT` as the completion system
+/// sets them, its builtins (`compadd`, `_describe`, `_files`) replaced by
+/// stand-ins that print what they were offered, one a line.
+fn zsh_complete(sb: &Sandbox, script: &std::path::Path, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect();
+    let program = format!(
+        r#"compdef() {{ : }}
+compset() {{ : }}
+compadd() {{ while [[ $1 == -* && $1 != -- ]]; do shift; done; [[ $1 == -- ]] && shift; print -rl -- "$@" }}
+_describe() {{ local name=${{@[-1]}}; print -rl -- ${{(P)name}} }}
+_files() {{ print -r -- '<files>' }}
+source {}
+words=({}); CURRENT=${{#words}}
+_koko"#,
+        script.display(),
+        quoted.join(" ")
+    );
+    let mut cmd = sb.command("zsh");
+    cmd.args(["-f", "-c", &program])
+        .env("PATH", path_with_koko());
+    let run = Run::of(&mut cmd, format!("zsh completion of {words:?}"));
+    run.ok();
+    run.stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn zsh_function_offers_commands_flags_choices_and_live_names() {
+    let sb = Sandbox::new();
+    sb.netns_add(&["indigo"]);
+    let path = file("_koko", &script(&sb, "zsh"));
+    let c = |words: &[&str]| zsh_complete(&sb, &path, words);
+    let subcommands = c(&["koko", ""]);
+    assert!(
+        subcommands.iter().any(|l| l.starts_with("graph:")),
+        "{subcommands:?}"
+    );
+    assert!(c(&["koko", "run", "--"])
+        .iter()
+        .any(|l| l.starts_with("--keep-wired:")));
+    assert_eq!(
+        c(&["koko", "graph", "--format", ""]),
+        vec!["dot", "mermaid", "json", "svg"]
+    );
+    assert_eq!(c(&["koko", "-n", ""]), vec!["indigo"]);
+    assert_eq!(c(&["koko", "ip", "ipnetns", ""]), vec!["indigo"]);
+    assert_eq!(c(&["koko", "run", ""]), vec!["<files>"]);
+}
+
 #[test]
 fn man_page_renders_without_warnings_and_names_every_command() {
     let sb = Sandbox::new();
@@ -300,4 +351,31 @@ fn hidden_complete_lists_live_names_and_is_silent_without_an_engine() {
     assert_eq!(quiet.stderr, "");
     sb.koko(&["completions", "tcsh"])
         .fails(2, "unknown shell 'tcsh'");
+}
+
+#[test]
+fn containers_complete_to_the_running_docker_containers() {
+    let Some(sb) = engine_sandbox("docker") else {
+        return;
+    };
+    let running = Ctr::docker("compl");
+    let stopped = Ctr::created("complx");
+    let listed = sb.koko(&["__complete", "containers"]);
+    listed.ok();
+    let names: Vec<&str> = listed.stdout.lines().collect();
+    assert!(names.contains(&running.name.as_str()), "{names:?}");
+    assert!(!names.contains(&stopped.name.as_str()), "{names:?}");
+    // Through bash's completion of `-d` and of koro's `docker` target.
+    let path = file("koko.bash", &script(&sb, "bash"));
+    let prefix = &running.name[..running.name.len() - 2];
+    for words in [
+        vec!["koko", "-d", prefix],
+        vec!["koko", "ip", "docker", prefix],
+    ] {
+        assert_eq!(
+            bash_complete(&sb, &path, &words),
+            vec![running.name.clone()],
+            "{words:?}"
+        );
+    }
 }
