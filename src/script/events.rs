@@ -436,11 +436,12 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
                 None => Ok(dispatched),
             };
         }
+        // A counter redrawn 10 times a second: tenths of a second.
         progress.show(|| {
             format!(
-                "watching: {} of {}, {dispatched} hook{} fired",
-                crate::output::fmt_secs(started.elapsed()),
-                crate::output::fmt_secs(Duration::from_millis(ms)),
+                "watching: {:.1} s of {:.1} s, {dispatched} hook{} fired",
+                started.elapsed().as_secs_f64(),
+                Duration::from_millis(ms).as_secs_f64(),
                 if dispatched == 1 { "" } else { "s" }
             )
         });

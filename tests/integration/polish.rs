@@ -7,7 +7,7 @@
 //! writes there to its own stdout, which the test reads.
 
 use crate::support::script::{assert_clean, tmp_dir, write_script};
-use crate::support::{koko_bin, skip, Run, Sandbox};
+use crate::support::{koko_bin, skip, wait_exit, Run, Sandbox, Tail};
 
 fn repo_file(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -119,7 +119,7 @@ print("watched");
     for needle in [
         "wiring the chain: links",
         "watching: ",
-        "of 1.20 s, 0 hooks fired",
+        "of 1.2 s, 0 hooks fired",
         "undoing: ",
     ] {
         assert!(t.stdout.contains(needle), "{needle} in {:?}", t.stdout);
@@ -136,6 +136,62 @@ print("watched");
         piped.stderr
     );
     assert_clean(&sb, "long.rhai piped");
+}
+
+/// A hook that prints while the watch's progress line stands on the
+/// terminal: the line is erased first, so the hook's text starts at the
+/// left margin instead of being glued to "watching: ...".
+#[test]
+fn a_hooks_print_during_a_watch_starts_on_a_clean_line() {
+    if !have_script() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let file = write_script(
+        "progress",
+        "hook.rhai",
+        r#"
+let a = netns("a"); let b = netns("b");
+veth(a, "va", b, "vb");
+on_link_down(a, "va", |ev| { print(`hook: ${ev.kind}`); stop_watch(); });
+watch(60000);
+print("after the watch");
+"#,
+    );
+    let cmd = format!("{} run --cleanup {}", koko_bin().display(), file.display());
+    let mut child = sb
+        .command("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Tail::new(child.stdout.take().unwrap());
+    let limit = std::time::Duration::from_secs(20);
+    out.wait_for_text("watching: ", limit);
+    sb.sh("ip -n a link set va down");
+    let status = wait_exit(&mut child, "the script after its hook", limit);
+    let text = out.finish();
+    assert!(status.success(), "{text:?}");
+    let at = text.find("hook: link_down").expect("the hook printed");
+    // What stands on the hook's line before its text: the terminal shows
+    // what follows the last carriage return there, and that must be an
+    // erasure (ESC [ K) or nothing — not "watching: ...".
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let shown = text[line_start..at].rsplit('\r').next().unwrap_or("");
+    assert!(
+        text[line_start..at].contains("watching: "),
+        "the progress line stood there: {text:?}"
+    );
+    assert_eq!(
+        shown.replace("\x1b[K", ""),
+        "",
+        "glued to the hook's print: {text:?}"
+    );
+    assert!(text.contains("after the watch"), "{text:?}");
+    assert_clean(&sb, "hook.rhai");
 }
 
 /// Every number followed by "ms" in `text`, as written.
