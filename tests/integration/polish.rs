@@ -93,8 +93,8 @@ fn netns_add_and_del_of_many_show_progress_on_a_terminal_only() {
     assert_eq!(piped.stderr, "");
 }
 
-/// A chain built in bulk, a long watch, and the undo at the end of the
-/// run: each shows its line on a terminal; the same script piped shows
+/// A chain built in bulk, a long watch, the chain destroyed in bulk, and
+/// the undo at the end of the run: each shows its line on a terminal; the same script piped shows
 /// none, and its stdout is the same.
 #[test]
 fn chain_watch_and_undo_show_progress_on_a_terminal() {
@@ -112,14 +112,18 @@ let c = chain_build(names, #{});
 print(`built ${c.nodes.len()}`);
 watch(1200);
 print("watched");
+destroy_all(names);
+print("destroyed");
 "#,
     );
     let koko = koko_bin().display().to_string();
     let t = on_terminal(&sb, &format!("{koko} run --cleanup {}", file.display()));
     for needle in [
+        "creating namespaces: ",
         "wiring the chain: links",
         "watching: ",
         "of 1.2 s, 0 hooks fired",
+        "deleting namespaces: ",
         "undoing: ",
     ] {
         assert!(t.stdout.contains(needle), "{needle} in {:?}", t.stdout);
@@ -129,7 +133,7 @@ print("watched");
 
     let piped = sb.koko(&["run", "--cleanup", &file.display().to_string()]);
     piped.ok();
-    assert_eq!(piped.stdout, "built 30\nwatched\n");
+    assert_eq!(piped.stdout, "built 30\nwatched\ndestroyed\n");
     assert!(
         !piped.stderr.contains("watching") && !piped.stderr.contains('\r'),
         "{:?}",
