@@ -411,13 +411,13 @@ fn netns_delete(names: &[String]) -> Result<Output> {
                     .join(", ")
             };
             if i > 0 {
-                eprintln!(
+                crate::say!(
                     "koko: deleted before the failure: netns {}",
                     quote(&found[..i])
                 );
             }
             if i + 1 < found.len() {
-                eprintln!("koko: not attempted: netns {}", quote(&found[i + 1..]));
+                crate::say!("koko: not attempted: netns {}", quote(&found[i + 1..]));
             }
             return Err(e);
         }
