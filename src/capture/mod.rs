@@ -319,9 +319,10 @@ impl Capture {
         }
         let got = match timeout {
             None => self.ended.recv().map_err(|_| true),
-            Some(t) => self.ended.recv_timeout(t).map_err(|e| {
-                matches!(e, mpsc::RecvTimeoutError::Disconnected)
-            }),
+            Some(t) => self
+                .ended
+                .recv_timeout(t)
+                .map_err(|e| matches!(e, mpsc::RecvTimeoutError::Disconnected)),
         };
         let summary = match got {
             Ok(summary) => summary,
@@ -356,15 +357,21 @@ impl Drop for Capture {
     }
 }
 
-/// Create the output and write the pcap header. A file that cannot be
-/// written to the end of its header is removed again.
+/// Create the output and write the pcap header. A file koko created that
+/// cannot be written to the end of its header is removed again.
 fn open_sink(sink: &Sink, snaplen: u32) -> Result<PcapWriter<BufWriter<Box<dyn Write + Send>>>> {
     let (out, path): (Box<dyn Write + Send>, Option<&Path>) = match sink {
         Sink::File(path) => {
+            // Only a file koko creates is removed again on failure: an
+            // existing path may be a device or a FIFO (`-w /dev/full`).
+            let existed = std::fs::symlink_metadata(path).is_ok();
             let file = File::create(path).map_err(|e| {
-                Error::io(format!("cannot write the capture file {}", path.display()), e)
+                Error::io(
+                    format!("cannot write the capture file {}", path.display()),
+                    e,
+                )
             })?;
-            (Box::new(file), Some(path))
+            (Box::new(file), (!existed).then_some(path.as_path()))
         }
         Sink::Stdout => {
             // A copy of fd 1 of its own: the writes bypass Rust's
@@ -494,11 +501,7 @@ impl Job {
     ) -> std::result::Result<Option<EndReason>, EndReason> {
         let mut wrote = false;
         let outcome = loop {
-            if self
-                .opts
-                .count
-                .is_some_and(|c| self.writer.packets() >= c)
-            {
+            if self.opts.count.is_some_and(|c| self.writer.packets() >= c) {
                 break Ok(Some(EndReason::Count));
             }
             match self.socket.read(buf) {
@@ -652,7 +655,11 @@ mod tests {
         let out = socket::filter(Direction::Out, 96);
         let inn = socket::filter(Direction::In, 96);
         for f in [&out, &inn] {
-            assert_eq!(f[0].k, (-0x1000i32 + 4) as u32, "SKF_AD_OFF + SKF_AD_PKTTYPE");
+            assert_eq!(
+                f[0].k,
+                (-0x1000i32 + 4) as u32,
+                "SKF_AD_OFF + SKF_AD_PKTTYPE"
+            );
             assert_eq!((f[1].code, f[1].k), (0x15, 4));
             assert_eq!((f[2].code, f[2].k), (0x06, 96));
             assert_eq!((f[3].code, f[3].k), (0x06, 0));

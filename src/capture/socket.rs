@@ -292,7 +292,8 @@ impl PacketSocket {
                 let kind = (*cmsg).cmsg_type;
                 let data = libc::CMSG_DATA(cmsg);
                 if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(data as *const libc::timespec);
+                    let ts: libc::timespec =
+                        std::ptr::read_unaligned(data as *const libc::timespec);
                     frame.ts = Timestamp {
                         sec: ts.tv_sec as u64,
                         nsec: ts.tv_nsec as u32,
