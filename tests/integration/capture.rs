@@ -720,7 +720,8 @@ fn capture_survives_the_link_going_down_and_up() {
     sb.sh("ip -n a link set l1 down && ip -n a link set l1 up");
     // The route comes back with the link; the static neighbour with it.
     wait_until("l1 is up again", Duration::from_secs(10), || {
-        sb.link(Some("a"), "l1").is_some_and(|l| l["operstate"] == "UP")
+        sb.link(Some("a"), "l1")
+            .is_some_and(|l| l["operstate"] == "UP")
     });
     sb.sh("ip -n a neigh replace 10.0.0.2 lladdr 02:00:00:00:00:02 dev l1 nud permanent");
     udp(&a, &b, SocketAddr::from((B_IP, 5006)), b"second", 2);
