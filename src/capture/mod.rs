@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::ns::Namespace;
 
 use pcap::{PcapWriter, MAX_SNAPLEN};
-use socket::{PacketSocket, Read};
+use socket::{Batch, PacketSocket, Read};
 
 /// How often the loop looks at its stop flag, the signal flag and whether
 /// the link and its namespace still exist, when no packet wakes it.
@@ -411,7 +411,7 @@ struct Job {
 impl Job {
     fn run(mut self) -> Summary {
         let deadline = self.opts.duration.map(|d| Instant::now() + d);
-        let mut buf = vec![0u8; self.opts.snaplen as usize];
+        let mut buf = Batch::new(self.opts.snaplen);
         let mut dropped = 0u64;
         let mut last_check = Instant::now();
         let mut link_down = false;
@@ -496,45 +496,21 @@ impl Job {
     /// Sets `link_down` on ENETDOWN (the caller then checks the link).
     fn drain(
         &mut self,
-        buf: &mut [u8],
+        batch: &mut Batch,
         link_down: &mut bool,
     ) -> std::result::Result<Option<EndReason>, EndReason> {
         let mut wrote = false;
-        let outcome = loop {
+        let outcome = 'read: loop {
             if self.opts.count.is_some_and(|c| self.writer.packets() >= c) {
                 break Ok(Some(EndReason::Count));
             }
-            match self.socket.read(buf) {
-                Ok(Read::Packet(frame)) => {
-                    // The filter already chose the direction; this guards
-                    // against a kernel that ignored it.
-                    let wanted = match self.opts.dir {
-                        Direction::Both => true,
-                        Direction::In => !frame.outgoing,
-                        Direction::Out => frame.outgoing,
-                    };
-                    if !wanted {
-                        continue;
-                    }
-                    let data = &buf[..frame.len];
-                    let written = match frame.vlan {
-                        Some((tpid, tci)) => {
-                            let mut tagged = data.to_vec();
-                            pcap::insert_vlan_tag(&mut tagged, tpid, tci);
-                            self.writer.record(frame.ts, frame.orig_len + 4, &tagged)
-                        }
-                        None => self.writer.record(frame.ts, frame.orig_len, data),
-                    };
-                    if let Err(e) = written {
-                        break Err(write_failure(e));
-                    }
-                    wrote = true;
-                    self.shared
-                        .packets
-                        .store(self.writer.packets(), Ordering::SeqCst);
-                }
+            match self.socket.read(batch) {
+                Ok(Read::Packets) => {}
                 Ok(Read::Empty) => break Ok(None),
-                Ok(Read::LinkDown) => *link_down = true,
+                Ok(Read::LinkDown) => {
+                    *link_down = true;
+                    continue;
+                }
                 Err(errno) => {
                     break Err(EndReason::Failed(format!(
                         "reading packets: {}",
@@ -542,7 +518,40 @@ impl Job {
                     )))
                 }
             }
+            for (frame, data) in batch.packets() {
+                if self.opts.count.is_some_and(|c| self.writer.packets() >= c) {
+                    break 'read Ok(Some(EndReason::Count));
+                }
+                // The filter already chose the direction; this guards
+                // against a kernel that ignored it.
+                let wanted = match self.opts.dir {
+                    Direction::Both => true,
+                    Direction::In => !frame.outgoing,
+                    Direction::Out => frame.outgoing,
+                };
+                if !wanted {
+                    continue;
+                }
+                let written = match frame.vlan {
+                    Some((tpid, tci)) => {
+                        let mut tagged = data.to_vec();
+                        pcap::insert_vlan_tag(&mut tagged, tpid, tci);
+                        self.writer.record(frame.ts, frame.orig_len + 4, &tagged)
+                    }
+                    None => self.writer.record(frame.ts, frame.orig_len, data),
+                };
+                if let Err(e) = written {
+                    break 'read Err(write_failure(e));
+                }
+                wrote = true;
+            }
+            self.shared
+                .packets
+                .store(self.writer.packets(), Ordering::SeqCst);
         };
+        self.shared
+            .packets
+            .store(self.writer.packets(), Ordering::SeqCst);
         if wrote {
             if let Err(e) = self.writer.flush() {
                 return Err(write_failure(e));
