@@ -73,6 +73,8 @@ fn burst(n: usize) -> f64 {
 
 /// Run one capturer (`argv`, which prints `ready` on stderr once it
 /// listens) over a burst of `n`: (packets kept, CPU seconds).
+// The child is reaped by wait4, which also returns its CPU time.
+#[allow(clippy::zombie_processes)]
 fn one(argv: &[&str], ready: &str, file: &str, n: usize) -> (u64, f64) {
     let _ = std::fs::remove_file(file);
     let mut child = Command::new(argv[0])
