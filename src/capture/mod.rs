@@ -53,6 +53,9 @@ use socket::{Batch, PacketSocket, Read};
 /// the link and its namespace still exist, when no packet wakes it.
 pub const CHECK_EVERY: Duration = Duration::from_millis(50);
 
+/// How long a busy capture lets packets queue up between reads.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// Which packets of the link to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
@@ -427,11 +430,13 @@ impl Job {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break EndReason::Duration;
             }
+            let before = self.writer.packets();
             match self.drain(&mut buf, &mut link_down) {
                 Ok(Some(end)) => break end,
                 Ok(None) => {}
                 Err(end) => break end,
             }
+            let busy = self.writer.packets() > before;
             if link_down || last_check.elapsed() >= CHECK_EVERY {
                 last_check = Instant::now();
                 if let Ok((_, drops)) = self.socket.take_stats() {
@@ -444,6 +449,15 @@ impl Job {
                     break EndReason::Vanished;
                 }
                 link_down = false;
+            }
+            if busy {
+                // Packets are flowing: let more of them queue up before the
+                // next read (what TPACKET_V3's block timeout does for
+                // tcpdump). Waking for every packet costs a poll, reads
+                // and a write each; 1 ms later the same calls carry a
+                // whole batch. The file lags the link by at most that.
+                std::thread::sleep(COALESCE);
+                continue;
             }
             // Sleep until a packet comes (or the next check is due). A
             // signal cuts the poll short (EINTR): the loop looks at once.
