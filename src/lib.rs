@@ -21,6 +21,8 @@
 //! * [`journal`] — what a run created, and how to undo it
 //! * [`runs`] — the runs whose journal is on disk (/run/koko): alive or dead
 //! * [`probe`] — reachability and traffic checks inside a namespace
+//! * [`capture`] — packet capture into pcap files (a packet socket in the
+//!   link's namespace, read on a thread of its own)
 //! * [`net`] — the only place netlink messages are built: links, addresses,
 //!   routes, tc, nsids, sysctls, batches, event sources
 //! * [`ns`] — namespace handles, the setns window, `ip netns`-compatible names
@@ -34,6 +36,7 @@
 //! journal → net → ns); `.ci/layering.sh` checks the two rules that are
 //! easy to break by accident.
 
+pub mod capture;
 pub mod chain;
 pub mod cli;
 pub mod cni;

@@ -8,6 +8,7 @@
 //! | [`api_ip`](super::api_ip) | `ns.ip(...)`, `ns.route_add/del/replace`, `ns.routes`, `ns.addrs` |
 //! | [`api_probes`](super::api_probes) | `ns.ping`, `ns.tcp`, `ns.serve_http`, `ns.http_get`, `ns.exec` |
 //! | [`api_tunnels`](super::api_tunnels) | `vxlan`, `vlan`, `macvlan`, `link.mirror` |
+//! | [`api_capture`](super::api_capture) | `link.capture` and its `Capture` handle: `.stop()`, `.wait()`, `.packets`, `.running` |
 //! | [`api_bulk`](super::api_bulk) | `chain_build`, `chain_subnet`, `destroy_all` |
 //! | [`api_compat`](super::api_compat) | `koko(...)`, `koro(...)`, `cleanup`, `sleep`, `now_ms` |
 //! | [`events`](super::events) | hooks, `watch`, the outage probe |
@@ -156,6 +157,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     super::api_ip::register(engine, world);
     super::api_probes::register(engine, world);
     super::api_tunnels::register(engine, world);
+    super::api_capture::register(engine, world);
     super::api_impair::register(engine, world);
     super::api_bulk::register(engine, world);
     super::api_compat::register(engine, world);

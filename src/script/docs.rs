@@ -39,6 +39,7 @@ pub fn script_type(rust: &str) -> String {
         "NsRef" => "Ns",
         "LinkRef" => "Link",
         "ProbeRef" => "Probe",
+        "CaptureRef" => "Capture",
         other => other,
     }
     .to_string()

@@ -85,6 +85,7 @@ macro_rules! getter {
 
 pub mod api;
 pub mod api_bulk;
+pub mod api_capture;
 pub mod api_compat;
 pub mod api_impair;
 pub mod api_ip;

@@ -18,6 +18,7 @@
 mod support;
 
 mod bad_inputs;
+mod capture;
 mod cli_errors;
 mod cli_veth;
 mod cni;
