@@ -32,6 +32,7 @@ mod monitor_flood;
 mod races;
 mod recovery;
 mod repl;
+mod rewire;
 mod scale;
 mod script;
 mod script_options;
