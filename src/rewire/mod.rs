@@ -22,7 +22,8 @@
 //!   (koko's own namespace, a pid, a path) are fixed: they do not restart.
 //! * a [`Wire`] is a veth the run made: both ends (endpoint, name) and the
 //!   MTU;
-//! * each endpoint has the addresses, routes and sysctls the run set there.
+//! * each endpoint has the addresses, routes, sysctls and mirrors the run
+//!   set there; each wire, the impairments the run set on it.
 //!
 //! The journal is folded incrementally (steps recorded after the last fold),
 //! so a script that calls `keep_wired()` first and builds afterwards is
@@ -45,9 +46,14 @@
 //! endpoint dirty and the next pass converges again — so back-to-back and
 //! simultaneous restarts end in the full lab.
 //!
-//! What is not re-created (said once when the watch starts): links other
-//! than veths (vxlan/macvlan need their parent), mirrors and impairments.
-//! A container that is *removed* (not restarted) is reported and its wires
+//! Mirrors and impairments on the run's links come back too: the mirror
+//! steps name the target by ifindex, so its name and the direction are read
+//! from koko's own tc filters when the step is folded; a wire's impairments
+//! are read back (`impair::impairments`) after each change the run made,
+//! and re-applied with the same calls as `link.impair()` / `blackhole()`
+//! when the wire is made again. What is not re-created (said once when the
+//! watch starts): links other than veth pairs (vxlan/macvlan need their
+//! parent), impairments on other links. A container that is *removed* (not restarted) is reported and its wires
 //! are dropped from the lab. Nothing the run did not build is touched: the
 //! only deletion is of a leftover end carrying the run's own mark.
 
@@ -58,11 +64,13 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::connect::{self, EndRequest, VethRequest};
+use crate::connect::{self, EndRequest, MirrorRequest, VethRequest};
 use crate::error::{Error, Result};
+use crate::impair::{self, End, Impairments, LinkPair};
 use crate::journal::{Journal, Undo};
 use crate::net::link::{self, VethOptions};
 use crate::net::route::{self, RouteRequest};
+use crate::net::tc::{self, Hook, MirrorDir};
 use crate::net::{addr, sysctl, Session};
 use crate::ns::{Namespace, NsId, NsKind, NsSpec};
 
@@ -104,6 +112,8 @@ pub struct Counts {
     pub addresses: usize,
     pub routes: usize,
     pub sysctls: usize,
+    pub mirrors: usize,
+    pub impairments: usize,
 }
 
 impl Counts {
@@ -112,6 +122,8 @@ impl Counts {
         self.addresses += o.addresses;
         self.routes += o.routes;
         self.sysctls += o.sysctls;
+        self.mirrors += o.mirrors;
+        self.impairments += o.impairments;
     }
 }
 
@@ -131,6 +143,8 @@ pub struct Endpoint {
     routes: Vec<RouteRequest>,
     /// sysctl key and the value the run set.
     sysctls: Vec<(String, String)>,
+    /// Mirrors the run installed here: source link, direction, target link.
+    mirrors: Vec<(String, MirrorDir, String)>,
     /// Its state must be made true again (it, or a wire peer, came back).
     dirty: bool,
     repair: Option<Repair>,
@@ -156,11 +170,24 @@ impl Endpoint {
 }
 
 /// A veth the run made: (endpoint index, link name) at each end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Wire {
     pub a: (usize, String),
     pub b: (usize, String),
     pub mtu: u32,
+    /// The impairments the run set on it (as the kernel had them after
+    /// the run's last change), if it set any.
+    pub impairments: Option<Impairments>,
+}
+
+impl Wire {
+    fn same_ends(&self, o: &Wire) -> bool {
+        self.a == o.a && self.b == o.b
+    }
+
+    fn has_end(&self, i: usize, name: &str) -> bool {
+        (self.a.0 == i && self.a.1 == name) || (self.b.0 == i && self.b.1 == name)
+    }
 }
 
 /// What a finished repair reports (printed, and given to `on_rewired`).
@@ -176,6 +203,8 @@ pub struct Rewired {
     pub addresses: usize,
     pub routes: usize,
     pub sysctls: usize,
+    pub mirrors: usize,
+    pub impairments: usize,
     /// From the engine's start event (or the namespace's appearance) to
     /// the end of the repair, rounded to 0.1 ms.
     pub ms_after_start: f64,
@@ -202,8 +231,15 @@ impl Rewired {
         } else {
             "after its start event"
         };
+        let mut tc = String::new();
+        if self.mirrors > 0 {
+            tc.push_str(&format!(", {} mirror(s)", self.mirrors));
+        }
+        if self.impairments > 0 {
+            tc.push_str(&format!(", {} impairment(s)", self.impairments));
+        }
         format!(
-            "koko: rewired {what}: {} link(s), {} address(es), {} route(s), {} sysctl(s) in {:.1} ms {since}",
+            "koko: rewired {what}: {} link(s), {} address(es), {} route(s), {} sysctl(s){tc} in {:.1} ms {since}",
             self.links, self.addresses, self.routes, self.sysctls, self.ms_after_start
         )
     }
@@ -265,6 +301,7 @@ impl Lab {
             addrs: Vec::new(),
             routes: Vec::new(),
             sysctls: Vec::new(),
+            mirrors: Vec::new(),
             dirty: false,
             repair: None,
             failures: 0,
@@ -322,8 +359,9 @@ impl Lab {
                     a: (a, name.clone()),
                     b: (b, lb.name.clone()),
                     mtu: la.mtu,
+                    impairments: None,
                 };
-                if !self.wires.contains(&wire) {
+                if !self.wires.iter().any(|w| w.same_ends(&wire)) {
                     self.wires.push(wire);
                 }
                 for (i, t, l) in [(a, &ta, &la), (b, &tb, &lb)] {
@@ -364,14 +402,44 @@ impl Lab {
                 self.unsupported
                     .push(format!("link '{name}' in {ns} (not a veth pair)"));
             }
-            Undo::DeleteMirror { ns, source, .. } => {
-                self.unsupported
-                    .push(format!("the mirror of '{source}' in {ns}"));
+            Undo::DeleteMirror {
+                ns,
+                source,
+                target_index,
+                ..
+            } => {
+                // The step names the target by ifindex and not the
+                // direction: both are read from the kernel.
+                let t = session.target(ns)?;
+                let Some(src) = session.block_on(link::get(&t, source))? else {
+                    return Ok(());
+                };
+                let Some(target) = session.block_on(link::get_by_index(&t, *target_index))? else {
+                    return Ok(());
+                };
+                let on = |hook| -> Result<bool> {
+                    Ok(session
+                        .block_on(tc::filters(&t, src.index, hook))?
+                        .iter()
+                        .any(|f| f.is_kokos_mirror_to(*target_index)))
+                };
+                let dir = match (on(Hook::Ingress)?, on(Hook::Egress)?) {
+                    (true, true) => MirrorDir::Both,
+                    (true, false) => MirrorDir::Ingress,
+                    (false, true) => MirrorDir::Egress,
+                    (false, false) => return Ok(()),
+                };
+                let i = self.endpoint_for(ns);
+                let m = (source.clone(), dir, target.name);
+                let e = &mut self.endpoints[i];
+                e.mirrors.retain(|(s, _, t)| !(s == &m.0 && t == &m.2));
+                e.mirrors.push(m);
             }
-            Undo::RestoreTc { ns, .. }
-            | Undo::Unblackhole { ns, .. }
-            | Undo::RemoveIfb { ns, .. } => {
-                self.unsupported.push(format!("an impairment in {ns}"));
+            Undo::RestoreTc { ns, snapshot } | Undo::Unblackhole { ns, snapshot, .. } => {
+                self.note_impairments(session, ns, &snapshot.link)?;
+            }
+            Undo::RemoveIfb { ns, link, .. } => {
+                self.note_impairments(session, ns, link)?;
             }
             Undo::RestoreLink { .. }
             | Undo::Plug { .. }
@@ -379,6 +447,38 @@ impl Lab {
             | Undo::StopServer(_)
             | Undo::StopFlap(_) => {}
         }
+        Ok(())
+    }
+
+    /// The run changed the tc state of `link` in `ns`: if it is an end of a
+    /// wire, read the wire's impairments as they are now.
+    fn note_impairments(&mut self, session: &Session, ns: &Namespace, link: &str) -> Result<()> {
+        if link.starts_with("kkifb") {
+            return Ok(()); // the ifb of a link: its RemoveIfb step names the link
+        }
+        let i = self.endpoint_for(ns);
+        let Some(w) = self.wires.iter().position(|w| w.has_end(i, link)) else {
+            self.unsupported.push(format!(
+                "an impairment on '{link}' in {ns} (not a veth pair koko made)"
+            ));
+            return Ok(());
+        };
+        let (wa, wb) = (self.wires[w].a.clone(), self.wires[w].b.clone());
+        let (Some(na), Some(nb)) = (
+            self.endpoints[wa.0].current.clone(),
+            self.endpoints[wb.0].current.clone(),
+        ) else {
+            return Ok(());
+        };
+        let pair = LinkPair {
+            end: End::new(&na, &wa.1),
+            peer: Some(End::new(&nb, &wb.1)),
+        };
+        let now = impair::impairments(session, &pair)?;
+        let none = now.egress.is_none()
+            && now.ingress.as_ref().is_none_or(|i| i.is_none())
+            && !now.blackhole;
+        self.wires[w].impairments = (!none).then_some(now);
         Ok(())
     }
 
@@ -461,6 +561,8 @@ impl Lab {
             addresses: 0,
             routes: 0,
             sysctls: 0,
+            mirrors: 0,
+            impairments: 0,
             ms_after_start: 0.0,
             time: epoch_ms(),
         }
@@ -662,6 +764,8 @@ impl Lab {
                             addresses: r.counts.addresses,
                             routes: r.counts.routes,
                             sysctls: r.counts.sysctls,
+                            mirrors: r.counts.mirrors,
+                            impairments: r.counts.impairments,
                             ms_after_start: ((now - r.since_epoch_ms) * 10.0).round() / 10.0,
                             time: now,
                         });
@@ -754,6 +858,24 @@ impl Lab {
         // (deleting it also takes its addresses): count them here.
         self.endpoints[w.a.0].pass.addresses += req.a.addrs.len();
         self.endpoints[w.b.0].pass.addresses += req.b.addrs.len();
+        if let Some(imp) = &w.impairments {
+            // The same library calls as `link.impair()` / `blackhole()`,
+            // journaled the same way.
+            let pair = LinkPair {
+                end: End::new(na, &w.a.1),
+                peer: Some(End::new(nb, &w.b.1)),
+            };
+            if !imp.egress.is_none() {
+                impair::impair(session, journal, &pair, MirrorDir::Egress, &imp.egress)?;
+            }
+            if let Some(ingress) = imp.ingress.as_ref().filter(|i| !i.is_none()) {
+                impair::impair(session, journal, &pair, MirrorDir::Ingress, ingress)?;
+            }
+            if imp.blackhole {
+                impair::blackhole(session, journal, &pair)?;
+            }
+            self.endpoints[w.a.0].pass.impairments += 1;
+        }
         Ok(true)
     }
 
@@ -823,6 +945,31 @@ impl Lab {
                     );
                     self.endpoints[i].pass.sysctls += 1;
                 }
+            }
+        }
+        for (source, dir, target) in self.endpoints[i].mirrors.clone() {
+            let (Some(src), Some(dst)) = (
+                session.block_on(link::get(&t, &source))?,
+                session.block_on(link::get(&t, &target))?,
+            ) else {
+                continue; // a link that waits for its other end
+            };
+            let mut there = true;
+            for hook in dir.hooks() {
+                there &= session
+                    .block_on(tc::filters(&t, src.index, hook))?
+                    .iter()
+                    .any(|f| f.is_kokos_mirror_to(dst.index));
+            }
+            if !there {
+                let req = MirrorRequest {
+                    ns: ns.clone(),
+                    source,
+                    dir,
+                    target,
+                };
+                connect::mirror(session, journal, &req)?;
+                self.endpoints[i].pass.mirrors += 1;
             }
         }
         let waiting = self.waits_for_a_peer(i);
@@ -970,6 +1117,8 @@ mod tests {
             addresses: 4,
             routes: 2,
             sysctls: 2,
+            mirrors: 0,
+            impairments: 0,
             ms_after_start: 12.34,
             time: 0.0,
         };

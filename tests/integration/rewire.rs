@@ -611,3 +611,62 @@ fn sigterm_ends_the_watch_and_undoes_the_lab() {
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
     crate::support::script::assert_clean(&sb, "after SIGTERM");
 }
+
+/// A lab with a mirror (l1's traffic copied out through mon) and an
+/// impairment on l1 (rate on a's end, loss on b's): both are made again
+/// with the links when `a` is made again.
+const TC_LAB: &str = r#"
+let a = netns("a");  let b = netns("b");  let m = netns("m");
+let l1 = veth(a, "l1", b, "l2", #{a_addrs: ["10.0.1.1/24"], b_addrs: ["10.0.1.2/24"]});
+let mon = veth(a, "mon", m, "tap");
+mon.mirror("both", l1);
+l1.impair(#{rate: "1mbit", loss_pct: 5.0});
+keep_wired();
+print("built");
+"#;
+
+/// What the kernel has on the lab's links: l1's root qdiscs, the number
+/// of tc filters on l1 (both hooks: the mirror) and on l2's ingress (the
+/// loss).
+fn tc_state(sb: &Sandbox) -> (Vec<String>, usize, usize, usize) {
+    (
+        sb.qdisc_kinds(Some("a"), "l1"),
+        sb.tc_filters(Some("a"), "l1", "ingress").len(),
+        sb.tc_filters(Some("a"), "l1", "egress").len(),
+        sb.tc_filters(Some("b"), "l2", "ingress").len(),
+    )
+}
+
+#[test]
+fn mirrors_and_impairments_come_back_with_the_links() {
+    let sb = Sandbox::new();
+    let script = write_script("rewire", "tc.rhai", TC_LAB);
+    let lab = Lab::start(&sb, &[script.to_str().unwrap()], &[]);
+    let before = tc_state(&sb);
+    assert!(before.0.contains(&"tbf".to_string()), "{before:?}");
+    assert!(before.1 > 0 && before.2 > 0 && before.3 > 0, "{before:?}");
+    sb.sh("ip netns del a && ip netns add a");
+    lab.wait_repairs("netns 'a'", 1);
+    wait_for("l1, l2, mon and tap are back", SETTLE, || {
+        for (ns, l) in [("a", "l1"), ("b", "l2"), ("a", "mon"), ("m", "tap")] {
+            sb.link(Some(ns), l).ok_or(format!("no {l} in {ns}"))?;
+        }
+        Ok::<(), String>(())
+    });
+    assert_eq!(tc_state(&sb), before);
+    let mirror = sb.tc_filters(Some("a"), "l1", "egress");
+    assert!(
+        mirror.iter().any(|f| f.to_string().contains("mirred")),
+        "{mirror:?}"
+    );
+    let (code, _, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    assert!(
+        err.contains("koko: rewired netns 'a': 2 link(s), 2 address(es), 0 route(s), 0 sysctl(s), 1 mirror(s), 1 impairment(s) in "),
+        "{err}"
+    );
+    assert!(!err.contains("is not re-created"), "{err}");
+    // Undone: b and m are gone; the a the test made is left alone, empty.
+    assert_eq!(sb.netns_list(), ["a"]);
+    assert!(sb.link_names(Some("a")).is_empty());
+}
