@@ -766,7 +766,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     sys!(
         engine,
         "on_rewired",
-        /// run the hook after each repair of a kept lab; ev = #{kind: "rewired"|"removed", namespace, container, ns_kind, links, addresses, routes, sysctls, ms_after_start, time}
+        /// run the hook after each repair of a kept lab; ev = #{kind: "rewired"|"removed", namespace, container, ns_kind, links, addresses, routes, sysctls, mirrors, impairments, ms_after_start, time}
         move |f: FnPtr| -> R<()> {
             add_hook(&w, HookKind::Rewired, f);
             Ok(())
