@@ -398,6 +398,8 @@ impl Lab {
                     None => e.sysctls.push((key.clone(), value)),
                 }
             }
+            // A leftover end a repair moved out of the way (see ensure_wire).
+            Undo::DeleteLink { name, .. } if name.starts_with("kkold") => {}
             Undo::DeleteLink { ns, name } => {
                 self.unsupported
                     .push(format!("link '{name}' in {ns} (not a veth pair)"));
@@ -821,8 +823,21 @@ impl Lab {
                         t.ns
                     )));
                 }
-                match session.block_on(link::delete(t, name)) {
-                    Ok(()) => {}
+                // Deleting it would wait for an RCU grace period (~20 ms
+                // per link here); the kernel deletes it anyway with its
+                // peer's dying namespace. So it is only moved out of the
+                // way: down, under a name of its own, journaled so an undo
+                // takes it should it still be there.
+                let parked = format!("kkold{}", stale.index);
+                match session.block_on(link::rename(t, stale.index, &parked)) {
+                    Ok(()) => journal.record(
+                        format!("leftover veth end {parked} (was {name}) in {}", t.ns),
+                        Undo::DeleteLink {
+                            ns: t.ns.clone(),
+                            name: parked,
+                        },
+                    ),
+                    // Gone meanwhile (the kernel's teardown was first).
                     Err(_) if session.block_on(link::get(t, name))?.is_none() => {}
                     Err(e) => return Err(e),
                 }
@@ -1075,16 +1090,26 @@ impl Keeper {
         }
         let mut out = Vec::new();
         let seen = self.watch.drain();
+        // `docker restart` says "start" then "restart": one look at the
+        // engine per container and batch, timed from its first start.
+        let mut started: Vec<&watch::EngineEvent> = Vec::new();
         for ev in &seen.engine {
             match ev.action {
-                watch::Action::Start => self
-                    .lab
-                    .container_started(session, &ev.name, &ev.id, ev.time_ms),
+                watch::Action::Start => {
+                    if !started.iter().any(|s| s.id == ev.id) {
+                        started.push(ev);
+                    }
+                }
                 watch::Action::Die => {}
                 watch::Action::Destroy => {
+                    started.retain(|s| s.id != ev.id);
                     out.extend(self.lab.container_removed(session, &ev.name, &ev.id))
                 }
             }
+        }
+        for ev in started {
+            self.lab
+                .container_started(session, &ev.name, &ev.id, ev.time_ms);
         }
         if let Some(e) = self.watch.engine_failure() {
             crate::say!("koko: keep-wired: {e}");
