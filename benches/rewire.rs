@@ -8,8 +8,13 @@
 //!   times it from the same event);
 //! * traffic: until a TCP connection from the client container to the
 //!   webserver's HTTP port opens again (a prober in the client's namespace
-//!   tries every millisecond; the first attempt *begun* after the start
-//!   event that succeeds, at its end).
+//!   tries every millisecond): the end of the first successful attempt
+//!   begun after the start event that the next 10 attempts confirm.
+//!   (The old namespace of the firewall outlives its process for a moment
+//!   — the kernel tears it down in a worker — and forwards traffic until
+//!   then: a success through it is not a recovery.)
+//!
+//! and the outage the prober saw (first failure to recovery).
 //!
 //! Prints p50/p95 of both (goal: repair p50 <= 50 ms) and a JSON line. Needs
 //! the Docker engine and the test image of tests/setup/docker.sh. Runs
@@ -67,9 +72,12 @@ extern "C" {
     fn setns(fd: i32, nstype: i32) -> i32;
 }
 
+/// One connection attempt: begun, ended (ms since the epoch), succeeded.
+type Attempt = (f64, f64, bool);
+
 /// A thread in `ns_path` that tries a TCP connection to `to` every ms and
-/// records (start, end, ok) of each attempt, in ms since the epoch.
-fn prober(ns_path: String, to: SocketAddr, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<(f64, f64)>>> {
+/// records each attempt.
+fn prober(ns_path: String, to: SocketAddr, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Attempt>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     let file = std::fs::File::open(&ns_path).unwrap();
@@ -78,9 +86,8 @@ fn prober(ns_path: String, to: SocketAddr, stop: Arc<AtomicBool>) -> Arc<Mutex<V
         assert_eq!(unsafe { setns(file.as_raw_fd(), 0x4000_0000) }, 0);
         while !stop.load(Ordering::SeqCst) {
             let begun = epoch_ms();
-            if TcpStream::connect_timeout(&to, Duration::from_millis(20)).is_ok() {
-                sink.lock().unwrap().push((begun, epoch_ms()));
-            }
+            let ok = TcpStream::connect_timeout(&to, Duration::from_millis(20)).is_ok();
+            sink.lock().unwrap().push((begun, epoch_ms(), ok));
             std::thread::sleep(Duration::from_millis(1));
         }
     });
@@ -160,16 +167,18 @@ fn main() {
         stop.clone(),
     );
 
-    let (mut repair, mut traffic) = (Vec::new(), Vec::new());
+    let (mut repair, mut traffic, mut outage) = (Vec::new(), Vec::new(), Vec::new());
+    let fw_line = format!("koko: rewired container '{fw}'");
     for i in 0..restarts {
         // Traffic flows before each restart.
-        let end = Instant::now() + Duration::from_secs(30);
         let before = epoch_ms();
-        while !probes.lock().unwrap().iter().any(|(b, _)| *b >= before) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !probes.lock().unwrap().iter().any(|a| a.2 && a.0 >= before) {
             assert!(Instant::now() < end, "restart {i}: no traffic before it");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let since = format!("{:.3}", epoch_ms() / 1000.0);
+        let t0 = epoch_ms();
+        let since = format!("{:.3}", t0 / 1000.0);
         docker(&["restart", "-t", "0", fw]);
         let until = format!("{:.3}", epoch_ms() / 1000.0 + 1.0);
         let start_ns: f64 = docker(&[
@@ -191,19 +200,18 @@ fn main() {
         .parse()
         .unwrap();
         let start_ms = start_ns / 1e6;
-        let n = i + 1;
-        // The n-th repair line of the firewall.
+        // The (i+1)-th repair line of the firewall: koko's own time.
         let end = Instant::now() + Duration::from_secs(30);
         let nth = loop {
             let found: Vec<String> = lines
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|l| l.starts_with(&format!("koko: rewired container '{fw}'")))
+                .filter(|l| l.starts_with(&fw_line))
                 .cloned()
                 .collect();
-            if found.len() >= n {
-                break found[n - 1].clone();
+            if found.len() > i {
+                break found[i].clone();
             }
             assert!(Instant::now() < end, "restart {i}: no repair line");
             std::thread::sleep(Duration::from_millis(2));
@@ -214,22 +222,49 @@ fn main() {
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| panic!("no time in {nth:?}"));
         repair.push(ms);
+        // Recovery: the first success begun after the start event that the
+        // next 10 attempts confirm (a lone failure later, an attempt that
+        // timed out on these busy cores, is not the outage).
         let end = Instant::now() + Duration::from_secs(30);
-        let back = loop {
-            let first = probes
-                .lock()
-                .unwrap()
+        let (back, out) = loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let log: Vec<Attempt> = probes.lock().unwrap().clone();
+            let first_fail = log
                 .iter()
-                .filter(|(b, _)| *b >= start_ms)
-                .map(|(_, e)| *e)
-                .next();
-            if let Some(t) = first {
-                break t;
+                .filter(|a| a.0 >= t0 && !a.2)
+                .map(|a| a.0)
+                .fold(f64::MAX, f64::min);
+            let recovered = (0..log.len()).find(|&k| {
+                log[k].0 >= start_ms && log.len() > k + 10 && log[k..=k + 10].iter().all(|a| a.2)
+            });
+            if let Some(k) = recovered {
+                let out = if first_fail == f64::MAX {
+                    0.0
+                } else {
+                    log[k].1 - first_fail
+                };
+                break (log[k].1, out);
             }
             assert!(Instant::now() < end, "restart {i}: traffic never came back");
-            std::thread::sleep(Duration::from_millis(2));
         };
+        if std::env::var_os("KOKO_BENCH_VERBOSE").is_some() {
+            let log: Vec<Attempt> = probes.lock().unwrap().clone();
+            let mut fails: Vec<String> = log
+                .iter()
+                .filter(|a| a.0 >= t0 && !a.2)
+                .map(|a| format!("{:.0}", a.0 - start_ms))
+                .collect();
+            let first = fails.first().cloned();
+            fails.drain(..fails.len().saturating_sub(3));
+            fails.insert(0, format!("{first:?}.."));
+            eprintln!(
+                "restart {i}: repair {ms:.1} ms, traffic {:.1} ms, failures at {:?} ms from start",
+                back - start_ms,
+                fails
+            );
+        }
         traffic.push(back - start_ms);
+        outage.push(out);
     }
     stop.store(true, Ordering::SeqCst);
     let _ = Command::new("kill")
@@ -252,6 +287,7 @@ fn main() {
             &mut traffic,
             "",
         ),
+        ("outage seen by a 1 ms TCP prober", &mut outage, ""),
     ] {
         println!(
             "{name:<52} {:>8.1} {:>8.1}   {goal}",
@@ -260,11 +296,13 @@ fn main() {
         );
     }
     println!(
-        "{{\"bench\":\"rewire\",\"restarts\":{restarts},\"repair_p50\":{:.1},\"repair_p95\":{:.1},\"traffic_p50\":{:.1},\"traffic_p95\":{:.1}}}",
+        "{{\"bench\":\"rewire\",\"restarts\":{restarts},\"repair_p50\":{:.1},\"repair_p95\":{:.1},\"traffic_p50\":{:.1},\"traffic_p95\":{:.1},\"outage_p50\":{:.1},\"outage_p95\":{:.1}}}",
         pct(&mut repair, 50.0),
         pct(&mut repair, 95.0),
         pct(&mut traffic, 50.0),
-        pct(&mut traffic, 95.0)
+        pct(&mut traffic, 95.0),
+        pct(&mut outage, 50.0),
+        pct(&mut outage, 95.0)
     );
 }
 
