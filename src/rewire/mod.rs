@@ -602,8 +602,7 @@ impl Lab {
     /// (so the kernel can destroy them), and notice named namespaces that
     /// were made again. `seen_ms` is when the last sign of change came
     /// (an inotify event), for the report.
-    pub fn check_places(&mut self, session: &Session, seen_ms: f64) -> Vec<Rewired> {
-        let mut removed = Vec::new();
+    pub fn check_places(&mut self, session: &Session, seen_ms: f64) {
         for i in 0..self.endpoints.len() {
             let e = &mut self.endpoints[i];
             if e.removed {
@@ -627,15 +626,13 @@ impl Lab {
                 }
             }
         }
-        // Containers whose events may have been missed: ask the engine.
-        removed.extend(self.ask_engine(session, false));
-        removed
     }
 
     /// For each lab container that is down: ask the engine whether it runs
-    /// again (with a new namespace) or is gone for good. `force` asks even
-    /// when the last question was recent.
-    pub fn ask_engine(&mut self, session: &Session, _force: bool) -> Vec<Rewired> {
+    /// again (with a new namespace) or is gone for good. The fallback for
+    /// an event that was missed (the engine's stream restarting): a repair
+    /// found this way is timed from the moment koko saw it.
+    pub fn ask_engine(&mut self, session: &Session) -> Vec<Rewired> {
         let mut out = Vec::new();
         let down: Vec<usize> = (0..self.endpoints.len())
             .filter(|&i| {
@@ -1115,10 +1112,10 @@ impl Keeper {
             crate::say!("koko: keep-wired: {e}");
         }
         let seen_ms = seen.netns_ms.unwrap_or_else(epoch_ms);
-        out.extend(self.lab.check_places(session, seen_ms));
+        self.lab.check_places(session, seen_ms);
         if self.asked.elapsed() >= ASK_EVERY {
             self.asked = Instant::now();
-            out.extend(self.lab.ask_engine(session, true));
+            out.extend(self.lab.ask_engine(session));
         }
         out.extend(self.lab.converge(session, journal));
         for r in &out {
