@@ -670,3 +670,55 @@ fn mirrors_and_impairments_come_back_with_the_links() {
     assert_eq!(sb.netns_list(), ["a"]);
     assert!(sb.link_names(Some("a")).is_empty());
 }
+
+/// A link whose other end is down waits for it: the firewall restarts
+/// while the router is stopped, so only its link to the client is made;
+/// when the router starts, the firewall–router link and the routes through
+/// it come back, and the chain is whole.
+#[test]
+fn a_link_to_a_stopped_peer_is_made_when_the_peer_starts() {
+    let Some(sb) = engine_sandbox("docker") else {
+        return;
+    };
+    let chain = Chain::new("docker", "rw4");
+    let lab = chain.keep_wired(&sb, &[], &[]);
+    chain.wait_whole(&sb, "the build");
+    chain.serve();
+    engine("docker", &["stop", "-t", "0", &chain.router.name]);
+    engine("docker", &["restart", "-t", "0", &chain.fw.name]);
+    lab.wait_repairs(&format!("container '{}'", chain.fw.name), 1);
+    wait_for("the firewall has link2 again", SETTLE, || {
+        match sb.addrs(&chain.fw, "link2").as_slice() {
+            [a] if a == "10.0.1.2/24" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(
+        sb.link(&chain.fw, "link3").is_none(),
+        "link3 waits for the router"
+    );
+    assert_eq!(sb.sysctl(&chain.fw, "net.ipv4.ip_forward"), "1");
+    engine("docker", &["start", &chain.router.name]);
+    lab.wait_repairs(&format!("container '{}'", chain.router.name), 1);
+    chain.wait_whole(&sb, "the router started again");
+    chain.wait_http();
+    let (code, _, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    chain.assert_unwired(&sb);
+}
+
+/// `--keep-wired` on a script that fails: no watch, the run is undone and
+/// exits 1 as any failing run.
+#[test]
+fn a_failing_script_is_not_kept_wired() {
+    let sb = Sandbox::new();
+    let script = write_script(
+        "rewire",
+        "fails.rhai",
+        r#"let a = netns("a"); let b = netns("b"); veth(a, "l1", b, "l2"); throw "broken";"#,
+    );
+    let r = sb.koko(&["run", "--keep-wired", script.to_str().unwrap()]);
+    r.fails(1, "broken");
+    assert!(!r.stderr.contains("keeping the lab wired"), "{}", r.stderr);
+    crate::support::script::assert_clean(&sb, "a failing --keep-wired run");
+}
