@@ -480,6 +480,19 @@ impl Journal {
         self.pending.clear();
     }
 
+    /// End this process's part in the run but leave its journal on disk,
+    /// whole, for a later `koko undo RUN` (a lab kept wired and kept with
+    /// `--keep`). Links made from now on are not marked. Returns the run id.
+    pub fn leave_on_disk(&mut self) -> Option<String> {
+        let run = self.run.take()?;
+        if run.own {
+            link::set_owner_mark(None);
+        }
+        self.entries.clear();
+        self.pending.clear();
+        Some(run.header.id.clone())
+    }
+
     /// Undo everything, newest first, and empty the journal. Returns every
     /// error met on the way (an empty list means all is undone), and names
     /// what was left alone because it is not what the run made.

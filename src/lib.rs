@@ -18,6 +18,8 @@
 //! * [`ipcmd`] — the `ip`-style command language (koro, `ns.ip()`)
 //! * [`chain`] — a chain of namespaces built in bulk
 //! * [`inspect`] — what a namespace holds (`koko show`)
+//! * [`rewire`] — a lab kept wired while its containers and namespaces
+//!   restart (`--keep-wired`): its desired state, watching, repairs
 //! * [`journal`] — what a run created, and how to undo it
 //! * [`runs`] — the runs whose journal is on disk (/run/koko): alive or dead
 //! * [`probe`] — reachability and traffic checks inside a namespace
@@ -54,6 +56,7 @@ pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod rewire;
 pub mod runs;
 pub mod script;
 pub mod suite;

@@ -207,6 +207,11 @@ struct RunArgs {
     /// Undo everything the script created when it ends, even on success.
     #[arg(long)]
     cleanup: bool,
+    /// When the script ends, stay and keep its lab wired while containers
+    /// and namespaces restart, until Ctrl-C (which undoes it, or keeps it
+    /// with --keep).
+    #[arg(long)]
+    keep_wired: bool,
     /// Stop the script after this many operations (runaway loops).
     #[arg(long, value_name = "N")]
     max_ops: Option<u64>,
@@ -280,6 +285,7 @@ fn run_command(args: &[String]) -> i32 {
         args: parsed.args,
         keep: parsed.keep,
         cleanup: parsed.cleanup,
+        keep_wired: parsed.keep_wired,
         limits,
     })
 }

@@ -501,6 +501,29 @@ pub async fn set(t: &Target, name: &str, change: LinkChange) -> Result<()> {
         })
 }
 
+/// Give link `index` a new name (`ip link set dev X name Y`). The link is
+/// taken down first: kernels before 6.2 refuse to rename a link that is up.
+pub async fn rename(t: &Target, index: u32, new_name: &str) -> Result<()> {
+    validate_name(new_name)?;
+    let what = || format!("renaming link {index} in {} to '{new_name}'", t.ns);
+    let down = LinkChange {
+        up: Some(false),
+        mtu: None,
+    };
+    t.socket
+        .ack(RouteNetlinkMessage::SetLink(set_request(index, down)), 0)
+        .await
+        .map_err(|errno| Error::kernel(what(), errno))?;
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::IfName(new_name.to_string()));
+    t.socket
+        .ack(RouteNetlinkMessage::SetLink(msg), 0)
+        .await
+        .map_err(|errno| Error::kernel(what(), errno))
+}
+
 /// "setting link 'l1' in netns 'a' up mtu 1400": what a link change is
 /// doing, for errors.
 pub fn describe_change(name: &str, ns: &crate::ns::Namespace, change: LinkChange) -> String {

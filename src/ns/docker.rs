@@ -347,6 +347,59 @@ impl Engine {
     }
 }
 
+/// One container event from the engine's event stream (`GET /events`):
+/// what happened (`start`, `die`, `destroy`; Podman says `died` and
+/// `remove` too), to which container, and when (the engine's `timeNano`,
+/// as ms since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub id: String,
+    pub name: String,
+    pub time_ms: f64,
+}
+
+impl Engine {
+    /// The engine's container events from `since_secs` (seconds since the
+    /// epoch, with a fraction) on, as they happen. Events between
+    /// `since_secs` and the moment the stream starts are replayed by the
+    /// engine, so a caller that notes the time before it subscribes
+    /// misses nothing. The stream never ends while the engine runs.
+    pub fn container_events(
+        &self,
+        since_secs: f64,
+    ) -> impl futures::Stream<Item = Result<ContainerEvent>> + '_ {
+        use futures::StreamExt;
+        let mut filters = std::collections::HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        let opts = bollard::query_parameters::EventsOptions {
+            since: Some(format!("{since_secs:.9}")),
+            until: None,
+            filters: Some(filters),
+        };
+        self.docker.events(Some(opts)).map(move |item| {
+            let ev = item.map_err(|e| engine_error(&self.host, "(events)", e))?;
+            let actor = ev.actor.unwrap_or_default();
+            let name = actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("name").cloned())
+                .unwrap_or_default();
+            let time_ms = match (ev.time_nano, ev.time) {
+                (Some(ns), _) if ns > 0 => ns as f64 / 1e6,
+                (_, Some(s)) => s as f64 * 1000.0,
+                _ => 0.0,
+            };
+            Ok(ContainerEvent {
+                action: ev.action.unwrap_or_default(),
+                id: actor.id.unwrap_or_default(),
+                name,
+                time_ms,
+            })
+        })
+    }
+}
+
 /// Look up a running container with a client of its own (for one-off use;
 /// a run resolves through its [`crate::net::Session`], which reuses one).
 pub fn resolve(name: &str) -> Result<Namespace> {

@@ -63,6 +63,9 @@ pub enum HookKind {
         window_ms: f64,
         min_samples: u64,
     },
+    /// A kept lab repaired a container or namespace (or saw one removed):
+    /// fires on every repair (see [`crate::rewire`]).
+    Rewired,
 }
 
 /// A registered hook: what it waits for, what to call, and whether it may
@@ -168,6 +171,8 @@ pub struct Events {
     monitors: HashMap<NsId, LinkMonitor>,
     processes: HashMap<NsId, ProcessWatch>,
     netns_dir: Option<NetnsDirWatch>,
+    /// The lab kept wired (`keep_wired()`, `--keep-wired`), once asked.
+    pub keeper: Option<crate::rewire::Keeper>,
 }
 
 impl Events {
@@ -178,6 +183,15 @@ impl Events {
         self.monitors.clear();
         self.processes.clear();
         self.netns_dir = None;
+        self.keeper = None;
+    }
+
+    /// Keep the run's lab wired from now on (see [`crate::rewire`]).
+    pub fn keep_wired(&mut self) -> crate::Result<()> {
+        if self.keeper.is_none() {
+            self.keeper = Some(crate::rewire::Keeper::start()?);
+        }
+        Ok(())
     }
 
     fn subscribe(&mut self, ns: &Namespace) -> crate::Result<()> {
@@ -218,11 +232,16 @@ fn event_map(kind: &str, ns: &Namespace, link: Option<&str>) -> Map {
 /// handle it, and return the callbacks to call.
 fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Map)>> {
     let World {
-        session, events, ..
+        session,
+        events,
+        journal,
     } = world;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .min(Duration::from_millis(50));
+    let left = deadline.saturating_duration_since(Instant::now()).min(
+        events
+            .keeper
+            .as_ref()
+            .map_or(Duration::from_millis(50), |k| k.timeout()),
+    );
     {
         let mut fds: Vec<PollFd> = events
             .monitors
@@ -237,6 +256,13 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
         );
         if let Some(d) = &events.netns_dir {
             fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+        }
+        if let Some(k) = &events.keeper {
+            fds.extend(
+                k.fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         let _ = poll(&mut fds, PollTimeout::from(ms));
@@ -286,6 +312,26 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
                         hook.callback.clone(),
                         event_map("link_gone", hns, Some(link)),
                     ));
+                }
+            }
+        }
+    }
+
+    // 1b. A kept lab: repairs of containers and namespaces that came back.
+    if let Some(keeper) = events.keeper.as_mut() {
+        for done in keeper.step(session, journal) {
+            let mut m = super::api::to_map(&done);
+            m.insert(
+                "container".into(),
+                if done.ns_kind == "docker" {
+                    Dynamic::from(done.namespace.clone())
+                } else {
+                    Dynamic::UNIT
+                },
+            );
+            for hook in &events.hooks {
+                if matches!(hook.on, HookKind::Rewired) {
+                    fired.push((hook.callback.clone(), m.clone()));
                 }
             }
         }
@@ -462,6 +508,45 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
                 }
                 crate::say!("koko: {message}");
                 first_failure.get_or_insert(failure);
+            }
+        }
+    }
+}
+
+/// The end of a `--keep-wired` run: keep the lab wired (dispatching hooks,
+/// `on_rewired` among them) until a stop signal, which is returned as the
+/// error that ends the run (undone, or kept with `--keep`, by the caller).
+/// A failing hook ends the watch too, with its message.
+pub fn keep_watching(
+    world: &SharedWorld,
+    engine: &Engine,
+    ast: &rhai::AST,
+    file: &str,
+) -> std::result::Result<(), (String, i32)> {
+    if let Err(e) = world.borrow_mut().events.keep_wired() {
+        return Err((e.to_string(), e.exit_code()));
+    }
+    world.borrow_mut().events.stopped = false;
+    loop {
+        if let Some(e) = super::stop_reason() {
+            return Err((e.to_string(), e.exit_code()));
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        let fired = collect(&mut world.borrow_mut(), far).map_err(|e| {
+            let code = e.exit_code();
+            (e.to_string(), code)
+        })?;
+        for (callback, event) in fired {
+            let what = describe_event(&callback, &event);
+            if let Err(e) = callback.call::<Dynamic>(engine, ast, (event,)) {
+                if let Some(signal) = crate::interrupt::pending() {
+                    let e = Error::Interrupted { signal };
+                    return Err((e.to_string(), e.exit_code()));
+                }
+                return Err((
+                    format!("{what} failed: {}", super::format_runtime_error(file, &e)),
+                    1,
+                ));
             }
         }
     }
@@ -679,6 +764,23 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         move |ctx: NativeCallContext, ms: i64, opts: Map| -> R<i64> {
             let o: WatchOpts = super::options::from_map("watch", &opts)?;
             watch(&ctx, &w, ms, !o.stop_on_error)
+        }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
+        "keep_wired",
+        /// keep the lab wired while its containers and namespaces restart: repairs run during watch(), and when the script ends koko stays watching until Ctrl-C (like `koko run --keep-wired`)
+        move || -> R<()> { w.borrow_mut().events.keep_wired().map_err(fail) }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
+        "on_rewired",
+        /// run the hook after each repair of a kept lab; ev = #{kind: "rewired"|"removed", namespace, container, ns_kind, links, addresses, routes, sysctls, mirrors, impairments, ms_after_start, time}
+        move |f: FnPtr| -> R<()> {
+            add_hook(&w, HookKind::Rewired, f);
+            Ok(())
         }
     );
     let w = world.clone();

@@ -375,6 +375,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Undo everything at the end of a successful run too.
     pub cleanup: bool,
+    /// When the script ends, stay and keep its lab wired until a stop
+    /// signal (`--keep-wired`; the script's `keep_wired()` does the same).
+    pub keep_wired: bool,
     pub limits: Limits,
 }
 
@@ -411,6 +414,7 @@ pub fn run_file(opts: &RunOptions) -> i32 {
     // What the script holds is freed before the undo runs (a script
     // stopped by the memory limit holds the most).
     drop(scope);
+    let mut kept_wired = false;
     let code = match &result {
         Ok(()) => match stop_reason() {
             // A signal (or a failed print) during the last statement, which
@@ -418,6 +422,26 @@ pub fn run_file(opts: &RunOptions) -> i32 {
             Some(e) => {
                 crate::say!("koko: {file}: {e}");
                 e.exit_code()
+            }
+            None if opts.keep_wired || world.borrow().events.keeper.is_some() => {
+                kept_wired = true;
+                let id = world.borrow().journal.run_id().unwrap_or("").to_string();
+                if opts.keep {
+                    crate::say!(
+                        "koko: keeping the lab wired; Ctrl-C ends the watch and keeps the lab (--keep): `koko undo {id}` removes it later"
+                    );
+                } else {
+                    crate::say!(
+                        "koko: keeping the lab wired; Ctrl-C to undo it, or run with --keep to keep it"
+                    );
+                }
+                match events::keep_watching(&world, &engine, &ast, &file) {
+                    Ok(()) => 0,
+                    Err((message, code)) => {
+                        crate::say!("koko: {file}: {message}");
+                        code
+                    }
+                }
             }
             None => 0,
         },
@@ -456,6 +480,15 @@ pub fn run_file(opts: &RunOptions) -> i32 {
         }
     } else if code != 0 && opts.keep {
         crate::say!("koko: --keep: leaving what the script created in place");
+    }
+    if kept_wired && opts.keep && !undo {
+        // A kept lab that was kept wired stays koko's: its journal stays on
+        // disk, so `koko runs` lists it and `koko undo RUN` removes it.
+        let mut w = world.borrow_mut();
+        w.events.clear();
+        if let Some(id) = w.journal.leave_on_disk() {
+            crate::say!("koko: the lab stays; `koko undo {id}` removes it");
+        }
     }
     // The run is over: its journal file goes (what is left is kept).
     world.borrow_mut().journal.close();

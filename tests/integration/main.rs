@@ -35,6 +35,7 @@ mod polish;
 mod races;
 mod recovery;
 mod repl;
+mod rewire;
 mod scale;
 mod script;
 mod script_options;

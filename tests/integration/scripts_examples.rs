@@ -64,7 +64,8 @@ fn grey_failure_detects_loss_and_a_blackhole_and_reroutes() {
 #[test]
 fn every_example_is_covered_here() {
     // A new example must get a test in this file (failover.rhai has its
-    // own: failover.rs, and failover-docker.rhai: docker.rs).
+    // own: failover.rs, and failover-docker.rhai: docker.rs; keep-wired.rhai:
+    // rewire.rs).
     let mut found: Vec<String> =
         std::fs::read_dir(format!("{}/scripts", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
@@ -77,6 +78,7 @@ fn every_example_is_covered_here() {
         found,
         vec![
             "grey-failure.rhai",
+            "keep-wired.rhai",
             "service-chain.rhai",
             "two-namespaces.rhai"
         ]
