@@ -167,8 +167,9 @@ impl Command {
             if arg.is_positional() || arg.is_hide_set() {
                 continue;
             }
-            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values())
-                || arg.get_value_names().is_some();
+            // The action says it: `bool` fields are SetTrue (no value),
+            // whatever num_args says before the command is built.
+            let takes_value = arg.get_action().takes_values();
             let value = if takes_value {
                 Some(
                     arg.get_value_names()
@@ -265,17 +266,6 @@ pub const MACVLAN_MODES: &[&str] = &["default", "private", "vepa", "bridge", "pa
 /// The shells `koko completions` writes for.
 pub const SHELLS: &[&str] = &["bash", "zsh", "fish"];
 
-/// The flag `koko run` gets from issue 19 (links surviving restarts). It is
-/// listed here (help, completions, man page) until the derive struct has
-/// it; then [`Command::flags_of`] finds it there and this copy is unused.
-fn keep_wired() -> Flag {
-    Flag::long(
-        "keep-wired",
-        None,
-        "After the script, keep the lab wired while containers restart, until Ctrl-C.",
-    )
-}
-
 /// Every command, in the order `koko -h` lists them. Hidden helpers
 /// (`__complete`, `__test-one`, ...) are not here.
 pub fn commands() -> Vec<Command> {
@@ -363,7 +353,7 @@ pub fn commands() -> Vec<Command> {
             "run --sandbox FILE ...",
             "the same, in a private network+mount namespace",
         )
-        .flags_of::<super::RunArgs>(vec![keep_wired()])
+        .flags_of::<super::RunArgs>(vec![])
         .first(Values::File);
 
     let test = Command::new("test", "run *_test.rhai tests, each in a sandbox of its own")
@@ -657,6 +647,14 @@ mod tests {
         ] {
             assert!(words.iter().any(|x| x == w), "{w} in {words:?}");
         }
+        // Switches take no value; value flags name theirs.
+        let value_of = |long: &str| {
+            let flag = run.flags.iter().find(|f| f.long.as_deref() == Some(long));
+            flag.unwrap_or_else(|| panic!("--{long}")).value.clone()
+        };
+        assert_eq!(value_of("keep"), None);
+        assert_eq!(value_of("keep-wired"), None);
+        assert_eq!(value_of("max-memory").as_deref(), Some("SIZE"));
         let test = commands().into_iter().find(|c| c.name == "test").unwrap();
         assert!(test.flag_words().iter().any(|w| w == "-j"));
     }
