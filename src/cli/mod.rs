@@ -4,6 +4,7 @@
 //! the library's [`crate::plan`]; this module only turns arguments into a
 //! call of it and its report (or error) into text, JSON and an exit code.
 
+pub mod graph;
 pub mod koro;
 pub mod runs;
 pub mod show;
@@ -96,6 +97,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("repl") => repl_command(&rest[1..]),
         Some("ip") => koro::main(&rest[1..]),
         Some("show") => show::main(&rest[1..]),
+        Some("graph") => graph::main(&rest[1..]),
         Some("runs") => runs::runs_main(&rest[1..]),
         Some("undo") => runs::undo_main(&rest[1..]),
         Some("test") => test::test_main(&rest[1..]),

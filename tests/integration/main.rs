@@ -24,6 +24,7 @@ mod cni;
 mod cri;
 mod docker;
 mod failover;
+mod graph;
 mod impair;
 mod kernel_features;
 mod koko_test;
