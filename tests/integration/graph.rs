@@ -454,6 +454,85 @@ fn graph_shows_docker_containers_wired_by_koko() {
     );
 }
 
+/// The kernel's answer for a macvlan or vxlan: its parent's name, in the
+/// namespace its link_netnsid names (here always the sandbox's own, the
+/// one namespace without a name).
+fn kernel_parent(sb: &Sandbox, ns: &str, link: &str) -> String {
+    let l = sb.link(Some(ns), link).unwrap();
+    let index = match l["linkinfo"]["info_kind"].as_str() {
+        // `ip` names a parent it cannot see "ifN".
+        Some("vxlan") => as_str(&l["linkinfo"]["info_data"]["link"])
+            .trim_start_matches("if")
+            .parse::<u64>()
+            .unwrap(),
+        _ => l["link_index"].as_u64().unwrap(),
+    };
+    let k = l["link_netnsid"].as_i64().expect("the parent is elsewhere");
+    let ids = sb.ip_json(Some(ns), "netns list-id");
+    let entry = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["nsid"] == k)
+        .unwrap();
+    assert!(
+        entry.get("name").is_none(),
+        "not the sandbox's own: {entry}"
+    );
+    let parent = sb
+        .links(Place::Own)
+        .into_iter()
+        .find(|p| p["ifindex"] == index)
+        .unwrap();
+    as_str(&parent["ifname"]).to_string()
+}
+
+#[test]
+fn graph_draws_macvlan_and_vxlan_to_their_parent() {
+    let sb = Sandbox::new();
+    // The parent: one end of a veth in the sandbox's own namespace (the
+    // kernel here has no dummy links).
+    sb.sh("ip link add par0 type veth peer name par1 && ip link set par0 up");
+    sb.koko_line("netns add a b").ok();
+    sb.koko_line("-n a,mv0,10.8.0.1/24 -M par0,bridge").ok();
+    sb.koko_line("-n b,vx0,10.8.1.1/24 -x par0,10.9.9.9,42")
+        .ok();
+    assert_eq!(kernel_parent(&sb, "a", "mv0"), "par0");
+    assert_eq!(kernel_parent(&sb, "b", "vx0"), "par0");
+
+    let g = graph_json(&sb, &[]);
+    let drawn: Vec<(String, BTreeSet<String>)> = edges(&g)
+        .iter()
+        .filter(|e| e["a"]["node"] != "host" || e["b"]["node"] != "host")
+        .filter(|e| ["netns:a", "netns:b"].iter().any(|n| e["a"]["node"] == *n))
+        .map(|e| (as_str(&e["kind"]).to_string(), ends(e)))
+        .collect();
+    assert_eq!(
+        drawn,
+        vec![
+            ("macvlan".to_string(), pair("netns:a/mv0", "host/par0")),
+            ("vxlan".to_string(), pair("netns:b/vx0", "host/par0")),
+        ],
+        "{g:#}"
+    );
+    // The child is the edge's first end, the parent the second.
+    let vx = edges(&g).iter().find(|e| e["kind"] == "vxlan").unwrap();
+    assert_eq!(vx["a"]["link"], "vx0");
+    assert_eq!(vx["a"]["addresses"], serde_json::json!(["10.8.1.1/24"]));
+    let link = node(&g, "netns:b")["links"][0].clone();
+    assert_eq!(
+        (link["vni"].clone(), link["remote"].clone()),
+        (42.into(), "10.9.9.9".into())
+    );
+    // And the veth whose both ends are in the sandbox's own namespace.
+    assert!(
+        edges(&g)
+            .iter()
+            .any(|e| ends(e) == pair("host/par0", "host/par1")),
+        "{g:#}"
+    );
+}
+
 #[test]
 fn graph_shows_an_impairment_on_its_edge() {
     let sb = Sandbox::new();
