@@ -256,6 +256,9 @@ struct Discovery<'a> {
     nsids: HashMap<(usize, i32), Option<usize>>,
     /// (asking place, candidate place) → the candidate's nsid there.
     asked: HashMap<(usize, usize), Option<i32>>,
+    /// Every place read so far by its links' fingerprint (made on first
+    /// use, after all known places are loaded).
+    prints: Option<HashMap<Fingerprint, usize>>,
     engines: Vec<EngineReport>,
 }
 
@@ -338,8 +341,14 @@ impl<'a> Discovery<'a> {
         }
     }
 
-    /// Which place `frame` calls nsid `k`: a plausible known one confirmed
-    /// by RTM_GETNSID, else a new sighting read by nsid.
+    /// Which place `frame` calls nsid `k`. First the cheap way: read that
+    /// namespace's links through `frame` by nsid and look them up among
+    /// the namespaces already read (ifindex, name and MAC of every link:
+    /// veth MACs are random, so this is as good as an identity), then
+    /// confirm with one RTM_GETNSID. Failing that, ask about every
+    /// plausible known namespace (one holding a link `index` that fits).
+    /// Failing that too, it is a namespace koko has no handle on: a new
+    /// sighting, read through `frame`.
     fn place_of_nsid(
         &mut self,
         p: usize,
@@ -348,6 +357,30 @@ impl<'a> Discovery<'a> {
         k: i32,
         index: u32,
     ) -> Option<usize> {
+        let seen = self
+            .target(frame)
+            .ok()
+            .and_then(|t| self.session.block_on(wiring::links(&t, Some(k))).ok())
+            .filter(|links| !links.is_empty());
+        if let Some(links) = &seen {
+            let print = fingerprint(links);
+            if self.prints.is_none() {
+                let mut all = HashMap::new();
+                for (i, q) in self.places.iter().enumerate() {
+                    if !q.links.is_empty() {
+                        all.entry(fingerprint(&q.links)).or_insert(i);
+                    }
+                }
+                self.prints = Some(all);
+            }
+            let known = self.prints.as_ref().and_then(|m| m.get(&print).copied());
+            if let Some(q) = known.filter(|&q| q != p) {
+                // Seen by nsid before (no handle): the same sighting.
+                if self.places[q].ns.is_none() || self.nsid_of(frame, q) == Some(k) {
+                    return Some(q);
+                }
+            }
+        }
         let me = &self.places[p].links[l];
         let (my_index, veth) = (me.index, me.kind.as_deref() == Some("veth"));
         let plausible: Vec<usize> = (0..self.places.len())
@@ -367,37 +400,15 @@ impl<'a> Discovery<'a> {
                 return Some(q);
             }
         }
-        self.sighting(frame, k)
-    }
-
-    /// Read the namespace `frame` calls nsid `k` through `frame`'s socket.
-    fn sighting(&mut self, frame: usize, k: i32) -> Option<usize> {
+        let links = seen?;
         let t = self.target(frame).ok()?;
-        let links = self.session.block_on(wiring::links(&t, Some(k))).ok()?;
-        if links.is_empty() {
-            return None;
-        }
         let addrs = self
             .session
             .block_on(wiring::addresses(&t, Some(k)))
             .unwrap_or_default();
-        // A namespace already read (seen from elsewhere before, or a known
-        // one after all): same links, MAC addresses included.
-        let print = |ls: &[WireLink]| -> Vec<(u32, String, Option<String>)> {
-            ls.iter()
-                .map(|l| (l.index, l.name.clone(), l.mac.clone()))
-                .collect()
-        };
-        let mine = print(&links);
-        if let Some(q) = self
-            .places
-            .iter()
-            .position(|q| !q.links.is_empty() && print(&q.links) == mine)
-        {
-            return Some(q);
-        }
         let viewer = &self.places[frame];
         let (viewer_id, viewer_name) = (viewer.id.clone(), viewer.name.clone());
+        let print = fingerprint(&links);
         self.places.push(Place {
             ns: None,
             via: Some((frame, k)),
@@ -410,8 +421,23 @@ impl<'a> Discovery<'a> {
             shown: false,
             expanded: false,
         });
-        Some(self.places.len() - 1)
+        let q = self.places.len() - 1;
+        if let Some(m) = self.prints.as_mut() {
+            m.entry(print).or_insert(q);
+        }
+        Some(q)
     }
+}
+
+/// What tells one namespace's links from another's: every link's ifindex,
+/// name and MAC address.
+type Fingerprint = Vec<(u32, String, Option<String>)>;
+
+fn fingerprint(links: &[WireLink]) -> Fingerprint {
+    links
+        .iter()
+        .map(|l| (l.index, l.name.clone(), l.mac.clone()))
+        .collect()
 }
 
 /// The namespaces and containers koko knows by name, then the rest.
@@ -423,15 +449,16 @@ fn gather(d: &mut Discovery) -> Result<()> {
             d.add(ns, NodeKind::Netns, format!("netns:{name}"), name);
         }
     }
-    containers(d);
+    containers(d)?;
     pods(d);
     processes(d);
     Ok(())
 }
 
 /// Running Docker (and Podman) containers. An engine that is not there is
-/// simply absent: the report says it was asked and did not answer.
-fn containers(d: &mut Discovery) {
+/// simply absent: the report says it was asked and did not answer. (Only
+/// a stop signal while waiting for an engine is an error.)
+fn containers(d: &mut Discovery) -> Result<()> {
     let mut hosts = Vec::new();
     match EngineHost::from_env() {
         Ok(h) => hosts.push(h),
@@ -447,7 +474,21 @@ fn containers(d: &mut Discovery) {
     if !hosts.contains(&podman) && Path::new(PODMAN_SOCKET).exists() {
         hosts.push(podman);
     }
-    for host in hosts {
+    // Ask every engine at once: each answers in its own time (Podman's
+    // service is slow to list), and the graph waits for the slowest only.
+    let asks = hosts.iter().map(|host| async move {
+        if let EngineHost::Unix(path) = host {
+            if !path.exists() {
+                return Err("no such socket".to_string());
+            }
+        }
+        let listed = async { Engine::connect_to(host.clone()).await?.running().await };
+        listed.await.map_err(|e| e.to_string())
+    });
+    let answers = d
+        .session
+        .block_on_interruptible(async { Ok(futures::future::join_all(asks).await) })?;
+    for (host, answer) in hosts.into_iter().zip(answers) {
         let kind = match &host {
             EngineHost::Unix(p) if p.to_string_lossy().contains("podman") => NodeKind::Podman,
             _ => NodeKind::Docker,
@@ -464,17 +505,7 @@ fn containers(d: &mut Discovery) {
             containers: 0,
             note: None,
         };
-        if let EngineHost::Unix(path) = &host {
-            if !path.exists() {
-                report.note = Some("no such socket".into());
-                d.engines.push(report);
-                continue;
-            }
-        }
-        let listed = d.session.block_on_interruptible(async {
-            Engine::connect_to(host.clone()).await?.running().await
-        });
-        match listed {
+        match answer {
             Ok(list) => {
                 report.answered = true;
                 for c in list {
@@ -484,10 +515,11 @@ fn containers(d: &mut Discovery) {
                     }
                 }
             }
-            Err(e) => report.note = Some(e.to_string()),
+            Err(note) => report.note = Some(note),
         }
         d.engines.push(report);
     }
+    Ok(())
 }
 
 /// Ready CRI pod sandboxes, when a CRI runtime answers.
@@ -572,6 +604,7 @@ fn discover_inner(session: &Session, scope: &Scope) -> Result<Topology> {
         by_id: HashMap::new(),
         nsids: HashMap::new(),
         asked: HashMap::new(),
+        prints: None,
         engines: Vec::new(),
     };
     gather(&mut d)?;
