@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::support::script::{run, tmp_dir, write_script};
-use crate::support::{engine_sandbox, koko_bin, Ctr, Place, Run, Sandbox};
+use crate::support::{engine_sandbox, koko_bin, wait_until, Ctr, Place, Run, Sandbox, TEARDOWN};
 
 /// `koko graph --format json ARGS...`, parsed (and its schema checked).
 fn graph_json(sb: &Sandbox, args: &[&str]) -> Value {
@@ -166,6 +166,16 @@ fn graph_of_the_service_chain_matches_the_kernel() {
         ("netns:webserver", Place::Netns("webserver".into())),
     ];
     let ids: Vec<&str> = places.iter().map(|(id, _)| *id).collect();
+    // The kernel's linkwatch sets a new veth's operstate a moment after
+    // creation: let it settle, so the graph and `ip` read the same state.
+    wait_until("every chain link is operationally up", TEARDOWN, || {
+        places.iter().all(|(_, p)| {
+            sb.links(p.clone())
+                .iter()
+                .filter(|l| l["ifname"] != "lo")
+                .all(|l| l["operstate"] == "UP")
+        })
+    });
     let g = graph_json(&sb, &[]);
 
     // What the test built...
