@@ -483,7 +483,7 @@ fn containers(d: &mut Discovery) -> Result<()> {
             }
         }
         let listed = async { Engine::connect_to(host.clone()).await?.running().await };
-        listed.await.map_err(|e| e.to_string())
+        listed.await.map_err(engine_note)
     });
     let answers = d
         .session
@@ -546,9 +546,18 @@ fn pods(d: &mut Discovery) {
                 report.containers += 1;
             }
         }
-        Err(e) => report.note = Some(e.to_string()),
+        Err(e) => report.note = Some(engine_note(e)),
     }
     d.engines.push(report);
+}
+
+/// Why an engine did not answer, without the "looking up ..." that the
+/// engine clients put first (they were looking up nothing in particular).
+fn engine_note(e: Error) -> String {
+    match e {
+        Error::Engine { cause, .. } => cause,
+        other => other.to_string(),
+    }
 }
 
 /// The namespace of every process koko can see, once each (by device and

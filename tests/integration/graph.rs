@@ -16,7 +16,10 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::support::script::{run, tmp_dir, write_script};
-use crate::support::{engine_sandbox, koko_bin, wait_until, Ctr, Place, Run, Sandbox, TEARDOWN};
+use crate::support::{
+    cri_sandbox, engine_sandbox, koko_bin, wait_until, Ctr, Place, Pod, Run, Sandbox, CRI_ENDPOINT,
+    TEARDOWN,
+};
 
 /// `koko graph --format json ARGS...`, parsed (and its schema checked).
 fn graph_json(sb: &Sandbox, args: &[&str]) -> Value {
@@ -540,6 +543,52 @@ fn graph_draws_macvlan_and_vxlan_to_their_parent() {
             .iter()
             .any(|e| ends(e) == pair("host/par0", "host/par1")),
         "{g:#}"
+    );
+}
+
+#[test]
+fn graph_shows_a_cri_pod_sandbox_wired_by_koko() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    sb.netns_add(&["ns2"]);
+    let pod = Pod::new("graph");
+    let env = [("CONTAINER_RUNTIME_ENDPOINT", CRI_ENDPOINT)];
+    sb.koko_env(
+        &env,
+        &[
+            "-e",
+            &format!("{},link1,10.21.0.1/24", &pod.id[..12]),
+            "-n",
+            "ns2,link2,10.21.0.2/24",
+        ],
+    )
+    .ok();
+    crate::support::assert_pair(
+        &sb.link(&pod, "link1").unwrap(),
+        &sb.link(Some("ns2"), "link2").unwrap(),
+    );
+    let run = sb.koko_env(&env, &["graph", "--format", "json"]);
+    run.ok();
+    let g: Value = serde_json::from_str(&run.stdout).unwrap();
+    let cri = g["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "cri")
+        .expect("the CRI runtime was consulted");
+    assert_eq!(cri["answered"], true, "{cri}");
+    let id = format!("cri:{}", pod.name);
+    assert_eq!(node(&g, &id)["kind"], "cri", "{g:#}");
+    assert_eq!(
+        edges_touching(&g, &[&id]),
+        [pair(&format!("{id}/link1"), "netns:ns2/link2")]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(
+        end(&g, &id, "link1")["addresses"],
+        serde_json::json!(sb.addrs(&pod, "link1"))
     );
 }
 
