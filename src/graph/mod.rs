@@ -156,11 +156,32 @@ pub struct Link {
     /// koko's impairment on this link, read back from tc.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impairment: Option<ImpairmentReport>,
+    /// koko's mirrors of this link's traffic (its tc filters with a mirred
+    /// action carrying koko's cookie).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
     /// The koko run that made it (its alias `koko:RUNID`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub koko_run: Option<String>,
     /// Part of an edge (false: listed on its node only).
     pub wired: bool,
+}
+
+/// A copy of a link's traffic in one direction, sent out through another
+/// link of the same namespace (`koko ... mirror:DIR:IFACE`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mirror {
+    /// "ingress" (what the link receives) or "egress" (what it sends).
+    pub direction: &'static str,
+    /// The link the copies leave through.
+    pub to: String,
+}
+
+impl Mirror {
+    /// "mirrors ingress to mir0".
+    pub fn describe(&self) -> String {
+        format!("mirrors {} to {}", self.direction, self.to)
+    }
 }
 
 /// A link between two nodes: a veth pair (`a` and `b` are its ends), or a
@@ -187,6 +208,9 @@ pub struct End {
     /// koko's impairment on this end, in words ("sends rate 1mbit"), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impairment: Option<String>,
+    /// koko's mirrors of this end's traffic.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
 
 /// What to draw: everything, or some namespaces and their neighbours.
@@ -723,6 +747,7 @@ fn discover_inner(session: &Session, scope: &Scope) -> Result<Topology> {
     }
     // Impairments of the links drawn, from tc.
     let mut impairments: HashMap<(usize, usize), ImpairmentReport> = HashMap::new();
+    let mut mirrors: HashMap<(usize, usize), Vec<Mirror>> = HashMap::new();
     for (i, p) in d.places.iter().enumerate() {
         let Some(ns) = (p.shown).then_some(p.ns.as_ref()).flatten() else {
             continue;
@@ -735,9 +760,46 @@ fn discover_inner(session: &Session, scope: &Scope) -> Result<Topology> {
             if let Ok(Some(r)) = crate::inspect::impairment_of(session, &t, l.index) {
                 impairments.insert((i, j), r);
             }
+            let found = mirrors_of(session, &t, &p.links, l.index);
+            if !found.is_empty() {
+                mirrors.insert((i, j), found);
+            }
         }
     }
-    Ok(build(&d, pairs, &impairments))
+    Ok(build(&d, pairs, &impairments, &mirrors))
+}
+
+/// koko's mirrors on link `index`: its filters, on either clsact hook,
+/// whose mirred action carries koko's cookie (an impairment's redirect to
+/// its ifb carries another, and is not a mirror).
+fn mirrors_of(session: &Session, t: &Target, links: &[WireLink], index: u32) -> Vec<Mirror> {
+    use crate::net::tc::{self, Hook};
+    let mut out = Vec::new();
+    for hook in Hook::ALL {
+        let Ok(filters) = session.block_on(tc::filters(t, index, hook)) else {
+            continue;
+        };
+        for f in filters {
+            let Some(&(_, to)) = f.mirreds.first() else {
+                continue;
+            };
+            if !f.is_kokos_mirror_to(to) {
+                continue;
+            }
+            let mirror = Mirror {
+                direction: hook.as_str(),
+                to: links
+                    .iter()
+                    .find(|l| l.index == to)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_else(|| format!("ifindex {to}")),
+            };
+            if !out.contains(&mirror) {
+                out.push(mirror);
+            }
+        }
+    }
+    out
 }
 
 /// Turn the places and pairs into the typed topology.
@@ -745,6 +807,7 @@ fn build(
     d: &Discovery,
     pairs: Vec<(String, (usize, usize), Far)>,
     impairments: &HashMap<(usize, usize), ImpairmentReport>,
+    mirrors: &HashMap<(usize, usize), Vec<Mirror>>,
 ) -> Topology {
     let wired: HashSet<(usize, usize)> = pairs
         .iter()
@@ -789,6 +852,7 @@ fn build(
                 vni: l.vxlan_id,
                 remote: l.vxlan_remote.map(|r| r.to_string()),
                 impairment: impairments.get(&(i, j)).cloned(),
+                mirrors: mirrors.get(&(i, j)).cloned().unwrap_or_default(),
                 koko_run: l
                     .alias
                     .as_deref()
@@ -816,6 +880,7 @@ fn build(
             state: l.oper.clone(),
             mtu: l.mtu,
             impairment: impairments.get(&(p, j)).map(ImpairmentReport::describe),
+            mirrors: mirrors.get(&(p, j)).cloned().unwrap_or_default(),
         }
     };
     let mut edges = Vec::new();
@@ -846,6 +911,7 @@ fn build(
                     state: "unknown".into(),
                     mtu: 0,
                     impairment: None,
+                    mirrors: Vec::new(),
                 }
             }
         };

@@ -131,6 +131,9 @@ fn lone(l: &Link) -> String {
     if let Some(i) = &l.impairment {
         s += &format!(" impaired: {}", i.describe());
     }
+    for m in &l.mirrors {
+        s += &format!(" {}", m.describe());
+    }
     s
 }
 
@@ -149,6 +152,9 @@ fn end_text(e: &End) -> String {
     s += &format!("\n{}", e.state);
     if let Some(i) = &e.impairment {
         s += &format!("\nimpaired: {i}");
+    }
+    for m in &e.mirrors {
+        s += &format!("\n{}", m.describe());
     }
     s
 }
@@ -243,6 +249,9 @@ pub fn mermaid(t: &Topology) -> String {
         for x in [&e.a, &e.b] {
             if let Some(i) = &x.impairment {
                 text += &format!("\n{} impaired: {i}", x.link);
+            }
+            for m in &x.mirrors {
+                text += &format!("\n{} {}", x.link, m.describe());
             }
         }
         let arrow = if e.kind == "veth" { "---" } else { "-.-" };

@@ -628,6 +628,40 @@ fn graph_shows_an_impairment_on_its_edge() {
 }
 
 #[test]
+fn graph_shows_a_mirror_on_the_link_it_copies() {
+    let sb = Sandbox::new();
+    sb.koko_line("netns add a b mon").ok();
+    sb.koko_line("-n a,la -n b,lb").ok();
+    // Copy what la receives and sends out through mir0 (to mon's tap0).
+    sb.koko_line("-n a,mir0,mirror:both:la -n mon,tap0").ok();
+    // The kernel: a mirred mirror action to mir0 on both of la's hooks.
+    for hook in ["ingress", "egress"] {
+        let filters = sb.tc_filters(Some("a"), "la", hook);
+        let to_mir0 = filters.iter().any(|f| {
+            f["options"]["actions"].as_array().is_some_and(|acts| {
+                acts.iter().any(|a| {
+                    a["kind"] == "mirred" && a["mirred_action"] == "mirror" && a["to_dev"] == "mir0"
+                })
+            })
+        });
+        assert!(
+            to_mir0,
+            "no mirred mirror to mir0 on la {hook}: {filters:?}"
+        );
+    }
+    let g = graph_json(&sb, &[]);
+    let want = serde_json::json!([
+        {"direction": "ingress", "to": "mir0"},
+        {"direction": "egress", "to": "mir0"}
+    ]);
+    assert_eq!(end(&g, "netns:a", "la")["mirrors"], want, "{g:#}");
+    assert!(end(&g, "netns:b", "lb").get("mirrors").is_none());
+    assert!(end(&g, "netns:a", "mir0").get("mirrors").is_none());
+    let dot = sb.koko(&["graph"]).ok().stdout.clone();
+    assert!(dot.contains("mirrors ingress to mir0"), "{dot}");
+}
+
+#[test]
 fn graph_from_a_script_and_the_repl_is_the_dot() {
     let sb = Sandbox::new();
     let script = write_script(
