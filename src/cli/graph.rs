@@ -22,7 +22,7 @@ container (Docker, Podman, CRI pod sandboxes; an engine that is not running is
 left out), process namespaces holding a link koko made, and namespaces with no
 name or process that a link leads to (\"netns nsid K (seen from X)\"). Edges are
 veth pairs and vxlan/macvlan/vlan links to their parents, with both ends' names,
-addresses, state, MTU and koko's impairments.
+addresses, state, MTU, and koko's impairments and mirrors.
 
 Options:
   --format F    dot (default; Graphviz), mermaid (flowchart), json (schema
