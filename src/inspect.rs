@@ -82,7 +82,11 @@ impl ImpairmentReport {
 }
 
 /// Read koko's impairments on link `index` of `t`'s namespace.
-fn impairment_of(session: &Session, t: &Target, index: u32) -> Result<Option<ImpairmentReport>> {
+pub fn impairment_of(
+    session: &Session,
+    t: &Target,
+    index: u32,
+) -> Result<Option<ImpairmentReport>> {
     use crate::net::impair::{self as kernel, Drop};
     use crate::net::tc::Hook;
     let root = session

@@ -44,6 +44,7 @@ pub mod cli;
 pub mod cni;
 pub mod connect;
 pub mod error;
+pub mod graph;
 pub mod impair;
 pub mod inspect;
 pub mod interrupt;

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod completions;
+pub mod graph;
 pub mod koro;
 pub mod runs;
 pub mod show;
@@ -50,6 +51,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("ip") => koro::main(&rest[1..]),
         Some("show") => show::main(&rest[1..]),
         Some("capture") => capture::main(&rest[1..]),
+        Some("graph") => graph::main(&rest[1..]),
         Some("runs") => runs::runs_main(&rest[1..]),
         Some("undo") => runs::undo_main(&rest[1..]),
         Some("test") => test::test_main(&rest[1..]),

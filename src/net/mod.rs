@@ -28,6 +28,7 @@ pub mod route;
 pub mod sysctl;
 pub mod tc;
 pub mod tunnel;
+pub mod wiring;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -515,6 +515,23 @@ impl Runtime {
         })
     }
 
+    /// Every ready pod sandbox with a network namespace of its own, as
+    /// (pod name, namespace labelled with the sandbox id), for `koko
+    /// graph`. Sandboxes that are not ready or on the node's network are
+    /// left out.
+    pub async fn sandboxes(&self) -> Result<Vec<(String, Namespace)>> {
+        let mut out = Vec::new();
+        for listed in self.list().await? {
+            if listed.kind != Kind::Sandbox {
+                continue;
+            }
+            if let Ok(ns) = self.resolve(&listed.id).await {
+                out.push((listed.name, ns));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every container and pod sandbox the runtime knows.
     async fn list(&self) -> Result<Vec<Listed>> {
         let what = || "listing the CRI runtime's containers".to_string();

@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    InspectContainerOptions, KillContainerOptions, StopContainerOptions, WaitContainerOptions,
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 
@@ -179,6 +180,40 @@ impl Engine {
         let host = EngineHost::from_env()?;
         let docker = connect(&host, for_container).await?;
         Ok(Engine { docker, host })
+    }
+
+    /// Connect to the engine at `host` (whatever `DOCKER_HOST` says), for
+    /// callers that consult several engines (`koko graph`).
+    pub async fn connect_to(host: EngineHost) -> Result<Engine> {
+        let docker = connect(&host, "(every running container)").await?;
+        Ok(Engine { docker, host })
+    }
+
+    /// Where this engine listens.
+    pub fn host(&self) -> &EngineHost {
+        &self.host
+    }
+
+    /// Every running container with a network namespace of its own (those
+    /// on the host's network, or that stopped while koko looked, are left
+    /// out), in the engine's order.
+    pub async fn running(&self) -> Result<Vec<Container>> {
+        let what = "(every running container)";
+        let listed = timed(
+            &self.host,
+            what,
+            self.docker.list_containers(None::<ListContainersOptions>),
+        )
+        .await?
+        .map_err(|e| engine_error(&self.host, what, e))?;
+        let mut out = Vec::new();
+        for summary in listed {
+            let Some(id) = summary.id else { continue };
+            if let Ok(container) = self.inspect(&id).await {
+                out.push(container);
+            }
+        }
+        Ok(out)
     }
 
     /// Look up a running container (by name, full id or unique id prefix)

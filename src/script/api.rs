@@ -161,5 +161,6 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     super::api_impair::register(engine, world);
     super::api_bulk::register(engine, world);
     super::api_compat::register(engine, world);
+    super::api_graph::register(engine, world);
     super::events::register(engine, world);
 }

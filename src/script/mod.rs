@@ -87,6 +87,7 @@ pub mod api;
 pub mod api_bulk;
 pub mod api_capture;
 pub mod api_compat;
+pub mod api_graph;
 pub mod api_impair;
 pub mod api_ip;
 pub mod api_links;

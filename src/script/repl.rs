@@ -7,6 +7,7 @@
 //!   on the next line with a `...` prompt.
 //! * Tab completes functions, methods, namespace names and link names.
 //! * `:help [name]` lists the API or explains one function; `:quit` leaves.
+//! * `:graph` prints the live wiring as DOT (the script API's `graph()`).
 //! * An error is printed and the session goes on. Ctrl-C at the prompt
 //!   clears the line, during an input stops it; SIGTERM and SIGHUP (a
 //!   closed terminal) undo what the session created and end it with
@@ -354,6 +355,13 @@ pub fn run(history: Option<PathBuf>) -> i32 {
                 let name = rest.trim();
                 out =
                     crate::output::line(&help(&session.engine, (!name.is_empty()).then_some(name)));
+                continue;
+            }
+            if cmd == ":graph" {
+                match session.engine.eval::<String>("graph()") {
+                    Ok(dot) => out = crate::output::line(dot.trim_end()),
+                    Err(e) => crate::say!("error: {}", format_runtime_error("<repl>", &e)),
+                }
                 continue;
             }
             if cmd.is_empty() {

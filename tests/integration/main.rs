@@ -26,6 +26,7 @@ mod completions;
 mod cri;
 mod docker;
 mod failover;
+mod graph;
 mod impair;
 mod kernel_features;
 mod koko_test;
