@@ -18,6 +18,8 @@
 //! * [`ipcmd`] — the `ip`-style command language (koro, `ns.ip()`)
 //! * [`chain`] — a chain of namespaces built in bulk
 //! * [`inspect`] — what a namespace holds (`koko show`)
+//! * [`graph`] — the live wiring of every namespace and container, read
+//!   from the kernel, as DOT, Mermaid, JSON or SVG (`koko graph`)
 //! * [`rewire`] — a lab kept wired while its containers and namespaces
 //!   restart (`--keep-wired`): its desired state, watching, repairs
 //! * [`journal`] — what a run created, and how to undo it
