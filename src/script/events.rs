@@ -186,10 +186,21 @@ impl Events {
         self.keeper = None;
     }
 
-    /// Keep the run's lab wired from now on (see [`crate::rewire`]).
-    pub fn keep_wired(&mut self) -> crate::Result<()> {
+    /// Keep the run's lab wired from now on (see [`crate::rewire`]). What
+    /// the run built so far is folded into the lab at once: its details
+    /// are read from the kernel, so a namespace deleted before the next
+    /// wait (a `docker restart` right after the script says it is ready)
+    /// must not take them with it.
+    pub fn keep_wired(
+        &mut self,
+        session: &crate::net::Session,
+        journal: &crate::journal::Journal,
+    ) -> crate::Result<()> {
         if self.keeper.is_none() {
             self.keeper = Some(crate::rewire::Keeper::start()?);
+        }
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.lab.fold(session, journal);
         }
         Ok(())
     }
@@ -523,7 +534,7 @@ pub fn keep_watching(
     ast: &rhai::AST,
     file: &str,
 ) -> std::result::Result<(), (String, i32)> {
-    if let Err(e) = world.borrow_mut().events.keep_wired() {
+    if let Err(e) = world.borrow_mut().keep_wired() {
         return Err((e.to_string(), e.exit_code()));
     }
     world.borrow_mut().events.stopped = false;
@@ -771,7 +782,7 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
         engine,
         "keep_wired",
         /// keep the lab wired while its containers and namespaces restart: repairs run during watch(), and when the script ends koko stays watching until Ctrl-C (like `koko run --keep-wired`)
-        move || -> R<()> { w.borrow_mut().events.keep_wired().map_err(fail) }
+        move || -> R<()> { w.borrow_mut().keep_wired().map_err(fail) }
     );
     let w = world.clone();
     sys!(

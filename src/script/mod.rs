@@ -120,6 +120,17 @@ pub struct World {
 pub type SharedWorld = Rc<RefCell<World>>;
 
 impl World {
+    /// Keep the lab this run built wired from now on (`keep_wired()`,
+    /// `--keep-wired`): see [`crate::rewire`].
+    pub fn keep_wired(&mut self) -> crate::Result<()> {
+        let World {
+            session,
+            journal,
+            events,
+        } = self;
+        events.keep_wired(session, journal)
+    }
+
     /// Check privileges and create the world of a run of `kind`, its
     /// journal on disk (see [`crate::journal`]); on failure, report it and
     /// return the exit code.
