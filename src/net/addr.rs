@@ -176,26 +176,29 @@ pub async fn list(t: &Target) -> Result<Vec<AddrState>> {
         let RouteNetlinkMessage::NewAddress(a) = m else {
             continue;
         };
-        // IFA_LOCAL is the interface's own address for IPv4 (IFA_ADDRESS is
-        // the peer's on point-to-point links); IPv6 only sends IFA_ADDRESS.
-        let local = a.attributes.iter().find_map(|x| match x {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        let address = a.attributes.iter().find_map(|x| match x {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        });
-        if let Some(ip) = local.or(address) {
-            if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                out.push(AddrState {
-                    index: a.header.index,
-                    addr: net,
-                });
-            }
+        if let Some(net) = own_address(&a) {
+            out.push(AddrState {
+                index: a.header.index,
+                addr: net,
+            });
         }
     }
     Ok(out)
+}
+
+/// The interface's own address and prefix in an address message.
+/// IFA_LOCAL is the interface's own address for IPv4 (IFA_ADDRESS is the
+/// peer's on point-to-point links); IPv6 only sends IFA_ADDRESS.
+pub fn own_address(a: &AddressMessage) -> Option<IpNet> {
+    let local = a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let address = a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    IpNet::new(local.or(address)?, a.header.prefix_len).ok()
 }
 
 /// The addresses of link `ifindex` that the kernel deletes when the link

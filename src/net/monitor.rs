@@ -374,17 +374,21 @@ pub struct NetnsDirWatch {
     inotify: Inotify,
 }
 
+/// A non-blocking inotify watching /run/netns (made if missing) for
+/// `events`.
+pub fn watch_netns_dir(events: AddWatchFlags) -> Result<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| Error::kernel("watching /run/netns", e))?;
+    let _ = std::fs::create_dir_all(NETNS_RUN_DIR);
+    inotify
+        .add_watch(NETNS_RUN_DIR, events)
+        .map_err(|e| Error::kernel("watching /run/netns", e))?;
+    Ok(inotify)
+}
+
 impl NetnsDirWatch {
     pub fn open() -> Result<NetnsDirWatch> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| Error::kernel("watching /run/netns", e))?;
-        let _ = std::fs::create_dir_all(NETNS_RUN_DIR);
-        inotify
-            .add_watch(
-                NETNS_RUN_DIR,
-                AddWatchFlags::IN_DELETE | AddWatchFlags::IN_UNMOUNT,
-            )
-            .map_err(|e| Error::kernel("watching /run/netns", e))?;
+        let inotify = watch_netns_dir(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_UNMOUNT)?;
         Ok(NetnsDirWatch { inotify })
     }
 

@@ -229,27 +229,15 @@ pub async fn addresses(t: &Target, target: Option<i32>) -> Result<Vec<(u32, IpNe
         let RouteNetlinkMessage::NewAddress(a) = m else {
             continue;
         };
-        // IFA_LOCAL is the link's own address for IPv4 (IFA_ADDRESS is the
-        // peer's on point-to-point links); IPv6 only sends IFA_ADDRESS.
-        let local = a.attributes.iter().find_map(|x| match x {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        let address = a.attributes.iter().find_map(|x| match x {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        });
-        let Some(ip) = local.or(address) else {
+        let Some(net) = super::addr::own_address(&a) else {
             continue;
         };
-        if let IpAddr::V6(v6) = ip {
+        if let IpAddr::V6(v6) = net.addr() {
             if v6.segments()[0] & 0xffc0 == 0xfe80 {
                 continue;
             }
         }
-        if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-            out.push((a.header.index, net));
-        }
+        out.push((a.header.index, net));
     }
     Ok(out)
 }

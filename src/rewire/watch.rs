@@ -22,11 +22,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, Inotify};
 
 use crate::error::{Error, Result};
 use crate::ns::docker::ContainerEvent;
-use crate::ns::NETNS_RUN_DIR;
 
 /// What happened to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,18 +101,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 impl Watcher {
     pub fn open() -> Result<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| Error::kernel("watching /run/netns", e))?;
-        let _ = std::fs::create_dir_all(NETNS_RUN_DIR);
-        inotify
-            .add_watch(
-                NETNS_RUN_DIR,
-                AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_ATTRIB,
-            )
-            .map_err(|e| Error::kernel("watching /run/netns", e))?;
+        let inotify = crate::net::monitor::watch_netns_dir(
+            AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_ATTRIB,
+        )?;
         let (wake_rx, wake_tx) = pipe()?;
         Ok(Watcher {
             inotify,

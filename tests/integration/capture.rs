@@ -12,11 +12,10 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::support::script::{tmp_dir, write_script};
-use crate::support::{koko_bin, wait_exit, wait_until, Run, Sandbox, Tail};
+use crate::support::{koko_bin, wait_until, Run, Running, Sandbox};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -284,57 +283,15 @@ fn tcp_exchange(sb: &Sandbox, port: u16, hello: &'static [u8], reply: &'static [
 
 // ------------------------------------------------------------ running koko
 
-/// A `koko capture` (or any command) running in the sandbox, its output
-/// read as it comes.
-struct Running {
-    child: Child,
-    out: Tail,
-    err: Tail,
+/// Wait until koko says the socket is bound and the file started.
+fn wait_capturing(koko: &Running) {
+    koko.err
+        .wait_for_text("koko: capturing on", Duration::from_secs(10));
 }
 
-impl Running {
-    fn koko(sb: &Sandbox, args: &[&str]) -> Running {
-        let mut cmd = sb.command(koko_bin());
-        cmd.args(args);
-        Running::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: std::process::Command) -> Running {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let out = Tail::new(child.stdout.take().unwrap());
-        let err = Tail::new(child.stderr.take().unwrap());
-        Running { child, out, err }
-    }
-
-    /// Wait until koko says the socket is bound and the file started.
-    fn wait_capturing(&self) -> &Running {
-        self.err
-            .wait_for_text("koko: capturing on", Duration::from_secs(10));
-        self
-    }
-
-    fn signal(&self, signal: &str) {
-        // nsenter execs koko (no fork without -p): this is koko's pid.
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal}");
-    }
-
-    /// Wait for the exit: (code, stdout, stderr).
-    fn exit(mut self) -> (i32, String, String) {
-        let status = wait_exit(&mut self.child, "koko capture", Duration::from_secs(10));
-        (
-            status.code().unwrap_or(-1),
-            self.out.finish(),
-            self.err.finish(),
-        )
-    }
+/// Wait for a capture's exit: (code, stdout, stderr).
+fn capture_exit(koko: Running) -> (i32, String, String) {
+    koko.exit("koko capture", Duration::from_secs(10))
 }
 
 /// A fresh file path for a capture (the sandbox shares this machine's
@@ -390,8 +347,9 @@ fn capture_records_a_tcp_exchange_and_sigint_ends_it_cleanly() {
             "-w",
             file.to_str().unwrap(),
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let port = tcp_exchange(&sb, 8080, b"hello koko", b"hello client");
     // Records are flushed as they come: the file shows the close before
     // the capture ends.
@@ -408,7 +366,7 @@ fn capture_records_a_tcp_exchange_and_sigint_ends_it_cleanly() {
         },
     );
     koko.signal("INT");
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("SIGINT"), "{out}");
 
@@ -484,10 +442,11 @@ fn capture_count_stops_after_exactly_the_handshake() {
             "-c",
             "3",
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let port = tcp_exchange(&sb, 8081, b"ping", b"pong");
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
         out.contains("3 packets") && out.contains("count reached"),
@@ -529,6 +488,7 @@ fn capture_dir_in_and_out_keep_one_direction_each() {
             "-c",
             "4",
         ],
+        &[],
     );
     let cap_out = Running::koko(
         &sb,
@@ -543,9 +503,10 @@ fn capture_dir_in_and_out_keep_one_direction_each() {
             "-c",
             "5",
         ],
+        &[],
     );
-    cap_in.wait_capturing();
-    cap_out.wait_capturing();
+    wait_capturing(&cap_in);
+    wait_capturing(&cap_out);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5001)), b"from a", 5);
     udp(&b, &a, SocketAddr::from((A_IP, 5002)), b"from b", 4);
@@ -553,7 +514,7 @@ fn capture_dir_in_and_out_keep_one_direction_each() {
         (cap_in, &fin, B_IP, A_IP, 5002, 4, &b"from b"[..]),
         (cap_out, &fout, A_IP, B_IP, 5001, 5, &b"from a"[..]),
     ] {
-        let (code, out, err) = cap.exit();
+        let (code, out, err) = capture_exit(cap);
         assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
         let pcap = read_pcap(file);
         assert_records_sane(&pcap);
@@ -592,11 +553,12 @@ fn capture_snaplen_cuts_records_and_keeps_the_wire_length() {
             "--dir",
             "out",
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5003)), &[0x6b; 1000], 3);
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let pcap = read_pcap(&file);
     assert_eq!(pcap.snaplen, 64);
@@ -626,9 +588,9 @@ fn capture_to_stdout_pipes_into_tcpdump() {
         koko_bin().display()
     ));
     let pipe = Running::spawn(cmd);
-    pipe.wait_capturing();
+    wait_capturing(&pipe);
     let port = tcp_exchange(&sb, 8082, b"ping", b"pong");
-    let (code, out, err) = pipe.exit();
+    let (code, out, err) = capture_exit(pipe);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
         out.contains(&format!("10.0.0.1.{port} > 10.0.0.2.8082: Flags [S]")),
@@ -655,12 +617,13 @@ fn capture_ends_cleanly_when_the_link_vanishes() {
             "-w",
             file.to_str().unwrap(),
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5004)), b"before", 3);
     sb.sh("ip netns del b");
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     let message = format!(
         "capture on a/l1 ended: the link vanished after 3 packets; {} holds them",
@@ -692,12 +655,13 @@ fn capture_lets_go_of_a_deleted_namespace() {
             "-w",
             file.to_str().unwrap(),
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&b, &a, SocketAddr::from((A_IP, 5005)), b"to a", 2);
     sb.sh("ip netns del a");
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     assert!(
         err.contains(
@@ -734,8 +698,9 @@ fn capture_survives_the_link_going_down_and_up() {
             "--dir",
             "out",
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5006)), b"first", 2);
     sb.sh("ip -n a link set l1 down && ip -n a link set l1 up");
@@ -746,7 +711,7 @@ fn capture_survives_the_link_going_down_and_up() {
     });
     sb.sh("ip -n a neigh replace 10.0.0.2 lladdr 02:00:00:00:00:02 dev l1 nud permanent");
     udp(&a, &b, SocketAddr::from((B_IP, 5006)), b"second", 2);
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let payloads: Vec<Vec<u8>> = packets(&read_pcap(&file))
         .into_iter()
@@ -784,8 +749,9 @@ fn capture_puts_back_the_vlan_tag_the_kernel_took_out() {
             "--dir",
             "in",
         ],
+        &[],
     );
-    koko.wait_capturing();
+    wait_capturing(&koko);
     // A tagged frame (VLAN 100, priority 1) sent raw on l2 in b.
     let mut frame = vec![
         2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x20, 0x64, 0x88, 0xb5,
@@ -793,7 +759,7 @@ fn capture_puts_back_the_vlan_tag_the_kernel_took_out() {
     frame.extend_from_slice(b"koko vlan test, padded to a minimum frame");
     let sent = frame.clone();
     in_ns(&sb.netns_path("b"), move || send_raw("l2", &sent));
-    let (code, out, err) = koko.exit();
+    let (code, out, err) = capture_exit(koko);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let pcap = read_pcap(&file);
     assert_records_sane(&pcap);

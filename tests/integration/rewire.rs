@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::script::write_script;
-use crate::support::{engine_sandbox, koko_bin, wait_exit, wait_for, Ctr, Place, Sandbox, Tail};
+use crate::support::{engine_sandbox, wait_for, Ctr, Place, Running, Sandbox};
 
 /// Long enough for an engine on 2 busy cores; a wait ends as soon as its
 /// condition holds.
@@ -24,63 +24,42 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// koko running a lab in the background, its stdout and stderr read as
 /// they come. Killed on drop if the test did not stop it.
 struct Lab {
-    child: Option<Child>,
-    out: Tail,
-    err: Tail,
+    koko: Running,
 }
 
 impl Lab {
     /// `koko run ARGS...` in the sandbox, with `env`; waits until koko
     /// says it keeps the lab wired.
     fn start(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Lab {
-        let mut cmd = sb.command(koko_bin());
-        cmd.arg("run")
-            .args(args)
-            .env_remove("KOKO_PATH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let out = Tail::new(child.stdout.take().unwrap());
-        let err = Tail::new(child.stderr.take().unwrap());
+        let words: Vec<&str> = std::iter::once("run").chain(args.iter().copied()).collect();
         let lab = Lab {
-            child: Some(child),
-            out,
-            err,
+            koko: Running::koko(sb, &words, env),
         };
-        lab.err.wait_until("koko keeps the lab wired", SETTLE, |t| {
-            t.contains("keeping the lab wired") || t.contains("koko: ") && !t.contains("keeping")
-        });
+        lab.koko
+            .err
+            .wait_until("koko keeps the lab wired", SETTLE, |t| {
+                t.contains("keeping the lab wired")
+                    || t.contains("koko: ") && !t.contains("keeping")
+            });
         assert!(
-            lab.err.text().contains("keeping the lab wired"),
+            lab.koko.err.text().contains("keeping the lab wired"),
             "koko did not start keeping the lab: {}\nstdout: {}",
-            lab.err.text(),
-            lab.out.text()
+            lab.koko.err.text(),
+            lab.koko.out.text()
         );
         lab
     }
 
     /// Send `signal`, wait for koko's exit: (code, stdout, stderr).
-    fn stop(mut self, signal: &str) -> (i32, String, String) {
-        let mut child = self.child.take().unwrap();
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let status = wait_exit(&mut child, "koko --keep-wired", SETTLE);
-        let out = std::mem::replace(&mut self.out, Tail::new(std::io::empty()));
-        let err = std::mem::replace(&mut self.err, Tail::new(std::io::empty()));
-        (status.code().unwrap_or(-1), out.finish(), err.finish())
+    fn stop(self, signal: &str) -> (i32, String, String) {
+        self.koko.signal(signal);
+        self.koko.exit("koko --keep-wired", SETTLE)
     }
 
     /// The number of repair lines for `what` ("container 'x'") so far.
     fn repairs(&self, what: &str) -> usize {
-        self.err
+        self.koko
+            .err
             .text()
             .lines()
             .filter(|l| l.starts_with(&format!("koko: rewired {what}:")))
@@ -90,7 +69,7 @@ impl Lab {
     /// Wait until koko has reported `n` repairs of `what`.
     #[track_caller]
     fn wait_repairs(&self, what: &str, n: usize) {
-        self.err.wait_until(
+        self.koko.err.wait_until(
             &format!("koko reports {n} repair(s) of {what}"),
             SETTLE,
             |t| {
@@ -100,15 +79,6 @@ impl Lab {
                     >= n
             },
         );
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -445,7 +415,7 @@ fn a_removed_container_is_reported_and_not_rewired() {
         "koko: container '{}' was removed: its 1 link(s) are not re-created",
         chain.web.name
     );
-    lab.err.wait_for_text(&gone, SETTLE);
+    lab.koko.err.wait_for_text(&gone, SETTLE);
     // The router's end of link5 went with the webserver's namespace, and
     // stays gone; everything else is intact.
     wait_for("link5 gone from the router", SETTLE, || {
@@ -539,7 +509,7 @@ fn ip_netns_made_again_is_rewired_and_the_hook_gets_the_event() {
     lab.wait_repairs("netns 'a'", 1);
     wait_for("the lab is whole again", SETTLE, || netns_lab_state(&sb));
     sb.assert_tcp("a", "b", "10.0.1.1:7000");
-    lab.out.wait_for_text("hook: ", SETTLE);
+    lab.koko.out.wait_for_text("hook: ", SETTLE);
     let (code, out, err) = lab.stop("TERM");
     assert_eq!(code, 143, "{err}");
     assert_repair_lines(&err, "netns 'a'", "after its namespace appeared");

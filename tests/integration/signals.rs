@@ -9,11 +9,11 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::script::{assert_clean, run, write_script};
-use crate::support::{koko_bin, wait_exit, wait_until, Sandbox, Tail};
+use crate::support::{koko_bin, wait_exit, wait_until, Running, Sandbox, Tail};
 
 const SIGNALS: [(&str, i32); 3] = [("SIGINT", 2), ("SIGTERM", 15), ("SIGHUP", 1)];
 
@@ -59,58 +59,18 @@ fn assert_no_process(marker: &str, what: &str) {
     );
 }
 
-/// A running koko with its stdout and stderr read as they come.
-struct Running {
-    child: Child,
-    out: Tail,
-    err: Tail,
-}
-
-impl Running {
-    fn start(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut cmd = sb.command(koko_bin());
-        cmd.args(args)
-            .env_remove("KOKO_PATH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let out = Tail::new(child.stdout.take().unwrap());
-        let err = Tail::new(child.stderr.take().unwrap());
-        Running { child, out, err }
-    }
-
-    /// nsenter execs koko (no fork without -p): this is koko's pid.
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Send `signal` (number `signo`), wait for the exit and check that it
-    /// is koko's answer to it: exit 128+signo, "interrupted by SIG...".
-    /// Returns stdout and stderr.
-    fn stop_with(self, signal: &str, signo: i32, what: &str) -> (String, String) {
-        send(self.pid(), signal);
-        let (code, out, err) = self.exit(what);
-        assert_eq!(code, 128 + signo, "{what}: {err}");
-        assert!(
-            err.contains(&format!("interrupted by {signal}")),
-            "{what}: {err}"
-        );
-        (out, err)
-    }
-
-    /// Wait for the exit (at most 5 s); the exit code and stderr.
-    fn exit(mut self, what: &str) -> (i32, String, String) {
-        let status = wait_exit(&mut self.child, what, Duration::from_secs(5));
-        (
-            status.code().unwrap_or(-1),
-            self.out.finish(),
-            self.err.finish(),
-        )
-    }
+/// Send `signal` (number `signo`) to koko, wait for the exit and check
+/// that it is koko's answer to it: exit 128+signo, "interrupted by
+/// SIG...". Returns stdout and stderr.
+fn stop_with(koko: Running, signal: &str, signo: i32, what: &str) -> (String, String) {
+    send(koko.pid(), signal);
+    let (code, out, err) = koko.exit(what, Duration::from_secs(5));
+    assert_eq!(code, 128 + signo, "{what}: {err}");
+    assert!(
+        err.contains(&format!("interrupted by {signal}")),
+        "{what}: {err}"
+    );
+    (out, err)
 }
 
 // ------------------------------------------------------------ one-shot
@@ -124,14 +84,14 @@ fn a_signal_at_any_point_of_a_one_shot_command_leaves_nothing() {
             let sb = Sandbox::new();
             sb.netns_add(&["a", "b"]);
             let var = format!("KOKO_TEST_PAUSE_{point}_MS");
-            let koko = Running::start(
+            let koko = Running::koko(
                 &sb,
                 &["-n", "a,l1,10.9.0.1/24", "-n", "b,l2,10.9.0.2/24"],
                 &[(&var, "20000")],
             );
             koko.err.wait_for_text("test hook", Duration::from_secs(5));
             let what = format!("koko after {signal} at {point}");
-            let (out, err) = koko.stop_with(signal, signo, &what);
+            let (out, err) = stop_with(koko, signal, signo, &what);
             assert!(err.contains("undone"), "{what}: {err}");
             assert!(!out.contains("done"), "{what} reported success: {out}");
             for ns in ["a", "b"] {
@@ -151,14 +111,14 @@ fn a_signal_at_any_point_of_a_one_shot_command_leaves_nothing() {
 fn a_signal_during_netns_add_of_several_names_leaves_none() {
     for (signal, signo) in SIGNALS {
         let sb = Sandbox::new();
-        let koko = Running::start(
+        let koko = Running::koko(
             &sb,
             &["netns", "add", "s1", "s2", "s3"],
             &[("KOKO_TEST_PAUSE_AFTER_NETNS_MS", "20000")],
         );
         koko.err.wait_for_text("test hook", Duration::from_secs(5));
         let what = format!("koko netns add after {signal}");
-        let (_out, err) = koko.stop_with(signal, signo, &what);
+        let (_out, err) = stop_with(koko, signal, signo, &what);
         assert!(err.contains("deleted netns 's1' again"), "{what}: {err}");
         assert!(
             sb.netns_list().is_empty(),
@@ -331,7 +291,7 @@ fn a_signal_at_any_point_of_a_script_undoes_it_and_kills_its_programs() {
                 let body = std::fs::read_to_string(&file).unwrap();
                 std::fs::write(&file, body.replace("\nprint(\"not reached\");\n", "\n")).unwrap();
             }
-            let koko = Running::start(&sb, &["run", &file], &[]);
+            let koko = Running::koko(&sb, &["run", &file], &[]);
             let ready = if point == "a hook" {
                 "in hook"
             } else {
@@ -344,7 +304,7 @@ fn a_signal_at_any_point_of_a_script_undoes_it_and_kills_its_programs() {
                 });
             }
             let what = format!("koko run after {signal} during {point}");
-            let (out, err) = koko.stop_with(signal, signo, &what);
+            let (out, err) = stop_with(koko, signal, signo, &what);
             assert!(err.contains("undid"), "{what}: {err}");
             assert!(!out.contains("not reached"), "{what}: {out}");
             assert_clean(&sb, &what);
@@ -379,13 +339,13 @@ fn programs_started_by_exec_die_with_a_killed_koko() {
     let sb = Sandbox::new();
     let marker = "4999.75";
     let file = long_script("kill9", &format!("a.exec([\"sleep\", \"{marker}\"]);"));
-    let koko = Running::start(&sb, &["run", &file], &[]);
+    let koko = Running::koko(&sb, &["run", &file], &[]);
     koko.out.wait_for_text("ready", Duration::from_secs(10));
     wait_until("sleep runs", Duration::from_secs(5), || {
         !processes_with(marker).is_empty()
     });
     send(koko.pid(), "SIGKILL");
-    let (code, _, _) = koko.exit("koko after SIGKILL");
+    let (code, _, _) = koko.exit("koko after SIGKILL", Duration::from_secs(5));
     assert_eq!(code, -1, "killed by a signal");
     assert_no_process(marker, "SIGKILL of koko");
 }
@@ -632,7 +592,7 @@ fn a_signal_ends_a_wait_for_a_silent_container_engine() {
     let dir = crate::support::script::tmp_dir("silent-engine");
     let socket = dir.join("docker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let koko = Running::start(
+    let koko = Running::koko(
         &sb,
         &["-d", "ctr,l1", "-n", "b,l2"],
         &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
@@ -641,7 +601,7 @@ fn a_signal_ends_a_wait_for_a_silent_container_engine() {
     let (_conn, _) = listener.accept().unwrap();
     let sent = Instant::now();
     send(koko.pid(), "SIGTERM");
-    let (code, _, err) = koko.exit("koko waiting for a silent engine");
+    let (code, _, err) = koko.exit("koko waiting for a silent engine", Duration::from_secs(5));
     assert!(
         sent.elapsed() < Duration::from_secs(2),
         "took {:?}: {err}",

@@ -37,7 +37,7 @@ mod wait;
 pub use cri::{all_ids, cri_sandbox, cri_up, Pod, CRI_ENDPOINT, CRI_SOCK};
 pub use cri_old::OldRuntime;
 pub use engine::{engine_sandbox, nc_roundtrip, Ctr, PODMAN_SOCK};
-pub use process::{wait_exit, Run, Tail};
+pub use process::{wait_exit, Run, Running, Tail};
 pub use sandbox::{assert_pair, koro_bin, route_text, Place, Sandbox};
 pub use traffic::{
     assert_tcp, send_udp, tcp_blocked, tcp_goodput, udp_delivered, udp_rtts, udp_stream,

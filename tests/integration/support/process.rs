@@ -193,3 +193,74 @@ pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus
         }
     }
 }
+
+/// A process running in the background (koko, usually), its stdout and
+/// stderr read as they come. Killed on drop if the test did not wait for
+/// its exit.
+pub struct Running {
+    child: Option<Child>,
+    pub out: Tail,
+    pub err: Tail,
+}
+
+impl Running {
+    /// `koko ARGS...` in the sandbox, with `env` (and no KOKO_PATH).
+    pub fn koko(sb: &super::Sandbox, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = sb.command(super::koko_bin());
+        cmd.args(args).env_remove("KOKO_PATH");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Running::spawn(cmd)
+    }
+
+    /// Start `cmd` with stdin closed and its output collected.
+    pub fn spawn(mut cmd: Command) -> Running {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let out = Tail::new(child.stdout.take().unwrap());
+        let err = Tail::new(child.stderr.take().unwrap());
+        Running {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    /// The process's pid (a sandbox's nsenter execs koko: no fork without
+    /// -p, so this is koko's own pid).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
+    }
+
+    /// Send `signal` (a name such as "INT") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    /// Wait for the exit (at most `timeout`): the exit code, stdout and
+    /// stderr.
+    pub fn exit(mut self, what: &str, timeout: Duration) -> (i32, String, String) {
+        let mut child = self.child.take().expect("waited for once");
+        let status = wait_exit(&mut child, what, timeout);
+        let out = std::mem::replace(&mut self.out, Tail::new(std::io::empty()));
+        let err = std::mem::replace(&mut self.err, Tail::new(std::io::empty()));
+        (status.code().unwrap_or(-1), out.finish(), err.finish())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
