@@ -106,7 +106,7 @@ struct Repair {
 }
 
 /// What one repair rebuilt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub links: usize,
     pub addresses: usize,
@@ -199,12 +199,9 @@ pub struct Rewired {
     pub namespace: String,
     /// "docker" or "netns".
     pub ns_kind: &'static str,
-    pub links: usize,
-    pub addresses: usize,
-    pub routes: usize,
-    pub sysctls: usize,
-    pub mirrors: usize,
-    pub impairments: usize,
+    /// What it rebuilt (for "removed": `links` only, the links dropped).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// From the engine's start event (or the namespace's appearance) to
     /// the end of the repair, rounded to 0.1 ms.
     pub ms_after_start: f64,
@@ -223,7 +220,7 @@ impl Rewired {
         if self.kind == "removed" {
             return format!(
                 "koko: {what} was removed: its {} link(s) are not re-created",
-                self.links
+                self.counts.links
             );
         }
         let since = if self.ns_kind == "netns" {
@@ -232,15 +229,15 @@ impl Rewired {
             "after its start event"
         };
         let mut tc = String::new();
-        if self.mirrors > 0 {
-            tc.push_str(&format!(", {} mirror(s)", self.mirrors));
+        if self.counts.mirrors > 0 {
+            tc.push_str(&format!(", {} mirror(s)", self.counts.mirrors));
         }
-        if self.impairments > 0 {
-            tc.push_str(&format!(", {} impairment(s)", self.impairments));
+        if self.counts.impairments > 0 {
+            tc.push_str(&format!(", {} impairment(s)", self.counts.impairments));
         }
         format!(
             "koko: rewired {what}: {} link(s), {} address(es), {} route(s), {} sysctl(s){tc} in {:.1} ms {since}",
-            self.links, self.addresses, self.routes, self.sysctls, self.ms_after_start
+            self.counts.links, self.counts.addresses, self.counts.routes, self.counts.sysctls, self.ms_after_start
         )
     }
 }
@@ -559,12 +556,10 @@ impl Lab {
             kind: "removed",
             namespace: e.name.clone(),
             ns_kind: e.kind.as_str(),
-            links: before - self.wires.len(),
-            addresses: 0,
-            routes: 0,
-            sysctls: 0,
-            mirrors: 0,
-            impairments: 0,
+            counts: Counts {
+                links: before - self.wires.len(),
+                ..Counts::default()
+            },
             ms_after_start: 0.0,
             time: epoch_ms(),
         }
@@ -759,12 +754,7 @@ impl Lab {
                             kind: "rewired",
                             namespace: e.name.clone(),
                             ns_kind: e.kind.as_str(),
-                            links: r.counts.links,
-                            addresses: r.counts.addresses,
-                            routes: r.counts.routes,
-                            sysctls: r.counts.sysctls,
-                            mirrors: r.counts.mirrors,
-                            impairments: r.counts.impairments,
+                            counts: r.counts,
                             ms_after_start: ((now - r.since_epoch_ms) * 10.0).round() / 10.0,
                             time: now,
                         });
@@ -1135,12 +1125,13 @@ mod tests {
             kind: "rewired",
             namespace: "firewall".into(),
             ns_kind: "docker",
-            links: 2,
-            addresses: 4,
-            routes: 2,
-            sysctls: 2,
-            mirrors: 0,
-            impairments: 0,
+            counts: Counts {
+                links: 2,
+                addresses: 4,
+                routes: 2,
+                sysctls: 2,
+                ..Counts::default()
+            },
             ms_after_start: 12.34,
             time: 0.0,
         };
@@ -1150,7 +1141,10 @@ mod tests {
         );
         let gone = Rewired {
             kind: "removed",
-            links: 1,
+            counts: Counts {
+                links: 1,
+                ..Counts::default()
+            },
             ..r
         };
         assert!(gone
