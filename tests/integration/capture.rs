@@ -283,6 +283,20 @@ fn tcp_exchange(sb: &Sandbox, port: u16, hello: &'static [u8], reply: &'static [
 
 // ------------------------------------------------------------ running koko
 
+/// `koko capture ipnetns a l1 -w FILE EXTRA...` running in the sandbox.
+fn capture_l1(sb: &Sandbox, file: &Path, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "capture",
+        "ipnetns",
+        "a",
+        "l1",
+        "-w",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Running::koko(sb, &args, &[])
+}
+
 /// Wait until koko says the socket is bound and the file started.
 fn wait_capturing(koko: &Running) {
     koko.err
@@ -337,18 +351,7 @@ fn count_in(summary: &str) -> usize {
 fn capture_records_a_tcp_exchange_and_sigint_ends_it_cleanly() {
     let sb = two_namespaces();
     let file = pcap_path("tcp");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &[]);
     wait_capturing(&koko);
     let port = tcp_exchange(&sb, 8080, b"hello koko", b"hello client");
     // Records are flushed as they come: the file shows the close before
@@ -430,20 +433,7 @@ fn capture_records_a_tcp_exchange_and_sigint_ends_it_cleanly() {
 fn capture_count_stops_after_exactly_the_handshake() {
     let sb = two_namespaces();
     let file = pcap_path("count");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-            "-c",
-            "3",
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &["-c", "3"]);
     wait_capturing(&koko);
     let port = tcp_exchange(&sb, 8081, b"ping", b"pong");
     let (code, out, err) = capture_exit(koko);
@@ -474,37 +464,8 @@ fn capture_count_stops_after_exactly_the_handshake() {
 fn capture_dir_in_and_out_keep_one_direction_each() {
     let sb = two_namespaces();
     let (fin, fout) = (pcap_path("dir-in"), pcap_path("dir-out"));
-    let cap_in = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            fin.to_str().unwrap(),
-            "--dir",
-            "in",
-            "-c",
-            "4",
-        ],
-        &[],
-    );
-    let cap_out = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            fout.to_str().unwrap(),
-            "--dir=out",
-            "-c",
-            "5",
-        ],
-        &[],
-    );
+    let cap_in = capture_l1(&sb, &fin, &["--dir", "in", "-c", "4"]);
+    let cap_out = capture_l1(&sb, &fout, &["--dir=out", "-c", "5"]);
     wait_capturing(&cap_in);
     wait_capturing(&cap_out);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
@@ -537,24 +498,7 @@ fn capture_dir_in_and_out_keep_one_direction_each() {
 fn capture_snaplen_cuts_records_and_keeps_the_wire_length() {
     let sb = two_namespaces();
     let file = pcap_path("snaplen");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-            "--snaplen",
-            "64",
-            "-c",
-            "3",
-            "--dir",
-            "out",
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &["--snaplen", "64", "-c", "3", "--dir", "out"]);
     wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5003)), &[0x6b; 1000], 3);
@@ -607,18 +551,7 @@ fn capture_to_stdout_pipes_into_tcpdump() {
 fn capture_ends_cleanly_when_the_link_vanishes() {
     let sb = two_namespaces();
     let file = pcap_path("vanish");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &[]);
     wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5004)), b"before", 3);
@@ -645,18 +578,7 @@ fn capture_ends_cleanly_when_the_link_vanishes() {
 fn capture_lets_go_of_a_deleted_namespace() {
     let sb = two_namespaces();
     let file = pcap_path("ns-gone");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &[]);
     wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&b, &a, SocketAddr::from((A_IP, 5005)), b"to a", 2);
@@ -684,22 +606,7 @@ fn capture_lets_go_of_a_deleted_namespace() {
 fn capture_survives_the_link_going_down_and_up() {
     let sb = two_namespaces();
     let file = pcap_path("flap");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-            "-c",
-            "4",
-            "--dir",
-            "out",
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &["-c", "4", "--dir", "out"]);
     wait_capturing(&koko);
     let (a, b) = (sb.netns_path("a"), sb.netns_path("b"));
     udp(&a, &b, SocketAddr::from((B_IP, 5006)), b"first", 2);
@@ -735,22 +642,7 @@ fn capture_survives_the_link_going_down_and_up() {
 fn capture_puts_back_the_vlan_tag_the_kernel_took_out() {
     let sb = two_namespaces();
     let file = pcap_path("vlan");
-    let koko = Running::koko(
-        &sb,
-        &[
-            "capture",
-            "ipnetns",
-            "a",
-            "l1",
-            "-w",
-            file.to_str().unwrap(),
-            "-c",
-            "1",
-            "--dir",
-            "in",
-        ],
-        &[],
-    );
+    let koko = capture_l1(&sb, &file, &["-c", "1", "--dir", "in"]);
     wait_capturing(&koko);
     // A tagged frame (VLAN 100, priority 1) sent raw on l2 in b.
     let mut frame = vec![
