@@ -496,8 +496,12 @@ fn netem_delay_and_jitter_show_in_round_trip_times() {
     set("netns(\"a\").link(\"la\").impair(#{delay_ms: 20});");
     let rtt = median(udp_rtts(&na, &nb, addr("10.9.0.2:6402"), 40)) - base;
     println!("delay 20 ms: median RTT {rtt:.2} ms above a {base:.2} ms baseline");
+    // netem never delivers early, so the floor is tight; the ceiling is
+    // loose, because the lane's guest runs under TCG on 2 shared cores
+    // where timers fire late (24 ms was seen under load): it only has to
+    // tell 20 ms of delay from none, or from a unit mix-up (20 s, 2 ms).
     assert!(
-        (rtt - 20.0).abs() <= 1.0 + 2.0,
+        (19.0..=35.0).contains(&rtt),
         "median added RTT {rtt} ms for 20 ms"
     );
     set("netns(\"a\").link(\"la\").impair(#{delay_ms: 20, jitter_ms: 5});");
