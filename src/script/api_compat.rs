@@ -8,7 +8,7 @@
 
 use rhai::{Engine, Map};
 
-use super::api::{fail, interruptible_sleep, to_map, with_world, R};
+use super::api::{fail, to_map, with_world, R};
 use super::SharedWorld;
 use crate::error::Error;
 
@@ -60,12 +60,6 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
                 Err(fail(Error::Undo(errors)))
             }
         }
-    );
-    sys!(
-        engine,
-        "sleep",
-        /// wait ms milliseconds (Ctrl-C, SIGTERM or SIGHUP stop it and the run)
-        |ms: i64| -> R<()> { interruptible_sleep(super::api::ms(ms, "sleep")?) }
     );
     sys!(
         engine,

@@ -329,24 +329,7 @@ fn collect(world: &mut World, deadline: Instant) -> crate::Result<Vec<(FnPtr, Ma
     }
 
     // 1b. A kept lab: repairs of containers and namespaces that came back.
-    if let Some(keeper) = events.keeper.as_mut() {
-        for done in keeper.step(session, journal) {
-            let mut m = super::api::to_map(&done);
-            m.insert(
-                "container".into(),
-                if done.ns_kind == "docker" {
-                    Dynamic::from(done.namespace.clone())
-                } else {
-                    Dynamic::UNIT
-                },
-            );
-            for hook in &events.hooks {
-                if matches!(hook.on, HookKind::Rewired) {
-                    fired.push((hook.callback.clone(), m.clone()));
-                }
-            }
-        }
-    }
+    fired.extend(repairs(session, journal, events));
 
     // 2. Path quality, from the probes' recent samples. A stopped probe's
     // hooks never fire: its last window would still hold the samples of
@@ -466,6 +449,85 @@ fn add_link_hook(world: &SharedWorld, ns: &Namespace, name: &str, f: FnPtr, down
         },
     });
     Ok(())
+}
+
+/// One pass of a kept lab's repairs (see [`crate::rewire`]): the
+/// `on_rewired` callbacks to call, one per finished repair.
+fn repairs(
+    session: &mut crate::net::Session,
+    journal: &mut crate::journal::Journal,
+    events: &mut Events,
+) -> Vec<(FnPtr, Map)> {
+    let mut fired = Vec::new();
+    let Some(keeper) = events.keeper.as_mut() else {
+        return fired;
+    };
+    for done in keeper.step(session, journal) {
+        let mut m = super::api::to_map(&done);
+        m.insert(
+            "container".into(),
+            if done.ns_kind == "docker" {
+                Dynamic::from(done.namespace.clone())
+            } else {
+                Dynamic::UNIT
+            },
+        );
+        for hook in &events.hooks {
+            if matches!(hook.on, HookKind::Rewired) {
+                fired.push((hook.callback.clone(), m.clone()));
+            }
+        }
+    }
+    fired
+}
+
+/// `sleep(ms)`. While the run keeps its lab wired, repairs go on during a
+/// sleep too (a drill restarts a container, sleeps, then checks traffic),
+/// and their `on_rewired` hooks run; other hooks wait for `watch`, as
+/// always. Without a kept lab it is a plain interruptible sleep.
+fn sleep(ctx: &NativeCallContext, world: &SharedWorld, ms: i64) -> R<()> {
+    let total = super::api::ms(ms, "sleep")?;
+    if world.borrow().events.keeper.is_none() {
+        return interruptible_sleep(total);
+    }
+    let deadline = Instant::now() + total;
+    loop {
+        super::api::stop_if_interrupted()?;
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        let fired = {
+            let mut w = world.borrow_mut();
+            let World {
+                session,
+                events,
+                journal,
+            } = &mut *w;
+            if let Some(keeper) = &events.keeper {
+                let left = (deadline - now).min(keeper.timeout());
+                let mut fds: Vec<PollFd> = keeper
+                    .fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                    .collect();
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+            }
+            repairs(session, journal, events)
+        };
+        for (callback, event) in fired {
+            let what = describe_event(&callback, &event);
+            if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
+                if matches!(*e, EvalAltResult::ErrorTerminated(..)) {
+                    return Err(e);
+                }
+                let source = ctx.call_source().unwrap_or("<script>");
+                let message = format!("{what} failed: {}", super::format_runtime_error(source, &e));
+                return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
+            }
+        }
+    }
 }
 
 /// Dispatch events until `ms` pass or `stop_watch()`. A hook that fails
@@ -780,9 +842,31 @@ pub fn register(engine: &mut Engine, world: &SharedWorld) {
     let w = world.clone();
     sys!(
         engine,
+        "sleep",
+        /// wait ms milliseconds (Ctrl-C, SIGTERM or SIGHUP stop it and the run); a kept lab's repairs and their on_rewired hooks go on meanwhile
+        move |ctx: NativeCallContext, ms: i64| -> R<()> { sleep(&ctx, &w, ms) }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
         "keep_wired",
         /// keep the lab wired while its containers and namespaces restart: repairs run during watch(), and when the script ends koko stays watching until Ctrl-C (like `koko run --keep-wired`)
         move || -> R<()> { w.borrow_mut().keep_wired().map_err(fail) }
+    );
+    let w = world.clone();
+    sys!(
+        engine,
+        "keep_wired",
+        /// keep_wired(true) is keep_wired(); keep_wired(false) stops keeping the lab wired: no more repairs, and the run ends with its last statement (a drill that measured its repairs and is done)
+        move |on: bool| -> R<()> {
+            let mut w = w.borrow_mut();
+            if on {
+                w.keep_wired().map_err(fail)
+            } else {
+                w.events.keeper = None;
+                Ok(())
+            }
+        }
     );
     let w = world.clone();
     sys!(

@@ -692,3 +692,42 @@ fn a_failing_script_is_not_kept_wired() {
     assert!(!r.stderr.contains("keeping the lab wired"), "{}", r.stderr);
     crate::support::script::assert_clean(&sb, "a failing --keep-wired run");
 }
+
+/// A drill that restarts a namespace and then only sleeps (no `watch`):
+/// repairs go on during `sleep()`, with their `on_rewired` hooks, so the
+/// script sees its link come back without a watch loop; `keep_wired(false)`
+/// then lets the run end with its last statement.
+#[test]
+fn repairs_go_on_while_the_script_sleeps() {
+    let sb = Sandbox::new();
+    let script = write_script(
+        "rewire",
+        "sleep.rhai",
+        r#"
+let a = netns("a");  let b = netns("b");
+veth(a, "l1", b, "l2", #{a_addrs: ["10.0.1.1/24"], b_addrs: ["10.0.1.2/24"]});
+on_rewired(|ev| print(`hook: ${ev.namespace}`));
+keep_wired();
+b.exec(["sh", "-c", "ip netns del a && ip netns add a"]);
+let t = now_ms();
+while b.exec(["ip", "-n", "a", "link", "show", "l1"]).code != 0 {
+    if now_ms() - t > 20000 { throw "l1 never came back while the script slept"; }
+    sleep(20);
+}
+print("back during sleep");
+keep_wired(false);
+"#,
+    );
+    let run = crate::support::script::run(&sb, &[script.to_str().unwrap()]);
+    run.ok();
+    run.stdout_has("hook: a");
+    run.stdout_has("back during sleep");
+    assert_repair_lines(&run.stderr, "netns 'a'", "after its namespace appeared");
+    // The run ended with its last statement and kept its (repaired) lab:
+    // through the kernel, the new `a` has l1 again, paired with b's l2.
+    let l1 = sb.link(Some("a"), "l1").expect("l1 in the new a");
+    let l2 = sb.link(Some("b"), "l2").expect("l2 in b");
+    assert_eq!(l1["link_index"], l2["ifindex"], "{l1} {l2}");
+    assert_eq!(sb.addrs(Some("a"), "l1"), ["10.0.1.1/24"]);
+    assert_eq!(sb.addrs(Some("b"), "l2"), ["10.0.1.2/24"]);
+}
