@@ -270,6 +270,9 @@ pub struct Lab {
     pods: HashMap<NsId, (Place, Namespace)>,
     /// The last question to the CRI runtime failed (said once).
     runtime_failed: bool,
+    /// Journal entries (by index) whose veth was recorded again through
+    /// its pod's namespace (see [`Lab::rehold_pod_links`]).
+    reheld: std::collections::HashSet<usize>,
 }
 
 /// ms since the epoch now.
@@ -699,6 +702,47 @@ impl Lab {
             }
         }
         out
+    }
+
+    /// A link the run made in a CRI *container's* namespace was journaled
+    /// with a handle on that container's process. When the container is
+    /// restarted inside its pod, the namespace — and the link — stay, but
+    /// the handle is gone, and the final undo would skip the link as gone
+    /// with its namespace. So such a step is recorded again through the
+    /// pod's sandbox (the same namespace, held by its pause process): the
+    /// undo deletes the link through it, and the first step finds nothing
+    /// left to do.
+    fn rehold_pod_links(&mut self, journal: &mut Journal) {
+        let mut again = Vec::new();
+        for (k, entry) in journal.entries().iter().enumerate() {
+            let Undo::DeleteVeth { ns, name, peer_ns } = &entry.undo else {
+                continue;
+            };
+            if ns.kind() != NsKind::Cri || self.reheld.contains(&k) || ns.exists() {
+                continue;
+            }
+            let pod = self.endpoints.iter().find_map(|e| {
+                e.current
+                    .as_ref()
+                    .filter(|c| c.id() == ns.id() && matches!(e.place, Place::Pod(_)))
+                    .map(|c| (c.clone(), e.describe()))
+            });
+            if let Some((pod_ns, pod)) = pod.filter(|(c, _)| c.exists()) {
+                again.push((
+                    k,
+                    format!("veth {name} in {pod} (held through its pod: its container restarted)"),
+                    Undo::DeleteVeth {
+                        ns: pod_ns,
+                        name: name.clone(),
+                        peer_ns: peer_ns.clone(),
+                    },
+                ));
+            }
+        }
+        for (k, what, undo) in again {
+            self.reheld.insert(k);
+            journal.record(what, undo);
+        }
     }
 
     /// For each lab pod that is down: ask the CRI runtime (one
@@ -1214,10 +1258,11 @@ impl Keeper {
         }
         let seen_ms = seen.netns_ms.unwrap_or_else(epoch_ms);
         self.lab.check_places(session, seen_ms);
+        self.lab.rehold_pod_links(journal);
         // CRI pods: containerd before 1.7 has no event stream
         // (GetContainerEvents), so a pod that is down is looked for in the
         // sandbox list on every pass (every 20 ms while it is down: one
-        // cheap local gRPC call, ~1 ms).
+        // local gRPC call, 1-3 ms here).
         self.lab.ask_runtime(session);
         if self.asked.elapsed() >= ASK_EVERY {
             self.asked = Instant::now();

@@ -853,3 +853,37 @@ fn a_container_restarted_inside_its_cri_pod_is_not_repaired() {
     assert_eq!(pod_links(&sb, &a), Vec::<String>::new());
     assert_eq!(pod_links(&sb, &b), Vec::<String>::new());
 }
+
+/// A lab that names a pod by a container's id, then that container is
+/// restarted inside its pod (nothing to repair) and koko gets SIGTERM: the
+/// link made through the old container is still undone — nothing of the
+/// lab is left in either pod.
+#[test]
+fn sigterm_after_a_container_restart_inside_its_cri_pod_undoes_the_lab() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    let (a, b) = (Pod::new("rwe"), Pod::new("rwf"));
+    let ctr = a.container("app", true);
+    let script = write_script("rewire", "cri.rhai", &cri_lab(&ctr, &b.id[..12]));
+    let lab = Lab::start(&sb, &[script.to_str().unwrap()], &CRI_ENV);
+    wait_for("the lab is built", SETTLE, || cri_lab_state(&sb, &a, &b));
+    a.remove_container(&ctr);
+    a.container("app", true);
+    // koko has seen the old container's handle go once its journal on
+    // disk has the link's step again, held through the pod.
+    wait_for("the step is held through the pod", SETTLE, || {
+        let journals = sb.sh("cat /run/koko/* 2>/dev/null; true");
+        if journals.contains("held through its pod") {
+            Ok(())
+        } else {
+            Err(journals)
+        }
+    });
+    let (code, _, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    assert_eq!(lab_lines(&err, "koko: rewired"), 0, "{err}");
+    assert_eq!(pod_links(&sb, &a), Vec::<String>::new());
+    assert_eq!(pod_links(&sb, &b), Vec::<String>::new());
+    assert_eq!(sb.sh("ls /run/koko"), "");
+}
