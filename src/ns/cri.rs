@@ -261,6 +261,34 @@ pub struct Found {
     pub sandbox_id: String,
 }
 
+/// What identifies a pod across re-creations of its sandbox: its
+/// Kubernetes namespace and name. When a sandbox dies, the kubelet removes
+/// it and runs a new one for the same pod — a new sandbox id, a new network
+/// namespace, `attempt` + 1 (and, for a pod that was deleted and made
+/// again, a new `uid`) — with the same namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PodKey {
+    /// "k8s-namespace/pod-name", as kubectl names a pod.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One pod sandbox of the runtime's list.
+#[derive(Debug, Clone)]
+pub struct PodSandbox {
+    pub id: String,
+    pub key: PodKey,
+    pub ready: bool,
+    /// When the runtime created it, ms since the epoch.
+    pub created_ms: f64,
+}
+
 /// A connection to one CRI runtime, version-negotiated once.
 pub struct Runtime {
     client: Client,
@@ -512,6 +540,51 @@ impl Runtime {
             .await
             .map(drop)
             .map_err(|s| self.rpc_error(what.clone(), s))
+        })
+    }
+
+    /// The pod `id` (a container's or a sandbox's id, or a prefix) is part
+    /// of: its sandbox's id and the metadata that survives a re-creation.
+    pub async fn pod_of(&self, id: &str) -> Result<PodSandbox> {
+        let found = self.find(id).await?;
+        self.pod_sandboxes()
+            .await?
+            .into_iter()
+            .find(|p| p.id == found.sandbox_id)
+            .ok_or_else(|| {
+                Error::namespace_not_found(
+                    Object::new("CRI id", id),
+                    format!("its pod sandbox is not known to {}", self.place()),
+                )
+            })
+    }
+
+    /// Every pod sandbox the runtime knows (ready or not), with its
+    /// metadata: one `ListPodSandbox`.
+    pub async fn pod_sandboxes(&self) -> Result<Vec<PodSandbox>> {
+        let what = || "listing the CRI runtime's pod sandboxes".to_string();
+        with_api!(&self.client, |c, api| {
+            let pods = c
+                .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+                .await
+                .map_err(|s| self.rpc_error(what(), s))?
+                .into_inner()
+                .items;
+            Ok(pods
+                .into_iter()
+                .map(|p| {
+                    let m = p.metadata.unwrap_or_default();
+                    PodSandbox {
+                        ready: p.state == api::PodSandboxState::SandboxReady as i32,
+                        created_ms: p.created_at as f64 / 1e6,
+                        key: PodKey {
+                            namespace: m.namespace,
+                            name: m.name,
+                        },
+                        id: p.id,
+                    }
+                })
+                .collect())
         })
     }
 

@@ -17,9 +17,11 @@
 //! sysctl was set to, the route a `replace` installed):
 //!
 //! * an [`Endpoint`] is a place identified by what survives a restart: a
-//!   container's name (Docker/Podman), a netns NAME (`ip netns`) — never
-//!   the namespace's inode, which is new after a restart. Other places
-//!   (koko's own namespace, a pid, a path) are fixed: they do not restart.
+//!   container's name (Docker/Podman), a netns NAME (`ip netns`), a CRI
+//!   pod's Kubernetes namespace and name (a re-created sandbox has a new id,
+//!   `uid` and `attempt`: see [`Lab::ask_runtime`]) — never the
+//!   namespace's inode, which is new after a restart. Other places (koko's
+//!   own namespace, a pid, a path) are fixed: they do not restart.
 //! * a [`Wire`] is a veth the run made: both ends (endpoint, name) and the
 //!   MTU;
 //! * each endpoint has the addresses, routes, sysctls and mirrors the run
@@ -72,6 +74,7 @@ use crate::net::link::{self, VethOptions};
 use crate::net::route::{self, RouteRequest};
 use crate::net::tc::{self, Hook, MirrorDir};
 use crate::net::{addr, sysctl, Session};
+use crate::ns::cri::PodKey;
 use crate::ns::{Namespace, NsId, NsKind, NsSpec};
 
 /// What identifies an endpoint across restarts.
@@ -81,6 +84,9 @@ pub enum Place {
     Container(String),
     /// An `ip netns` namespace, by name.
     Netns(String),
+    /// A CRI pod (the sandbox, or a container in it), by its Kubernetes
+    /// namespace and name: a re-created sandbox has a new id.
+    Pod(PodKey),
     /// A namespace that does not restart (koko's own, a pid's, a path).
     Fixed(NsId),
 }
@@ -160,6 +166,7 @@ impl Endpoint {
         match &self.place {
             Place::Container(n) => format!("container '{n}'"),
             Place::Netns(n) => format!("netns '{n}'"),
+            Place::Pod(k) => format!("CRI pod '{k}'"),
             Place::Fixed(_) => self
                 .current
                 .as_ref()
@@ -195,9 +202,10 @@ impl Wire {
 pub struct Rewired {
     /// "rewired" (a repair), or "removed" (a container removed for good).
     pub kind: &'static str,
-    /// The container's or namespace's name.
+    /// The container's or namespace's name; for a CRI pod,
+    /// "k8s-namespace/pod-name".
     pub namespace: String,
-    /// "docker" or "netns".
+    /// "docker", "netns" or "cri".
     pub ns_kind: &'static str,
     /// What it rebuilt (for "removed": `links` only, the links dropped).
     #[serde(flatten)]
@@ -212,10 +220,10 @@ pub struct Rewired {
 impl Rewired {
     /// The line koko prints for it.
     pub fn line(&self) -> String {
-        let what = if self.ns_kind == "netns" {
-            format!("netns '{}'", self.namespace)
-        } else {
-            format!("container '{}'", self.namespace)
+        let what = match self.ns_kind {
+            "netns" => format!("netns '{}'", self.namespace),
+            "cri" => format!("CRI pod '{}'", self.namespace),
+            _ => format!("container '{}'", self.namespace),
         };
         if self.kind == "removed" {
             return format!(
@@ -223,10 +231,10 @@ impl Rewired {
                 self.counts.links
             );
         }
-        let since = if self.ns_kind == "netns" {
-            "after its namespace appeared"
-        } else {
-            "after its start event"
+        let since = match self.ns_kind {
+            "netns" => "after its namespace appeared",
+            "cri" => "after its sandbox was created",
+            _ => "after its start event",
         };
         let mut tc = String::new();
         if self.counts.mirrors > 0 {
@@ -257,6 +265,14 @@ pub struct Lab {
     /// re-create (said once).
     pub unsupported: Vec<String>,
     said_unsupported: usize,
+    /// CRI namespaces met in the journal (by identity): their pod and its
+    /// sandbox's namespace (see [`Lab::place_of`]).
+    pods: HashMap<NsId, (Place, Namespace)>,
+    /// The last question to the CRI runtime failed (said once).
+    runtime_failed: bool,
+    /// Journal entries (by index) whose veth was recorded again through
+    /// its pod's namespace (see [`Lab::rehold_pod_links`]).
+    reheld: std::collections::HashSet<usize>,
 }
 
 /// ms since the epoch now.
@@ -281,17 +297,57 @@ impl Lab {
         self.endpoints.iter().any(|e| e.dirty && !e.removed)
     }
 
-    fn endpoint_for(&mut self, ns: &Namespace) -> usize {
-        let place = Place::of(ns);
+    /// Whether an endpoint is a CRI pod that is down (the runtime must be
+    /// asked whether it has a new sandbox).
+    pub fn has_pods_down(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| matches!(e.place, Place::Pod(_)) && e.current.is_none() && !e.removed)
+    }
+
+    /// Where `ns` is in the lab, and the namespace handle to keep for it.
+    ///
+    /// A CRI endpoint (a sandbox's id or a container's) is its pod: the
+    /// handle kept is the *sandbox's* namespace (its pause process), which
+    /// lives as long as the pod's network does. A container's own handle
+    /// would go with the container's process, and a container restarted
+    /// inside the pod — same namespace, nothing lost — would look like a
+    /// pod that went down. A CRI id whose pod cannot be read any more is a
+    /// fixed place (it cannot be followed).
+    fn place_of(&mut self, session: &Session, ns: &Namespace) -> (Place, Namespace) {
+        if ns.kind() == NsKind::Cri {
+            if let Some(known) = self.pods.get(&ns.id()) {
+                return known.clone();
+            }
+            let pod = session.cri(ns.name()).and_then(|rt| {
+                let pod = session.block_on(rt.pod_of(ns.name()))?;
+                let sandbox = session.block_on(rt.resolve(&pod.id))?;
+                Ok((Place::Pod(pod.key), sandbox))
+            });
+            if let Ok(known) = pod {
+                self.pods.insert(ns.id(), known.clone());
+                return known;
+            }
+        }
+        (Place::of(ns), ns.clone())
+    }
+
+    fn endpoint_for(&mut self, session: &Session, ns: &Namespace) -> usize {
+        let (place, ns) = self.place_of(session, ns);
+        let ns = &ns;
         if let Some(i) = self.endpoints.iter().position(|e| e.place == place) {
             if self.endpoints[i].current.is_none() && ns.exists() {
                 self.endpoints[i].current = Some(ns.clone());
             }
             return i;
         }
+        let name = match &place {
+            Place::Pod(k) => k.to_string(),
+            _ => ns.name().to_string(),
+        };
         self.endpoints.push(Endpoint {
             place,
-            name: ns.name().to_string(),
+            name,
             kind: ns.kind(),
             current: ns.exists().then(|| ns.clone()),
             removed: false,
@@ -350,8 +406,8 @@ impl Lab {
                 let Some(lb) = session.block_on(link::get_by_index(&tb, peer_index))? else {
                     return Ok(());
                 };
-                let a = self.endpoint_for(ns);
-                let b = self.endpoint_for(peer_ns);
+                let a = self.endpoint_for(session, ns);
+                let b = self.endpoint_for(session, peer_ns);
                 let wire = Wire {
                     a: (a, name.clone()),
                     b: (b, lb.name.clone()),
@@ -370,11 +426,11 @@ impl Lab {
                 }
             }
             Undo::DeleteAddress { ns, link, addr } => {
-                let i = self.endpoint_for(ns);
+                let i = self.endpoint_for(session, ns);
                 self.add_addr(i, link, *addr);
             }
             Undo::DeleteRoute { ns, route } => {
-                let i = self.endpoint_for(ns);
+                let i = self.endpoint_for(session, ns);
                 self.add_route(i, route.clone());
             }
             Undo::RestoreRoute { ns, route } => {
@@ -382,13 +438,13 @@ impl Lab {
                 // run installed is in the kernel under the same key.
                 let t = session.target(ns)?;
                 if let Some(now) = session.block_on(route::find_same_key(&t, route))? {
-                    let i = self.endpoint_for(ns);
+                    let i = self.endpoint_for(session, ns);
                     self.add_route(i, now.as_request());
                 }
             }
             Undo::RestoreSysctl { ns, key, .. } => {
                 let value = sysctl::read(ns, key)?;
-                let i = self.endpoint_for(ns);
+                let i = self.endpoint_for(session, ns);
                 let e = &mut self.endpoints[i];
                 match e.sysctls.iter_mut().find(|(k, _)| k == key) {
                     Some(slot) => slot.1 = value,
@@ -428,7 +484,7 @@ impl Lab {
                     (false, true) => MirrorDir::Egress,
                     (false, false) => return Ok(()),
                 };
-                let i = self.endpoint_for(ns);
+                let i = self.endpoint_for(session, ns);
                 let m = (source.clone(), dir, target.name);
                 let e = &mut self.endpoints[i];
                 e.mirrors.retain(|(s, _, t)| !(s == &m.0 && t == &m.2));
@@ -455,7 +511,7 @@ impl Lab {
         if link.starts_with("kkifb") {
             return Ok(()); // the ifb of a link: its RemoveIfb step names the link
         }
-        let i = self.endpoint_for(ns);
+        let i = self.endpoint_for(session, ns);
         let Some(w) = self.wires.iter().position(|w| w.has_end(i, link)) else {
             self.unsupported.push(format!(
                 "an impairment on '{link}' in {ns} (not a veth pair koko made)"
@@ -646,6 +702,101 @@ impl Lab {
             }
         }
         out
+    }
+
+    /// A link the run made in a CRI *container's* namespace was journaled
+    /// with a handle on that container's process. When the container is
+    /// restarted inside its pod, the namespace — and the link — stay, but
+    /// the handle is gone, and the final undo would skip the link as gone
+    /// with its namespace. So such a step is recorded again through the
+    /// pod's sandbox (the same namespace, held by its pause process): the
+    /// undo deletes the link through it, and the first step finds nothing
+    /// left to do.
+    fn rehold_pod_links(&mut self, journal: &mut Journal) {
+        let mut again = Vec::new();
+        for (k, entry) in journal.entries().iter().enumerate() {
+            let Undo::DeleteVeth { ns, name, peer_ns } = &entry.undo else {
+                continue;
+            };
+            if ns.kind() != NsKind::Cri || self.reheld.contains(&k) || ns.exists() {
+                continue;
+            }
+            let pod = self.endpoints.iter().find_map(|e| {
+                e.current
+                    .as_ref()
+                    .filter(|c| c.id() == ns.id() && matches!(e.place, Place::Pod(_)))
+                    .map(|c| (c.clone(), e.describe()))
+            });
+            if let Some((pod_ns, pod)) = pod.filter(|(c, _)| c.exists()) {
+                again.push((
+                    k,
+                    format!("veth {name} in {pod} (held through its pod: its container restarted)"),
+                    Undo::DeleteVeth {
+                        ns: pod_ns,
+                        name: name.clone(),
+                        peer_ns: peer_ns.clone(),
+                    },
+                ));
+            }
+        }
+        for (k, what, undo) in again {
+            self.reheld.insert(k);
+            journal.record(what, undo);
+        }
+    }
+
+    /// For each lab pod that is down: ask the CRI runtime (one
+    /// `ListPodSandbox`) for a READY sandbox with the pod's namespace and
+    /// name — the kubelet's new sandbox for it — and repair into its
+    /// namespace, timed from the sandbox's creation. A pod with no such
+    /// sandbox is waited for, like a stopped container: the old sandbox
+    /// being removed is what the kubelet does before every re-creation, so
+    /// it does not tell a pod gone for good.
+    pub fn ask_runtime(&mut self, session: &Session) {
+        let down: Vec<(usize, PodKey)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.place {
+                Place::Pod(k) if !e.removed && e.current.is_none() => Some((i, k.clone())),
+                _ => None,
+            })
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        let listed = session
+            .cri(&down[0].1.name)
+            .and_then(|rt| Ok((session.block_on(rt.pod_sandboxes())?, rt)));
+        let (pods, rt) = match listed {
+            Ok(x) => x,
+            Err(e) => {
+                // Said once per pass is too much when the runtime is away
+                // for a while: say it on the first failure only.
+                if !self.runtime_failed {
+                    crate::say!("koko: keep-wired: asking the CRI runtime: {e}");
+                }
+                self.runtime_failed = true;
+                return;
+            }
+        };
+        self.runtime_failed = false;
+        for (i, key) in down {
+            // The newest ready sandbox of the pod (the kubelet runs one at
+            // a time; the newest is the one it keeps).
+            let Some(pod) = pods
+                .iter()
+                .filter(|p| p.ready && p.key == key)
+                .max_by(|a, b| a.created_ms.total_cmp(&b.created_ms))
+            else {
+                continue;
+            };
+            // Not found: it stopped again already (or is not set up yet);
+            // the next pass asks again.
+            if let Ok(ns) = session.block_on(rt.resolve(&pod.id)) {
+                self.came_back(session, i, ns, pod.created_ms);
+            }
+        }
     }
 
     /// Make the desired state true for every dirty endpoint that is up
@@ -1059,6 +1210,10 @@ impl Keeper {
     pub fn timeout(&self) -> Duration {
         if self.lab.busy() {
             Duration::from_millis(10)
+        } else if self.lab.has_pods_down() {
+            // No event tells of a pod's new sandbox (see `step`): its
+            // repair waits for the next look at the runtime's list.
+            Duration::from_millis(20)
         } else {
             Duration::from_millis(50)
         }
@@ -1103,6 +1258,12 @@ impl Keeper {
         }
         let seen_ms = seen.netns_ms.unwrap_or_else(epoch_ms);
         self.lab.check_places(session, seen_ms);
+        self.lab.rehold_pod_links(journal);
+        // CRI pods: containerd before 1.7 has no event stream
+        // (GetContainerEvents), so a pod that is down is looked for in the
+        // sandbox list on every pass (every 20 ms while it is down: one
+        // local gRPC call, 1-3 ms here).
+        self.lab.ask_runtime(session);
         if self.asked.elapsed() >= ASK_EVERY {
             self.asked = Instant::now();
             out.extend(self.lab.ask_engine(session));
@@ -1150,6 +1311,27 @@ mod tests {
         assert!(gone
             .line()
             .contains("was removed: its 1 link(s) are not re-created"));
+    }
+
+    #[test]
+    fn a_cri_pod_s_repair_line_names_the_pod_and_its_sandbox() {
+        let r = Rewired {
+            kind: "rewired",
+            namespace: "default/web-0".into(),
+            ns_kind: "cri",
+            counts: Counts {
+                links: 1,
+                addresses: 3,
+                routes: 1,
+                ..Counts::default()
+            },
+            ms_after_start: 20.04,
+            time: 0.0,
+        };
+        assert_eq!(
+            r.line(),
+            "koko: rewired CRI pod 'default/web-0': 1 link(s), 3 address(es), 1 route(s), 0 sysctl(s) in 20.0 ms after its sandbox was created"
+        );
     }
 
     #[test]

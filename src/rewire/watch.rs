@@ -11,6 +11,10 @@
 //! * `ip netns` namespaces: inotify on /run/netns. `ip netns add x` creates
 //!   the file /run/netns/x (then mounts the namespace on it), so a name
 //!   made again is a new namespace.
+//! * CRI pods: nothing here. containerd before 1.7 (1.6 on Debian 12) has
+//!   no CRI event stream (`GetContainerEvents`), so the kept lab looks for
+//!   a down pod's new sandbox in the runtime's list on each pass
+//!   ([`super::Lab::ask_runtime`]).
 //!
 //! The stream is asked for the events since the moment the watcher was
 //! opened: the engine replays what happened between that moment and the

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::script::write_script;
-use crate::support::{engine_sandbox, wait_for, Ctr, Place, Running, Sandbox};
+use crate::support::{cri_sandbox, engine_sandbox, wait_for, Ctr, Place, Pod, Running, Sandbox};
 
 /// Long enough for an engine on 2 busy cores; a wait ends as soon as its
 /// condition holds.
@@ -730,4 +730,199 @@ keep_wired(false);
     assert_eq!(l1["link_index"], l2["ifindex"], "{l1} {l2}");
     assert_eq!(sb.addrs(Some("a"), "l1"), ["10.0.1.1/24"]);
     assert_eq!(sb.addrs(Some("b"), "l2"), ["10.0.1.2/24"]);
+}
+
+// ------------------------------------------------------------ CRI pods
+
+/// A CRI lab: pods `a` - `b` (named in the script by CRI ids: a sandbox
+/// id prefix, a container's or a sandbox's full id), a link with an MTU and
+/// addresses, an address added on a's end, a route in b through the link;
+/// `on_rewired` prints the event map as JSON.
+fn cri_lab(a: &str, b: &str) -> String {
+    format!(
+        r#"
+let a = cri("{a}");  let b = cri("{b}");
+veth(a, "l1", b, "l2", #{{mtu: 1400, a_addrs: ["10.0.1.1/24"], b_addrs: ["10.0.1.2/24"]}});
+a.ip("address add 10.7.0.1/24 dev l1");
+b.ip("route add 10.9.0.0/24 via 10.0.1.1 dev l2");
+on_rewired(|ev| print(`hook: ${{ev.to_json()}}`));
+keep_wired();
+print("built");
+"#
+    )
+}
+
+const CRI_ENV: [(&str, &str); 1] = [("CONTAINER_RUNTIME_ENDPOINT", crate::support::CRI_ENDPOINT)];
+
+/// Through the kernel, in the pods' current sandboxes: the CRI lab as built.
+fn cri_lab_state(sb: &Sandbox, a: &Pod, b: &Pod) -> Result<(), String> {
+    let l1 = sb.link(a, "l1").ok_or("no l1 in pod a")?;
+    let l2 = sb.link(b, "l2").ok_or("no l2 in pod b")?;
+    if l1["mtu"] != 1400 || l2["mtu"] != 1400 {
+        return Err(format!("MTU: {l1} {l2}"));
+    }
+    if l1["link_index"] != l2["ifindex"] || l2["link_index"] != l1["ifindex"] {
+        return Err(format!("not a pair: {l1} {l2}"));
+    }
+    let addrs = sb.addrs(a, "l1");
+    if addrs != ["10.0.1.1/24", "10.7.0.1/24"] {
+        return Err(format!("pod a: {addrs:?}"));
+    }
+    let addrs = sb.addrs(b, "l2");
+    if addrs != ["10.0.1.2/24"] {
+        return Err(format!("pod b: {addrs:?}"));
+    }
+    match sb.route(b, "10.9.0.0/24") {
+        Some(r) if r["gateway"] == "10.0.1.1" && r["dev"] == "l2" => Ok(()),
+        other => Err(format!("route in pod b: {other:?}")),
+    }
+}
+
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// The links of a pod's namespace other than `lo`.
+fn pod_links(sb: &Sandbox, pod: &Pod) -> Vec<String> {
+    sb.link_names(pod)
+        .into_iter()
+        .filter(|l| l != "lo")
+        .collect()
+}
+
+/// What koko calls a pod in its lines: "CRI pod 'k8s-namespace/name'".
+fn pod_what(pod: &Pod) -> String {
+    format!("CRI pod 'koko-test/{}'", pod.name)
+}
+
+/// A pod's sandbox dies and the kubelet makes a new one (stop + remove,
+/// then a new sandbox with the same name and namespace, attempt + 1: a new
+/// id and network namespace): koko finds it by the pod's metadata and
+/// re-wires it — link, addresses, the peer's route — and TCP flows again;
+/// the repair is printed and given to `on_rewired`. SIGTERM then undoes the
+/// lab: nothing is left in either pod.
+#[test]
+fn a_cri_pod_whose_sandbox_is_made_again_is_rewired_and_sigterm_undoes_it() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    let (mut a, b) = (Pod::new("rwa"), Pod::new("rwb"));
+    let script = write_script("rewire", "cri.rhai", &cri_lab(&a.id[..12], &b.id));
+    let lab = Lab::start(&sb, &[script.to_str().unwrap()], &CRI_ENV);
+    wait_for("the lab is built", SETTLE, || cri_lab_state(&sb, &a, &b));
+    let (old_id, old_ns) = (a.id.clone(), a.ns_path());
+    a.recreate();
+    let ready_ms = epoch_ms();
+    assert_ne!(a.id, old_id);
+    assert!(!old_ns.exists(), "the old sandbox's namespace is gone");
+    let what = pod_what(&a);
+    lab.wait_repairs(&what, 1);
+    wait_for("the lab is whole again", SETTLE, || {
+        cri_lab_state(&sb, &a, &b)
+    });
+    crate::support::assert_tcp(a.ns_path(), b.ns_path(), "10.0.1.1:7000");
+    lab.koko.out.wait_for_text("hook: ", SETTLE);
+    let (code, out, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    assert_repair_lines(&err, &what, "after its sandbox was created");
+    // One repair: the peer's part of it (l2's address, the route) is in
+    // the repair of the pod that came back.
+    assert_eq!(lab_lines(&err, "koko: rewired"), 1, "{err}");
+    let hook = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hook: "))
+        .unwrap_or_else(|| panic!("no hook output: {out}"));
+    let ev: Value = serde_json::from_str(hook).unwrap();
+    assert_eq!(ev["kind"], "rewired", "{ev}");
+    assert_eq!(ev["namespace"], format!("koko-test/{}", a.name), "{ev}");
+    assert_eq!(ev["ns_kind"], "cri", "{ev}");
+    assert_eq!(ev["links"], 1, "{ev}");
+    assert_eq!(ev["addresses"], 3, "{ev}");
+    assert_eq!(ev["routes"], 1, "{ev}");
+    let ms = ev["ms_after_start"].as_f64().unwrap();
+    assert!(ms >= 0.0, "{ev}");
+    let after_ready = ev["time"].as_f64().unwrap() - ready_ms;
+    eprintln!(
+        "repair of a re-created CRI pod: {ms} ms after its sandbox was created, \
+         {after_ready:.1} ms after RunPodSandbox returned"
+    );
+    // Undone, through the kernel: nothing of the lab in either pod.
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert_eq!(pod_links(&sb, &a), Vec::<String>::new());
+    assert_eq!(pod_links(&sb, &b), Vec::<String>::new());
+    assert_eq!(sb.sh("ls /run/koko"), "");
+}
+
+/// A container of a pod ends and the next one starts in the same sandbox
+/// (what the kubelet does on a container restart): the pod's network
+/// namespace, and every link in it, stays, so koko repairs nothing. The
+/// lab names pod a by the *container's* id. To know koko has looked after
+/// the container's restart, pod b's sandbox is then made again: its repair
+/// is reported, and none of pod a.
+#[test]
+fn a_container_restarted_inside_its_cri_pod_is_not_repaired() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    let (a, mut b) = (Pod::new("rwc"), Pod::new("rwd"));
+    let ctr = a.container("app", true);
+    let script = write_script("rewire", "cri.rhai", &cri_lab(&ctr, &b.id[..12]));
+    let lab = Lab::start(&sb, &[script.to_str().unwrap()], &CRI_ENV);
+    wait_for("the lab is built", SETTLE, || cri_lab_state(&sb, &a, &b));
+    let pause = a.pid();
+    a.remove_container(&ctr);
+    let next = a.container("app", true);
+    assert_ne!(next, ctr);
+    assert_eq!(a.pid(), pause, "the same sandbox");
+    // Nothing was lost: the namespace is the pod's.
+    cri_lab_state(&sb, &a, &b).unwrap();
+    b.recreate();
+    lab.wait_repairs(&pod_what(&b), 1);
+    wait_for("the lab is whole again", SETTLE, || {
+        cri_lab_state(&sb, &a, &b)
+    });
+    assert_eq!(lab.repairs(&pod_what(&a)), 0, "{}", lab.koko.err.text());
+    let (code, _, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    assert_eq!(lab_lines(&err, "koko: rewired"), 1, "{err}");
+    assert_eq!(pod_links(&sb, &a), Vec::<String>::new());
+    assert_eq!(pod_links(&sb, &b), Vec::<String>::new());
+}
+
+/// A lab that names a pod by a container's id, then that container is
+/// restarted inside its pod (nothing to repair) and koko gets SIGTERM: the
+/// link made through the old container is still undone — nothing of the
+/// lab is left in either pod.
+#[test]
+fn sigterm_after_a_container_restart_inside_its_cri_pod_undoes_the_lab() {
+    let Some(sb) = cri_sandbox() else {
+        return;
+    };
+    let (a, b) = (Pod::new("rwe"), Pod::new("rwf"));
+    let ctr = a.container("app", true);
+    let script = write_script("rewire", "cri.rhai", &cri_lab(&ctr, &b.id[..12]));
+    let lab = Lab::start(&sb, &[script.to_str().unwrap()], &CRI_ENV);
+    wait_for("the lab is built", SETTLE, || cri_lab_state(&sb, &a, &b));
+    a.remove_container(&ctr);
+    a.container("app", true);
+    // koko has seen the old container's handle go once its journal on
+    // disk has the link's step again, held through the pod.
+    wait_for("the step is held through the pod", SETTLE, || {
+        let journals = sb.sh("cat /run/koko/* 2>/dev/null; true");
+        if journals.contains("held through its pod") {
+            Ok(())
+        } else {
+            Err(journals)
+        }
+    });
+    let (code, _, err) = lab.stop("TERM");
+    assert_eq!(code, 143, "{err}");
+    assert_eq!(lab_lines(&err, "koko: rewired"), 0, "{err}");
+    assert_eq!(pod_links(&sb, &a), Vec::<String>::new());
+    assert_eq!(pod_links(&sb, &b), Vec::<String>::new());
+    assert_eq!(sb.sh("ls /run/koko"), "");
 }

@@ -252,6 +252,68 @@ impl Pod {
     }
 }
 
+impl Pod {
+    /// What the kubelet does when a pod's sandbox died: stop and remove
+    /// the sandbox, and run a new one for the same pod (same name and
+    /// namespace, `attempt` + 1): a new sandbox id and network namespace.
+    pub fn recreate(&mut self) {
+        let old = self.id.clone();
+        call(|mut c| {
+            Box::pin(async move {
+                c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: old.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: old,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+            })
+        })
+        .unwrap_or_else(|e| panic!("removing the sandbox of pod {}: {e}", self.name));
+        if let Some(m) = self.config.metadata.as_mut() {
+            m.attempt += 1;
+        }
+        let sent = self.config.clone();
+        self.id = call(|mut c| {
+            Box::pin(async move {
+                c.run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(sent),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().pod_sandbox_id)
+                .map_err(|e| e.to_string())
+            })
+        })
+        .unwrap_or_else(|e| panic!("RunPodSandbox {} again: {e}", self.name));
+    }
+
+    /// Stop and remove the container `id` (a container of the pod that
+    /// exited, as the kubelet cleans it up before starting its next attempt).
+    pub fn remove_container(&self, id: &str) {
+        let id = id.to_string();
+        call(|mut c| {
+            Box::pin(async move {
+                c.stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                c.remove_container(cri::RemoveContainerRequest { container_id: id })
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .unwrap_or_else(|e| panic!("removing a container of pod {}: {e}", self.name));
+    }
+}
+
 impl From<&Pod> for Place {
     fn from(p: &Pod) -> Place {
         Place::Pid(p.pid())
