@@ -481,6 +481,30 @@ fn repairs(
     fired
 }
 
+/// How a hook's callback failed.
+enum HookError {
+    /// The run was terminated (a signal, a limit): end at once.
+    Terminated(Box<EvalAltResult>),
+    /// The callback threw: the message names the hook and the error.
+    Failed(String),
+}
+
+/// Call a hook's callback with its event map.
+fn call_hook(ctx: &NativeCallContext, callback: &FnPtr, event: Map) -> Result<(), HookError> {
+    let what = describe_event(callback, &event);
+    match callback.call_within_context::<Dynamic>(ctx, (event,)) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(*e, EvalAltResult::ErrorTerminated(..)) => Err(HookError::Terminated(e)),
+        Err(e) => {
+            let source = ctx.call_source().unwrap_or("<script>");
+            Err(HookError::Failed(format!(
+                "{what} failed: {}",
+                super::format_runtime_error(source, &e)
+            )))
+        }
+    }
+}
+
 /// `sleep(ms)`. While the run keeps its lab wired, repairs go on during a
 /// sleep too (a drill restarts a container, sleeps, then checks traffic),
 /// and their `on_rewired` hooks run; other hooks wait for `watch`, as
@@ -517,14 +541,12 @@ fn sleep(ctx: &NativeCallContext, world: &SharedWorld, ms: i64) -> R<()> {
             repairs(session, journal, events)
         };
         for (callback, event) in fired {
-            let what = describe_event(&callback, &event);
-            if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
-                if matches!(*e, EvalAltResult::ErrorTerminated(..)) {
-                    return Err(e);
+            match call_hook(ctx, &callback, event) {
+                Ok(()) => {}
+                Err(HookError::Terminated(e)) => return Err(e),
+                Err(HookError::Failed(message)) => {
+                    return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into())
                 }
-                let source = ctx.call_source().unwrap_or("<script>");
-                let message = format!("{what} failed: {}", super::format_runtime_error(source, &e));
-                return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
             }
         }
     }
@@ -567,21 +589,18 @@ fn watch(ctx: &NativeCallContext, world: &SharedWorld, ms: i64, keep_going: bool
         let fired = collect(&mut world.borrow_mut(), deadline).map_err(fail)?;
         for (callback, event) in fired {
             dispatched += 1;
-            let what = describe_event(&callback, &event);
-            if let Err(e) = callback.call_within_context::<Dynamic>(ctx, (event,)) {
-                if matches!(*e, EvalAltResult::ErrorTerminated(..)) {
-                    return Err(e);
-                }
-                let source = ctx.call_source().unwrap_or("<script>");
-                let message = format!("{what} failed: {}", super::format_runtime_error(source, &e));
-                let failure: Box<EvalAltResult> =
-                    EvalAltResult::ErrorRuntime(message.clone().into(), Position::NONE).into();
-                if !keep_going {
-                    return Err(failure);
-                }
-                crate::say!("koko: {message}");
-                first_failure.get_or_insert(failure);
+            let message = match call_hook(ctx, &callback, event) {
+                Ok(()) => continue,
+                Err(HookError::Terminated(e)) => return Err(e),
+                Err(HookError::Failed(message)) => message,
+            };
+            let failure: Box<EvalAltResult> =
+                EvalAltResult::ErrorRuntime(message.clone().into(), Position::NONE).into();
+            if !keep_going {
+                return Err(failure);
             }
+            crate::say!("koko: {message}");
+            first_failure.get_or_insert(failure);
         }
     }
 }
