@@ -607,37 +607,39 @@ impl Runtime {
 
     /// Every container and pod sandbox the runtime knows.
     async fn list(&self) -> Result<Vec<Listed>> {
+        let mut all: Vec<Listed> = self
+            .pod_sandboxes()
+            .await?
+            .into_iter()
+            .map(|p| Listed {
+                sandbox_id: p.id.clone(),
+                id: p.id,
+                kind: Kind::Sandbox,
+                name: p.key.name,
+            })
+            .collect();
         let what = || "listing the CRI runtime's containers".to_string();
-        with_api!(&self.client, |c, api| {
-            let pods = c
-                .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-                .await
-                .map_err(|s| self.rpc_error(what(), s))?
-                .into_inner()
-                .items;
+        let containers = with_api!(&self.client, |c, api| {
             let containers = c
                 .list_containers(api::ListContainersRequest { filter: None })
                 .await
                 .map_err(|s| self.rpc_error(what(), s))?
                 .into_inner()
                 .containers;
-            let mut all: Vec<Listed> = pods
-                .into_iter()
-                .map(|p| Listed {
-                    sandbox_id: p.id.clone(),
-                    id: p.id,
-                    kind: Kind::Sandbox,
-                    name: p.metadata.map(|m| m.name).unwrap_or_default(),
-                })
-                .collect();
-            all.extend(containers.into_iter().map(|c| Listed {
-                id: c.id,
-                kind: Kind::Container,
-                name: c.metadata.map(|m| m.name).unwrap_or_default(),
-                sandbox_id: c.pod_sandbox_id,
-            }));
-            Ok(all)
-        })
+            Ok::<_, Error>(
+                containers
+                    .into_iter()
+                    .map(|c| Listed {
+                        id: c.id,
+                        kind: Kind::Container,
+                        name: c.metadata.map(|m| m.name).unwrap_or_default(),
+                        sandbox_id: c.pod_sandbox_id,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })?;
+        all.extend(containers);
+        Ok(all)
     }
 
     async fn container_status(&self, id: &str) -> Result<Status> {

@@ -138,19 +138,7 @@ impl Pod {
             }),
             ..Default::default()
         };
-        let sent = config.clone();
-        let id = call(|mut c| {
-            Box::pin(async move {
-                c.run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(sent),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().pod_sandbox_id)
-                .map_err(|e| e.to_string())
-            })
-        })
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"));
+        let id = run_pod_sandbox(&config).unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"));
         Pod { id, name, config }
     }
 
@@ -277,19 +265,8 @@ impl Pod {
         if let Some(m) = self.config.metadata.as_mut() {
             m.attempt += 1;
         }
-        let sent = self.config.clone();
-        self.id = call(|mut c| {
-            Box::pin(async move {
-                c.run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(sent),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().pod_sandbox_id)
-                .map_err(|e| e.to_string())
-            })
-        })
-        .unwrap_or_else(|e| panic!("RunPodSandbox {} again: {e}", self.name));
+        self.id = run_pod_sandbox(&self.config)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {} again: {e}", self.name));
     }
 
     /// Stop and remove the container `id` (a container of the pod that
@@ -365,4 +342,20 @@ pub fn all_ids() -> Vec<String> {
         })
     })
     .unwrap()
+}
+
+/// RunPodSandbox with `config`: the new sandbox's id.
+fn run_pod_sandbox(config: &cri::PodSandboxConfig) -> Result<String, String> {
+    let sent = config.clone();
+    call(|mut c| {
+        Box::pin(async move {
+            c.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(sent),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+            .map_err(|e| e.to_string())
+        })
+    })
 }
